@@ -1,0 +1,172 @@
+"""The one attention interface: channels-last ``(B, H, W, C)`` in, the same shape out."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from typing import Any, ClassVar, Literal, get_args, get_origin
+
+from torch import Tensor, nn
+
+__all__ = ["AttentionMechanism", "Param", "check_param"]
+
+_MISSING = inspect.Parameter.empty
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One hyper-parameter of a mechanism, read from its ``__init__`` signature.
+
+    Attributes:
+        name: keyword name.
+        annotation: the declared type (``int``, ``float``, ``bool``, ``str`` or a ``Literal``).
+        default: the paper's default.
+        choices: allowed values when the annotation is a ``Literal``.
+    """
+
+    name: str
+    annotation: Any
+    default: Any
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def type_name(self) -> str:
+        if self.choices is not None:
+            return " | ".join(repr(c) for c in self.choices)
+        inner = _optional_inner(self.annotation)
+        if inner is not None:
+            return f"{inner.__name__} | None"
+        return getattr(self.annotation, "__name__", str(self.annotation))
+
+    def coerce(self, value: Any, where: str) -> Any:
+        """Check ``value`` against the declared type; ints are accepted where floats are declared.
+
+        Raises:
+            ValueError: naming the parameter, the value and what would be valid.
+        """
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(
+                    f"{where}: parameter {self.name!r} = {value!r} is not allowed; "
+                    f"choose one of {list(self.choices)}"
+                )
+            return value
+        ann = self.annotation
+        inner = _optional_inner(ann)
+        if inner is not None:
+            if value is None:
+                return None
+            ann = inner
+        if ann is bool:
+            ok = isinstance(value, bool)
+        elif ann is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif ann is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif ann is str:
+            ok = isinstance(value, str)
+        else:
+            ok = True  # unusual annotations are checked by the mechanism itself
+        if not ok:
+            raise ValueError(
+                f"{where}: parameter {self.name!r} = {value!r} has type {type(value).__name__}; "
+                f"expected {self.type_name}"
+            )
+        return value
+
+
+def _resolve_annotation(ann: Any) -> tuple[Any, tuple[Any, ...] | None]:
+    if get_origin(ann) is Literal:
+        return ann, tuple(get_args(ann))
+    return ann, None
+
+
+def _optional_inner(ann: Any) -> Any | None:
+    """``X`` for an ``X | None`` annotation, else None."""
+    if get_origin(ann) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(ann) if a is not type(None)]
+        if len(args) == 1 and len(get_args(ann)) == 2:
+            return args[0]
+    return None
+
+
+def check_param(ok: bool, name: str, value: Any, allowed: str) -> None:
+    """Raise a ``ValueError`` naming a parameter, its value and the allowed range unless ``ok``."""
+    if not ok:
+        raise ValueError(f"parameter {name!r} = {value!r} is out of range; allowed: {allowed}")
+
+
+class AttentionMechanism(nn.Module):
+    """Base class of every attention mechanism in attnbench.
+
+    A subclass declares its hyper-parameters once, as keyword-only arguments of ``__init__`` with
+    type hints and the defaults of its paper::
+
+        @register_mechanism("mine")
+        class Mine(AttentionMechanism):
+            def __init__(self, dim: int, num_heads: int, *, window: int = 7) -> None:
+                super().__init__(dim, num_heads)
+                check_param(window > 0, "window", window, "a positive int")
+
+    and implements ``forward(x)`` on ``(B, H, W, C)`` tensors, ``analytic_flops(H, W)`` (its closed
+    form cost in multiply-accumulates for batch 1, term by term) and, where some shapes cannot work,
+    ``check_input(H, W)``.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        check_param(isinstance(dim, int) and dim > 0, "dim", dim, "a positive int")
+        check_param(isinstance(num_heads, int) and num_heads > 0, "num_heads", num_heads, "a positive int")
+        if dim % num_heads:
+            raise ValueError(
+                f"parameter 'num_heads' = {num_heads} does not divide dim = {dim}; "
+                f"choose num_heads among {[h for h in range(1, dim + 1) if dim % h == 0][:12]}"
+            )
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Param]:
+        """The mechanism's own parameters (everything after ``dim, num_heads``), in order."""
+        sig = inspect.signature(cls.__init__)
+        try:
+            hints = typing.get_type_hints(cls.__init__)
+        except Exception:  # noqa: BLE001 - unresolved forward refs: fall back to raw annotations
+            hints = {}
+        params: dict[str, Param] = {}
+        for p in list(sig.parameters.values())[3:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if p.default is _MISSING:
+                raise TypeError(
+                    f"{cls.__name__}.__init__: parameter {p.name!r} needs a default (the paper's), "
+                    "so the mechanism builds from dim and num_heads alone"
+                )
+            ann, choices = _resolve_annotation(hints.get(p.name, p.annotation))
+            params[p.name] = Param(p.name, ann, p.default, choices)
+        return params
+
+    def extra_repr(self) -> str:
+        hp = ", ".join(f"{k}={getattr(self, k, v.default)!r}" for k, v in self.hyperparameters().items())
+        return f"dim={self.dim}, num_heads={self.num_heads}" + (f", {hp}" if hp else "")
+
+    def check_input(self, H: int, W: int) -> None:
+        """Raise ``ValueError`` if an ``H x W`` map cannot be processed with these parameters."""
+
+    def analytic_flops(self, H: int, W: int) -> dict[str, int]:
+        """Closed-form cost for one ``(1, H, W, C)`` input, in multiply-accumulates, term by term."""
+        raise NotImplementedError(f"{type(self).__name__} does not define analytic_flops")
+
+    def _check_shape(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__}: expected a channels-last (B, H, W, C={self.dim}) tensor, "
+                f"got shape {tuple(x.shape)}"
+            )
+        self.check_input(x.shape[1], x.shape[2])

@@ -1,0 +1,201 @@
+"""Bi-Level Routing Attention (BRA), BiFormer (Zhu et al., CVPR 2023).
+
+The variant of the released ``ops/bra_legacy.py`` used by every released BiFormer model, quirks
+kept because the released checkpoints need them:
+
+- one ``Linear(C -> 2*qk_dim + C)`` gives q | k | v (``qk_dim = C`` in all released models);
+- routing on region means of q and k, **detached**; the top-k routing weights are not used;
+- attention scale ``qk_dim ** -0.5`` (the whole qk dim, not the head dim);
+- ``out = wo(attn + LCE(v))`` with LCE a ``side_dwconv x side_dwconv`` depthwise conv on v;
+- ``auto_pad`` zero-pads the *input* at bottom/right before the projection (padded tokens carry the
+  bias, count in region means and are not masked), and the output is cropped.
+
+The region-to-token attention runs on one of several backends (``backend=``), all computing the
+same function; ``reference`` is the released algorithm and the oracle of the others.
+
+FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0) for every backend: the
+projections, the S^2 x S^2 routing product, the k * HW/S^2 keys per query and the LCE are all
+dense products whose MACs fvcore counts one for one; region means, softmax and top-k are free
+in that convention.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnbench import AttentionMechanism, check_param, register_mechanism
+from mechanisms.bra import reference, sdpa
+
+__all__ = ["BiLevelRoutingAttention", "from_regions", "to_regions"]
+
+log = logging.getLogger(__name__)
+
+# Backends in order of preference for backend="auto"; each module has can_run() and attend().
+BACKENDS = {"sdpa": sdpa, "reference": reference}
+
+
+def to_regions(x: Tensor, n_win: int) -> Tensor:
+    """(B, H, W, C) -> (B, S², H/S·W/S, C), regions row-major, tokens row-major in a region."""
+    B, H, W, C = x.shape
+    h, w = H // n_win, W // n_win
+    x = x.view(B, n_win, h, n_win, w, C).permute(0, 1, 3, 2, 4, 5)  # (B, S, S, h, w, C)
+    return x.reshape(B, n_win * n_win, h * w, C)
+
+
+def from_regions(x: Tensor, n_win: int, H: int, W: int) -> Tensor:
+    """Inverse of :func:`to_regions`: (B, S², h·w, C) -> (B, H, W, C)."""
+    B, _, _, C = x.shape
+    h, w = H // n_win, W // n_win
+    x = x.view(B, n_win, n_win, h, w, C).permute(0, 1, 3, 2, 4, 5)  # (B, S, h, S, w, C)
+    return x.reshape(B, H, W, C)
+
+
+class TopkRouting(nn.Module):
+    """Region-level routing: affinity of detached region means, then the top-k regions per region."""
+
+    def __init__(self, topk: int, scale: float) -> None:
+        super().__init__()
+        self.topk = topk
+        self.scale = scale
+
+    def forward(self, q_region: Tensor, k_region: Tensor) -> Tensor:
+        # q_region, k_region: (B, S², qk_dim); no gradient flows through routing
+        logits = (q_region.detach() * self.scale) @ k_region.detach().transpose(-2, -1)  # (B, S², S²)
+        return torch.topk(logits, k=self.topk, dim=-1).indices  # (B, S², k)
+
+
+class RegionTokenAttention(nn.Module):
+    """Token-to-token attention of each region's queries over its routed regions' tokens.
+
+    Parameter-free; a module of its own so that FLOP counters attribute its MACs separately.
+    """
+
+    def __init__(self, num_heads: int, qk_dim: int, scale: float, backend: str) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qk_dim = qk_dim
+        self.scale = scale
+        self.backend = backend
+
+    def forward(self, q: Tensor, kv: Tensor, idx: Tensor) -> Tensor:
+        # q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)
+        impl = BACKENDS[self.backend] if self.backend != "auto" else choose_backend(q, kv, idx)
+        return impl.attend(q, kv, idx, self.num_heads, self.qk_dim, self.scale)
+
+
+def choose_backend(q: Tensor, kv: Tensor, idx: Tensor):
+    """The first backend in :data:`BACKENDS` order whose ``can_run`` accepts the inputs."""
+    for name, impl in BACKENDS.items():
+        ok, why = impl.can_run(q, kv, idx)
+        if ok:
+            log.debug("bra: backend %r chosen", name)
+            return impl
+        log.debug("bra: backend %r skipped: %s", name, why)
+    return reference
+
+
+@register_mechanism("bra")
+class BiLevelRoutingAttention(AttentionMechanism):
+    """Bi-Level Routing Attention (BiFormer, CVPR 2023), legacy released variant.
+
+    Args:
+        dim: channels C.
+        num_heads: attention heads (BiFormer uses head_dim 32).
+        n_win: regions per side S; the map is split into S x S regions.
+        topk: routed regions per query region, 1 <= k <= S^2 (BiFormer: 1, 4, 16 in stages 1-3).
+        side_dwconv: kernel of the depthwise LCE conv on v (5 in all models; 0 disables it).
+        qk_dim: query/key channels (None: = dim, as in every released model).
+        auto_pad: zero-pad bottom/right to a multiple of S (detection/segmentation); else H and W
+            must be multiples of S.
+        backend: "auto", "reference" (the released gather algorithm) or "sdpa".
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        n_win: int = 7,
+        topk: int = 4,
+        side_dwconv: int = 5,
+        qk_dim: int | None = None,
+        auto_pad: bool = False,
+        backend: Literal["auto", "reference", "sdpa"] = "auto",
+    ) -> None:
+        super().__init__(dim, num_heads)
+        qk_dim = dim if qk_dim is None else qk_dim
+        check_param(n_win >= 1, "n_win", n_win, "an int >= 1")
+        check_param(1 <= topk <= n_win * n_win, "topk", topk, f"1 <= topk <= n_win^2 = {n_win * n_win}")
+        check_param(side_dwconv == 0 or side_dwconv % 2 == 1, "side_dwconv", side_dwconv, "0 or odd")
+        check_param(
+            qk_dim >= num_heads and qk_dim % num_heads == 0,
+            "qk_dim",
+            qk_dim,
+            f"a positive multiple of num_heads = {num_heads}",
+        )
+        check_param(backend == "auto" or backend in BACKENDS, "backend", backend, f"auto, {list(BACKENDS)}")
+        self.n_win, self.topk, self.side_dwconv = n_win, topk, side_dwconv
+        self.qk_dim, self.auto_pad, self.backend = qk_dim, auto_pad, backend
+        self.scale = qk_dim**-0.5  # quirk: whole qk dim, kept for the released checkpoints
+
+        self.qkv = nn.Linear(dim, 2 * qk_dim + dim)
+        self.lepe = (
+            nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
+            if side_dwconv > 0
+            else None
+        )
+        self.router = TopkRouting(topk, self.scale)
+        self.attn = RegionTokenAttention(num_heads, qk_dim, self.scale, backend)
+        self.wo = nn.Linear(dim, dim)
+
+    def check_input(self, H: int, W: int) -> None:
+        S = self.n_win
+        if H < S or W < S:
+            raise ValueError(f"bra: a {H}x{W} map is smaller than n_win = {S} regions per side")
+        if not self.auto_pad and (H % S or W % S):
+            raise ValueError(
+                f"bra: H x W = {H}x{W} is not divisible by n_win = {S}; "
+                "pass auto_pad=True or choose n_win dividing both"
+            )
+
+    def padded_size(self, H: int, W: int) -> tuple[int, int]:
+        S = self.n_win
+        return H + (-H) % S, W + (-W) % S
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_shape(x)
+        B, H_in, W_in, C = x.shape
+        S = self.n_win
+        H, W = self.padded_size(H_in, W_in)
+        if (H, W) != (H_in, W_in):
+            x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))  # zeros at bottom/right, before qkv
+
+        q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, C], dim=-1)  # (B, H, W, ·)
+        lepe = 0
+        if self.lepe is not None:
+            lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, C)
+
+        q_r = to_regions(q, S)  # (B, S², M, qk)
+        kv_r = to_regions(torch.cat([k, v], dim=-1), S)  # (B, S², M, qk + C)
+        idx = self.router(q_r.mean(dim=2), kv_r[..., : self.qk_dim].mean(dim=2))  # (B, S², k)
+        out = self.attn(q_r, kv_r, idx)  # (B, S², M, C)
+        out = self.wo(from_regions(out, S, H, W) + lepe)
+        return out[:, :H_in, :W_in].contiguous()
+
+    def analytic_flops(self, H: int, W: int) -> dict[str, int]:
+        """MACs for batch 1: BRA's terms, with H, W the padded size and M = HW/S² tokens per region."""
+        H, W = self.padded_size(H, W)
+        N, C, qk, S = H * W, self.dim, self.qk_dim, self.n_win
+        M = N // (S * S)
+        return {
+            "qkv_proj": N * C * (2 * qk + C),
+            "routing": (S * S) * (S * S) * qk,
+            "attention": N * self.topk * M * (qk + C),
+            "lce": N * C * self.side_dwconv**2,
+            "out_proj": N * C * C,
+        }

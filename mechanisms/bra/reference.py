@@ -1,0 +1,36 @@
+"""BRA's released token attention: gather the routed regions' K/V, explicit softmax attention.
+
+This is the algorithm of BiFormer's ``ops/bra_legacy.py`` (``KVGather`` + matmul/softmax/matmul):
+``torch.gather`` over an expanded view makes k copies of every routed region's K and V and
+materializes the full (B·S², heads, M, k·M) score tensor. It is the oracle for every faster
+backend.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def can_run(q: Tensor, kv: Tensor, idx: Tensor) -> tuple[bool, str]:
+    return True, ""
+
+
+def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scale: float) -> Tensor:
+    """q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)."""
+    B, R, M, Ckv = kv.shape
+    k = idx.shape[-1]
+    C = Ckv - qk_dim
+    m = num_heads
+    # k-fold copy, exactly as released: (B, R, R, M, Ckv) view gathered to (B, R, k, M, Ckv)
+    kv_sel = (
+        kv.view(B, 1, R, M, Ckv)
+        .expand(-1, R, -1, -1, -1)
+        .gather(2, idx.view(B, R, k, 1, 1).expand(-1, -1, -1, M, Ckv))
+    )
+    k_sel, v_sel = kv_sel.split([qk_dim, C], dim=-1)
+    k_sel = k_sel.reshape(B * R, k * M, m, qk_dim // m).permute(0, 2, 3, 1)  # (B·R, m, qk/m, k·M)
+    v_sel = v_sel.reshape(B * R, k * M, m, C // m).transpose(1, 2)  # (B·R, m, k·M, C/m)
+    q = q.reshape(B * R, M, m, qk_dim // m).transpose(1, 2)  # (B·R, m, M, qk/m)
+    attn = ((q * scale) @ k_sel).softmax(dim=-1)  # (B·R, m, M, k·M)
+    out = attn @ v_sel  # (B·R, m, M, C/m)
+    return out.transpose(1, 2).reshape(B, R, M, C)

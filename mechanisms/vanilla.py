@@ -1,0 +1,42 @@
+"""Vanilla global multi-head self-attention (ViT, Dosovitskiy et al., ICLR 2021) over all H·W tokens.
+
+Through ``F.scaled_dot_product_attention`` with scale head_dim^-0.5. ``analytic_flops`` equals the
+fvcore count exactly (tolerance 0): three dense products and the two attention products.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnbench import AttentionMechanism, register_mechanism
+
+
+@register_mechanism("vanilla")
+class VanillaAttention(AttentionMechanism):
+    """Global multi-head self-attention.
+
+    Args:
+        dim: channels C.
+        num_heads: attention heads.
+        qkv_bias: bias in the q/k/v projection (ViT and Swin use one).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True) -> None:
+        super().__init__(dim, num_heads)
+        self.qkv_bias = qkv_bias
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_shape(x)
+        B, H, W, C = x.shape
+        qkv = self.qkv(x).view(B, H * W, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, HW, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, head_dim)
+        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+
+    def analytic_flops(self, H: int, W: int) -> dict[str, int]:
+        """MACs for batch 1: projections 4·N·C², attention 2·N²·C (QKᵀ and AV)."""
+        N, C = H * W, self.dim
+        return {"qkv_proj": 3 * N * C * C, "attention": 2 * N * N * C, "out_proj": N * C * C}
