@@ -1,0 +1,170 @@
+"""BRA: backends against the released algorithm, against plain dense references, FLOPs by hand."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import attnbench
+from mechanisms.bra import BACKENDS, to_regions
+
+SHAPES = [
+    # (H, W, C, heads, n_win, topk, auto_pad)
+    (28, 28, 32, 2, 7, 4, False),
+    (14, 21, 64, 4, 7, 1, False),
+    (16, 16, 32, 1, 4, 16, False),
+    (13, 17, 32, 2, 4, 3, True),  # non-divisible, padded
+    (30, 25, 64, 2, 8, 5, True),
+]
+
+
+def make(H, W, C, heads, n_win, topk, auto_pad, backend="reference", seed=0):
+    torch.manual_seed(seed)
+    return attnbench.build_mechanism(
+        "bra", C, heads, n_win=n_win, topk=topk, auto_pad=auto_pad, backend=backend
+    )
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backend_matches_reference(shape, backend):
+    H, W, C = shape[:3]
+    m = make(*shape)
+    x = torch.randn(2, H, W, C, requires_grad=True)
+    ref = m(x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    m.attn.backend = backend
+    out = m(x)
+    (g,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-4)
+
+
+def dense_bra(m, x, allowed):
+    """Plain dense attention over all tokens with a boolean (N, N) mask per batch, + LCE, + wo."""
+    B, H, W, C = x.shape
+    qk, h = m.qk_dim, m.num_heads
+    q, k, v = m.qkv(x).split([qk, qk, C], dim=-1)
+    lepe = m.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    q = q.reshape(B, H * W, h, qk // h).transpose(1, 2)
+    k = k.reshape(B, H * W, h, qk // h).transpose(1, 2)
+    v = v.reshape(B, H * W, h, C // h).transpose(1, 2)
+    logits = (q @ k.transpose(-2, -1)) * qk**-0.5  # the quirk: whole qk dim
+    logits = logits.masked_fill(~allowed[:, None], float("-inf"))
+    out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(B, H, W, C)
+    return m.wo(out + lepe)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_topk_all_regions_is_dense_attention_plus_lce(backend):
+    m = make(16, 16, 32, 2, 4, 16, False, backend=backend)
+    x = torch.randn(2, 16, 16, 32)
+    allowed = torch.ones(2, 256, 256, dtype=torch.bool)
+    torch.testing.assert_close(m(x), dense_bra(m, x, allowed), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("H,W,S,k", [(28, 28, 7, 4), (12, 16, 4, 2), (14, 14, 7, 1)])
+def test_matches_masked_dense_over_routed_regions(backend, H, W, S, k):
+    """Independent reference: routing recomputed by hand, then a token mask over the routed regions."""
+    C = 32
+    m = make(H, W, C, 2, S, k, False, backend=backend)
+    x = torch.randn(2, H, W, C)
+    with torch.no_grad():
+        q, kk, _ = m.qkv(x).split([C, C, C], dim=-1)
+        # region of each token, row-major over the S x S grid
+        region = (torch.arange(H)[:, None] // (H // S)) * S + torch.arange(W)[None, :] // (W // S)
+        region = region.flatten()  # (N,)
+        onehot = F.one_hot(region, S * S).float()  # (N, S²)
+        counts = onehot.sum(0)
+        q_r = (onehot.T @ q.reshape(2, H * W, C)) / counts[:, None]  # region means (B, S², C)
+        k_r = (onehot.T @ kk.reshape(2, H * W, C)) / counts[:, None]
+        idx = torch.topk(q_r @ k_r.transpose(1, 2), k, dim=-1).indices  # (B, S², k)
+        routed = torch.zeros(2, S * S, S * S, dtype=torch.bool).scatter_(2, idx, True)
+        allowed = routed[:, region][:, :, region]  # (B, N, N): key region routed from query region
+        expected = dense_bra(m, x, allowed)
+        torch.testing.assert_close(m(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_pad_pads_input_before_projection():
+    """Padded tokens carry the qkv bias (the released behaviour): equal to padding by hand and cropping."""
+    m = make(13, 17, 32, 2, 4, 3, True)
+    x = torch.randn(1, 13, 17, 32)
+    xp = F.pad(x, (0, 0, 0, 3, 0, 3))  # to 16 x 20
+    m_nopad = make(16, 20, 32, 2, 4, 3, False)
+    m_nopad.load_state_dict(m.state_dict())
+    torch.testing.assert_close(m(x), m_nopad(xp)[:, :13, :17], rtol=1e-6, atol=1e-6)
+
+
+def test_routing_is_detached():
+    """No gradient flows through the region means into the routing (released: detach)."""
+    m = make(14, 14, 32, 2, 7, 2, False)
+    x = torch.randn(1, 14, 14, 32)
+    q_mean = torch.randn(1, 49, 32, requires_grad=True)
+    idx = m.router(q_mean, q_mean)
+    assert idx.shape == (1, 49, 2) and not idx.requires_grad
+
+
+def test_count_flops_equals_hand_derivation():
+    """MACs of a BRA layer derived by hand from its shapes, batch 1."""
+    H = W = 28
+    C, S, k = 64, 7, 4
+    m = make(H, W, C, 2, S, k, False)
+    N = H * W
+    M = N // S**2  # 16 tokens per region
+    hand = (
+        N * C * 3 * C  # qkv projection
+        + S**2 * S**2 * C  # routing affinity (S² x C) @ (C x S²)
+        + N * (k * M) * C * 2  # QK^T and AV over k*M keys per query
+        + N * C * 5 * 5  # depthwise 5x5 LCE
+        + N * C * C  # output projection
+    )
+    for backend in BACKENDS:
+        m.attn.backend = backend
+        report = attnbench.count_flops(m, torch.randn(1, H, W, C))
+        assert report.total == hand
+        assert report.torch_total == hand
+        assert not report.uncounted
+    assert sum(m.analytic_flops(H, W).values()) == hand
+    assert report.by_module["attn"] == N * k * M * C * 2
+    assert report.by_module["router"] == S**4 * C
+
+
+def test_analytic_flops_use_padded_size():
+    m = make(13, 17, 32, 2, 4, 3, True)
+    assert m.analytic_flops(13, 17) == m.analytic_flops(16, 20)
+    assert m.analytic_flops(13, 17)["attention"] == 16 * 20 * 3 * (16 * 20 // 16) * 64
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"topk": 50}, "topk"),  # > n_win^2 = 49
+        ({"topk": 0}, "topk"),
+        ({"n_win": 0}, "n_win"),
+        ({"side_dwconv": 4}, "side_dwconv"),
+        ({"qk_dim": 33}, "qk_dim"),
+        ({"backend": "cuda_magic"}, "backend"),
+        ({"auto_pad": "yes"}, "auto_pad"),
+        ({"n_wins": 7}, "n_win"),  # unknown, closest suggested
+    ],
+)
+def test_bad_parameters_name_themselves(kwargs, needle):
+    with pytest.raises(ValueError, match=needle) as err:
+        attnbench.build_mechanism("bra", 64, 2, **kwargs)
+    if "topk" in kwargs and kwargs["topk"] == 50:
+        assert "49" in str(err.value)
+
+
+def test_non_divisible_without_auto_pad_is_a_clear_error():
+    m = make(28, 28, 32, 2, 8, 4, False)
+    with pytest.raises(ValueError, match="auto_pad"):
+        m(torch.randn(1, 28, 28, 32))
+
+
+def test_to_regions_layout():
+    x = torch.arange(16.0).view(1, 4, 4, 1)
+    r = to_regions(x, 2)  # 2x2 regions of 2x2 tokens, row-major
+    assert r[0, 1, :, 0].tolist() == [2.0, 3.0, 6.0, 7.0]
+    assert math.prod(r.shape) == 16

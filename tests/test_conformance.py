@@ -1,0 +1,39 @@
+"""The conformance suite over every registered mechanism: a new mechanism is tested by registering it."""
+
+import pytest
+import torch
+
+import attnbench
+from attnbench.conformance import CHECKS, CheckFailure
+from tests.conftest import MECHANISMS
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("name", MECHANISMS)
+def test_conformance(name, check):
+    CHECKS[check](attnbench.get_mechanism(name))
+
+
+@pytest.mark.parametrize("name", MECHANISMS)
+def test_forward_backward_at_56(name):
+    """Acceptance: builds from (dim, num_heads) alone, forward and backward on (2, 56, 56, 64)."""
+    m = attnbench.build_mechanism(name, 64, 2)
+    x = torch.randn(2, 56, 56, 64, requires_grad=True)
+    y = m(x)
+    assert y.shape == x.shape
+    y.mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_check_reports_fix_for_broken_mechanism(temp_registry):
+    @attnbench.register_mechanism("_test_broken_shape")
+    class Broken(attnbench.AttentionMechanism):
+        def __init__(self, dim: int, num_heads: int) -> None:
+            super().__init__(dim, num_heads)
+            self.proj = torch.nn.Linear(dim, dim)
+
+        def forward(self, x):
+            return self.proj(x)[:, :-1]
+
+    with pytest.raises(CheckFailure, match="channels-last"):
+        CHECKS["shape"](Broken)
