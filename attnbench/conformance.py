@@ -109,11 +109,15 @@ def check_bfloat16(cls: type[AttentionMechanism]) -> None:
         ref = m(x)
         y = m.to(torch.bfloat16)(x.to(torch.bfloat16))
     if y.dtype != torch.bfloat16 or not torch.isfinite(y.float()).all():
-        raise CheckFailure(f"bf16 output is {y.dtype} or not finite", "avoid hard-coded fp32 buffers and dtypes")
+        raise CheckFailure(
+            f"bf16 output is {y.dtype} or not finite", "avoid hard-coded fp32 buffers and dtypes"
+        )
     err = (y.float() - ref).abs().max().item()
     tol = 0.1 * max(ref.abs().max().item(), 1.0)
     if err > tol:
-        raise CheckFailure(f"bf16 differs from fp32 by {err:.3g} (> {tol:.3g})", "keep softmax stable in bf16")
+        raise CheckFailure(
+            f"bf16 differs from fp32 by {err:.3g} (> {tol:.3g})", "keep the softmax stable in bf16"
+        )
 
 
 def check_batch_independence(cls: type[AttentionMechanism]) -> None:
@@ -182,7 +186,9 @@ def check_bad_parameter(cls: type[AttentionMechanism]) -> None:
             build_mechanism(cls.name, DIM, heads, **kwargs)
         except ValueError as exc:
             if needle not in str(exc):
-                raise CheckFailure(f"ValueError does not name {needle!r}: {exc}", "name the parameter") from exc
+                raise CheckFailure(
+                    f"ValueError does not name {needle!r}: {exc}", "name the parameter in the message"
+                ) from exc
         else:
             raise CheckFailure(f"bad {needle!r} did not raise ValueError", "validate parameters in __init__")
 

@@ -97,15 +97,6 @@ def test_auto_pad_pads_input_before_projection():
     torch.testing.assert_close(m(x), m_nopad(xp)[:, :13, :17], rtol=1e-6, atol=1e-6)
 
 
-def test_routing_is_detached():
-    """No gradient flows through the region means into the routing (released: detach)."""
-    m = make(14, 14, 32, 2, 7, 2, False)
-    x = torch.randn(1, 14, 14, 32)
-    q_mean = torch.randn(1, 49, 32, requires_grad=True)
-    idx = m.router(q_mean, q_mean)
-    assert idx.shape == (1, 49, 2) and not idx.requires_grad
-
-
 def test_count_flops_equals_hand_derivation():
     """MACs of a BRA layer derived by hand from its shapes, batch 1."""
     H = W = 28
