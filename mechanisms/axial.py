@@ -1,0 +1,151 @@
+"""Axial attention (Axial-DeepLab, Wang et al., ECCV 2020; CCNet family) and its parallel stripe form
+(CSWin Transformer, Dong et al., CVPR 2022).
+
+``mode="sequential"`` (default): multi-head attention along each row, then along each column of
+the row step's output. Each step has its own q/k/v projection, ``qkv_row`` and ``qkv_col`` (as the
+height- and width-axis layers of Axial-DeepLab each have their own); one output projection
+``proj`` follows the column step. Axial-DeepLab's position-sensitive terms (learned relative
+encodings on q, k and v) are not included: this is the plain axial attention of the family.
+
+``mode="parallel"``: one q/k/v projection ``qkv``; the first num_heads/2 heads attend within
+horizontal stripes (``stripe`` whole rows), the other half within vertical stripes (``stripe``
+whole columns); the two halves are concatenated and projected by ``proj``. ``stripe=1`` is pure
+axial attention; ``stripe > 1`` is CSWin's cross-shaped window attention without its LePE
+positional term.
+
+``stripe`` applies to both modes (in sequential mode the row step attends within horizontal
+stripes and the column step within vertical ones). H and W must be multiples of ``stripe``:
+``check_input`` raises ``ValueError`` otherwise (no padding, as in CSWin's classification models).
+Scale head_dim^-0.5 everywhere.
+
+FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0): the projections and, per
+query, ``stripe·W`` (rows) or ``stripe·H`` (columns) keys times the channels of the heads involved,
+for QKᵀ and AV.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnbench import AttentionMechanism, check_param, register_mechanism
+
+__all__ = ["AxialAttention", "stripe_attention"]
+
+
+def stripe_attention(q: Tensor, k: Tensor, v: Tensor, axis: Literal["row", "col"], stripe: int) -> Tensor:
+    """Multi-head attention within stripes of ``stripe`` whole rows or whole columns.
+
+    Args:
+        q, k, v: (B, heads, H, W, d), scale d^-0.5.
+        axis: "row": a stripe is ``stripe`` consecutive rows (horizontal); "col": ``stripe``
+            consecutive columns (vertical).
+        stripe: stripe width; must divide H (rows) or W (columns).
+
+    Returns:
+        (B, heads, H, W, d).
+    """
+    B, m, H, W, d = q.shape
+    if axis == "col":  # attend along H: put columns first
+        q, k, v = (t.transpose(2, 3) for t in (q, k, v))  # (B, m, W, H, d)
+    L, S = q.shape[2], q.shape[3]  # stripes are groups of `stripe` lines of length S
+    # heads and stripes share one dim so that SDPA sees 4-D inputs (its fused kernels)
+    q, k, v = (t.reshape(B, m * L // stripe, stripe * S, d) for t in (q, k, v))  # (B, m·L/s, s·S, d)
+    out = F.scaled_dot_product_attention(q, k, v)  # (B, m·L/s, s·S, d)
+    out = out.view(B, m, L, S, d)
+    return out.transpose(2, 3) if axis == "col" else out  # (B, m, H, W, d)
+
+
+@register_mechanism("axial")
+class AxialAttention(AttentionMechanism):
+    """Axial (row then column) or parallel row/column stripe multi-head self-attention.
+
+    Args:
+        dim: channels C.
+        num_heads: attention heads; even in parallel mode (half per direction).
+        mode: "sequential" (rows, then columns; Axial-DeepLab) or "parallel" (half the heads on rows,
+            half on columns; CSWin).
+        stripe: stripe width in rows/columns (1 = pure axial; CSWin-T: 1, 2, 7, 7 by stage).
+        qkv_bias: bias in the q/k/v projections.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mode: Literal["sequential", "parallel"] = "sequential",
+        stripe: int = 1,
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__(dim, num_heads)
+        check_param(mode in ("sequential", "parallel"), "mode", mode, "'sequential' or 'parallel'")
+        check_param(stripe >= 1, "stripe", stripe, "an int >= 1")
+        if mode == "parallel":
+            check_param(
+                num_heads % 2 == 0,
+                "num_heads",
+                num_heads,
+                "an even number in mode='parallel' (half the heads per direction)",
+            )
+        self.mode, self.stripe, self.qkv_bias = mode, stripe, qkv_bias
+        if mode == "sequential":
+            self.qkv_row = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+            self.qkv_col = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def check_input(self, H: int, W: int) -> None:
+        s = self.stripe
+        if H % s or W % s:
+            raise ValueError(
+                f"axial: H x W = {H}x{W} is not divisible by stripe = {s}; "
+                "choose a stripe dividing both (stripe=1 always works)"
+            )
+
+    def _heads(self, qkv: Tensor, heads: int) -> tuple[Tensor, Tensor, Tensor]:
+        # (B, H, W, 3·heads·d) -> three (B, heads, H, W, d)
+        B, H, W, _ = qkv.shape
+        qkv = qkv.view(B, H, W, 3, heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
+        return qkv.unbind(0)
+
+    @staticmethod
+    def _merge(out: Tensor) -> Tensor:
+        # (B, heads, H, W, d) -> (B, H, W, heads·d)
+        B, m, H, W, d = out.shape
+        return out.permute(0, 2, 3, 1, 4).reshape(B, H, W, m * d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_shape(x)
+        m, s = self.num_heads, self.stripe
+        if self.mode == "sequential":
+            x = self._merge(stripe_attention(*self._heads(self.qkv_row(x), m), "row", s))  # (B, H, W, C)
+            x = self._merge(stripe_attention(*self._heads(self.qkv_col(x), m), "col", s))  # (B, H, W, C)
+            return self.proj(x)
+        B, H, W, C = x.shape
+        qkv = self.qkv(x).view(B, H, W, 3, 2, C // 2)  # channel halves: rows | columns
+        rows = stripe_attention(*self._heads(qkv[..., 0, :].reshape(B, H, W, -1), m // 2), "row", s)
+        cols = stripe_attention(*self._heads(qkv[..., 1, :].reshape(B, H, W, -1), m // 2), "col", s)
+        return self.proj(torch.cat([self._merge(rows), self._merge(cols)], dim=-1))
+
+    def analytic_flops(self, H: int, W: int) -> dict[str, int]:
+        """MACs for batch 1: projections, then QKᵀ and AV over s·W keys (rows) and s·H keys (columns)."""
+        N, C, s = H * W, self.dim, self.stripe
+        if self.mode == "sequential":
+            return {
+                "qkv_row_proj": 3 * N * C * C,
+                "row_attention": 2 * N * s * W * C,
+                "qkv_col_proj": 3 * N * C * C,
+                "col_attention": 2 * N * s * H * C,
+                "out_proj": N * C * C,
+            }
+        return {
+            "qkv_proj": 3 * N * C * C,
+            "row_attention": 2 * N * s * W * (C // 2),
+            "col_attention": 2 * N * s * H * (C // 2),
+            "out_proj": N * C * C,
+        }
