@@ -16,6 +16,7 @@ two FLOPs per MAC), already halved to MACs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -33,12 +34,34 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-__all__ = ["FlopReport", "count_flops", "register_flop_handle", "torch_flop_count"]
+__all__ = ["FlopReport", "count_flops", "is_counting", "register_flop_handle", "torch_flop_count"]
 
 log = logging.getLogger(__name__)
 
 Handle = Callable[[list[Any], list[Any]], int]
 _EXTRA_HANDLES: dict[str, Handle] = {}
+_counting = 0
+
+
+def is_counting() -> bool:
+    """True while :func:`count_flops` runs the module.
+
+    A mechanism whose fast path cannot be traced, or does more work than its algorithm needs (a
+    dense masked kernel), may switch to a plain path of the same algorithm here, so that FLOPs are
+    the algorithm's cost whatever backend runs; the switch must be stated in its docstring.
+    """
+    return _counting > 0
+
+
+@contextlib.contextmanager
+def _counting_scope():
+    global _counting
+    _counting += 1
+    try:
+        yield
+    finally:
+        _counting -= 1
+
 
 # Operators the papers' fvcore convention counts as zero: element-wise arithmetic, activations,
 # normalising exponentials, reductions used for pooling and routing, indexing and layout.
@@ -127,7 +150,7 @@ class FlopReport:
 
 def torch_flop_count(module: nn.Module, *inputs: Any) -> int:
     """``FlopCounterMode`` total of one forward pass, halved to MACs."""
-    with torch.no_grad(), FlopCounterMode(display=False) as mode:
+    with _counting_scope(), torch.no_grad(), FlopCounterMode(display=False) as mode:
         module(*inputs)
     return mode.get_total_flops() // 2
 
@@ -145,25 +168,26 @@ def count_flops(module: nn.Module, *inputs: Any, cross_check: bool = True) -> Fl
     was_training = module.training
     module.eval()
     try:
-        analysis = FlopCountAnalysis(module, inputs)
-        analysis.set_op_handle(**_EXTRA_HANDLES)
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        analysis.tracer_warnings("none")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            total = int(analysis.total())
-        by_operator = {k: int(v) for k, v in analysis.by_operator().items() if v}
-        by_module = {k: int(v) for k, v in analysis.by_module().items()}
-        skipped = Counter(analysis.unsupported_ops())
-        uncounted = {op: n for op, n in skipped.items() if op not in CONVENTION_ZERO}
-        zero = {op: n for op, n in skipped.items() if op in CONVENTION_ZERO}
-        torch_total = None
-        if cross_check:
-            try:
-                torch_total = torch_flop_count(module, *inputs)
-            except Exception as exc:  # noqa: BLE001 - a cross-check failure must not lose the count
-                log.warning("FlopCounterMode cross-check failed: %s", exc)
+        with _counting_scope():
+            analysis = FlopCountAnalysis(module, inputs)
+            analysis.set_op_handle(**_EXTRA_HANDLES)
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                total = int(analysis.total())
+            by_operator = {k: int(v) for k, v in analysis.by_operator().items() if v}
+            by_module = {k: int(v) for k, v in analysis.by_module().items()}
+            skipped = Counter(analysis.unsupported_ops())
+            uncounted = {op: n for op, n in skipped.items() if op not in CONVENTION_ZERO}
+            zero = {op: n for op, n in skipped.items() if op in CONVENTION_ZERO}
+            torch_total = None
+            if cross_check:
+                try:
+                    torch_total = torch_flop_count(module, *inputs)
+                except Exception as exc:  # noqa: BLE001 - a cross-check failure must not lose the count
+                    log.warning("FlopCounterMode cross-check failed: %s", exc)
     finally:
         module.train(was_training)
     if uncounted:

@@ -13,10 +13,20 @@ kept because the released checkpoints need them:
 The region-to-token attention runs on one of several backends (``backend=``), all computing the
 same function; ``reference`` is the released algorithm and the oracle of the others.
 
-FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0) for every backend: the
-projections, the S^2 x S^2 routing product, the k * HW/S^2 keys per query and the LCE are all
-dense products whose MACs fvcore counts one for one; region means, softmax and top-k are free
-in that convention.
+Backends (``backend=``; ``auto`` takes the first whose ``can_run`` accepts the inputs, in this order):
+
+- ``flex``: block-sparse FlexAttention, no gather (CUDA; forward-only on CPU, so never auto there);
+- ``masked``: one dense attention with a routing mask, for small maps where that is cheaper;
+- ``sdpa``: index_select of whole routed regions + fused SDPA, trains on CPU;
+- ``reference``: the released algorithm.
+
+FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0): the projections, the
+S^2 x S^2 routing product, the k * HW/S^2 keys per query and the LCE are all dense products whose
+MACs fvcore counts one for one; region means, softmax and top-k are free in that convention. While
+FLOPs are counted (``attnbench.flops.is_counting()``) the token attention runs through ``sdpa``
+whatever the backend: the count is the algorithm's cost, identical for every backend that computes
+only the routed pairs (flex cannot be traced; ``masked`` does dense N^2 work by design, which shows
+in its latency, not in BRA's FLOPs).
 """
 
 from __future__ import annotations
@@ -29,14 +39,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbench import AttentionMechanism, check_param, register_mechanism
-from mechanisms.bra import reference, sdpa
+from attnbench.flops import is_counting
+from mechanisms.bra import flex, masked, reference, sdpa
 
 __all__ = ["BiLevelRoutingAttention", "from_regions", "to_regions"]
 
 log = logging.getLogger(__name__)
 
 # Backends in order of preference for backend="auto"; each module has can_run() and attend().
-BACKENDS = {"sdpa": sdpa, "reference": reference}
+BACKENDS = {"flex": flex, "masked": masked, "sdpa": sdpa, "reference": reference}
 
 
 def to_regions(x: Tensor, n_win: int) -> Tensor:
@@ -84,7 +95,12 @@ class RegionTokenAttention(nn.Module):
 
     def forward(self, q: Tensor, kv: Tensor, idx: Tensor) -> Tensor:
         # q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)
-        impl = BACKENDS[self.backend] if self.backend != "auto" else choose_backend(q, kv, idx)
+        if is_counting():
+            impl = sdpa  # FLOPs are the algorithm's, whatever backend runs (see the module docstring)
+        elif self.backend == "auto":
+            impl = choose_backend(q, kv, idx)
+        else:
+            impl = BACKENDS[self.backend]
         return impl.attend(q, kv, idx, self.num_heads, self.qk_dim, self.scale)
 
 
@@ -125,7 +141,7 @@ class BiLevelRoutingAttention(AttentionMechanism):
         side_dwconv: int = 5,
         qk_dim: int | None = None,
         auto_pad: bool = False,
-        backend: Literal["auto", "reference", "sdpa"] = "auto",
+        backend: Literal["auto", "reference", "sdpa", "masked", "flex"] = "auto",
     ) -> None:
         super().__init__(dim, num_heads)
         qk_dim = dim if qk_dim is None else qk_dim
