@@ -188,3 +188,16 @@ def test_to_regions_layout():
     r = to_regions(x, 2)  # 2x2 regions of 2x2 tokens, row-major
     assert r[0, 1, :, 0].tolist() == [2.0, 3.0, 6.0, 7.0]
     assert math.prod(r.shape) == 16
+
+
+@pytest.mark.parametrize(
+    "H,C,topk,expected",
+    [(56, 64, 1, "sdpa"), (28, 128, 4, "sdpa"), (14, 256, 16, "masked")],  # BiFormer-T stages 1-3
+)
+def test_auto_dispatch_on_cpu_is_logged(caplog, H, C, topk, expected):
+    m = attnbench.build_mechanism("bra", C, C // 32, n_win=7, topk=topk)
+    with caplog.at_level("DEBUG", logger="mechanisms.bra"):
+        m(torch.randn(1, H, H, C))
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert f"backend {expected!r} chosen" in messages
+    assert "'flex' skipped: FlexAttention has no backward on CPU" in messages

@@ -25,7 +25,7 @@ def gather_regions(kv: Tensor, idx: Tensor) -> Tensor:
     k = idx.shape[-1]
     offset = torch.arange(B, device=idx.device).view(B, 1, 1) * R
     flat = (idx + offset).reshape(-1)  # (B·R·k,) rows of the flattened (B·R) axis
-    return kv.reshape(B * R, M * C).index_select(0, flat).view(B, R, k, M, C)
+    return kv.reshape(B * R, M, C).index_select(0, flat).view(B, R, k, M, C)
 
 
 def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scale: float) -> Tensor:
