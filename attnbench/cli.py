@@ -1,0 +1,227 @@
+"""The ``attnbench`` command line.
+
+Subcommands (one ``_add_<name>`` function each, listed in :data:`SUBCOMMANDS`; adding one is a
+new function there):
+
+- ``attnbench list``: every registered mechanism, its docstring's first line and its parameters
+  with types and defaults;
+- ``attnbench run STUDY.yaml [--out DIR] [--fresh] [--device auto|cpu|cuda] [--quiet] [--no-report]``:
+  validate the study (exit 2 with one line per problem), then measure it into a resumable run
+  folder and write its report;
+- ``attnbench report RUN_DIR``: tables, plots, the BRA formula check and index.html of a run;
+- ``attnbench check NAME_OR_FILE``: the conformance suite on one mechanism, as a pass/fail table;
+- ``attnbench new NAME``: a skeleton mechanism file that passes ``check``.
+
+Exit codes: 0 done, 2 bad study or usage, 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from attnbench.registry import available_mechanisms, get_mechanism, load_plugin
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _first_doc_line(obj: object) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0].strip() if doc else "(no docstring)"
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for path in args.plugin or []:
+        try:
+            load_plugin(path)
+        except Exception as exc:  # noqa: BLE001 - a bad plugin is a usage error, not a crash
+            print(f"attnbench list: plugin {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    for name in available_mechanisms():
+        cls = get_mechanism(name)
+        print(f"{name}: {_first_doc_line(cls)}")
+        params = cls.hyperparameters()
+        if not params:
+            print("    (no parameters besides dim and num_heads)")
+        for p in params.values():
+            print(f"    {p.name}: {p.type_name} = {p.default!r}")
+    return 0
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list registered mechanisms, their parameters and defaults")
+    p.add_argument(
+        "--plugin", action="append", metavar="FILE.py", help="load mechanisms from this file too (repeatable)"
+    )
+    p.set_defaults(func=_cmd_list)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from attnbench.runner import run_study
+    from attnbench.study import StudyError, load_study
+
+    try:
+        study = load_study(args.study, device=args.device)
+    except StudyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    command = ["attnbench", "run", str(args.study)]
+    if args.out is not None:
+        command += ["--out", str(args.out)]
+    if args.device is not None:
+        command += ["--device", args.device]
+    return run_study(
+        study,
+        out_dir=args.out,
+        fresh=args.fresh,
+        quiet=args.quiet,
+        report=not args.no_report,
+        command=command,
+    )
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a study file (resumes an earlier run into the same folder)",
+        description="Validate STUDY.yaml, then measure every point into DIR/results.csv and "
+        "DIR/manifest.json. Re-running resumes: rows already ok or skipped are kept, error rows "
+        "are retried.",
+    )
+    p.add_argument("study", type=Path, metavar="STUDY.yaml")
+    p.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: results/<study name>)")
+    p.add_argument(
+        "--fresh", action="store_true", help="move an existing run folder aside to DIR.old-<time>, start over"
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the study's device")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    p.add_argument("--no-report", action="store_true", help="do not write the report after the run")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from attnbench.report import report_from_args
+
+    if not (args.run_dir / "results.csv").is_file():
+        print(f"attnbench report: {args.run_dir} has no results.csv; give a run folder", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        index = report_from_args(args)
+    except ValueError as exc:
+        print(f"attnbench report: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"report written: {index}")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    from attnbench.report import add_arguments
+
+    p = sub.add_parser(
+        "report",
+        help="tables (Markdown, LaTeX), plots, the BRA formula check and index.html of a run folder",
+        description="Write tables/, plots/, formula_check.csv, formula_report.md and index.html into "
+        "RUN_DIR from its results.csv. `attnbench run` already does this at the end of a run.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from attnbench.check import main_check
+
+    return main_check(args.target, checks=args.only)
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="run the conformance suite on one mechanism (registered name or .py file)",
+        description="Run the conformance checks (build, shape, gradients, bfloat16, batch independence, "
+        "determinism, analytic vs counted FLOPs, constraints, errors) on a registered mechanism or on "
+        "every mechanism a .py file registers, and print a pass/fail table with the reason and the fix "
+        "of each failure. Exit codes: 0 all passed, 1 a check failed, 2 bad target.",
+    )
+    p.add_argument(
+        "target", metavar="NAME_OR_FILE", help="a registered name, or a .py file that registers mechanisms"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="CHECK",
+        help="run only this check (repeatable; names as in the table)",
+    )
+    p.set_defaults(func=_cmd_check)
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from attnbench.scaffold import main_new
+
+    return main_new(args.name, args.out, args.force)
+
+
+def _add_new(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "new",
+        help="write a skeleton mechanism file that passes `attnbench check`",
+        description="Write NAME.py: a commented, working mechanism (global attention) with the whole "
+        "interface filled in, to replace with yours. Refuses an existing file without --force.",
+    )
+    p.add_argument("name", metavar="NAME", help="the registry name, a Python identifier not yet registered")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="PATH",
+        help="the .py file, or a folder for NAME.py (default: ./NAME.py; mechanisms/ adds it to the zoo)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=_cmd_new)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_list,
+    _add_run,
+    _add_report,
+    _add_check,
+    _add_new,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand of :data:`SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="attnbench", description="Benchmark and ablate vision attention mechanisms."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\nattnbench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `attnbench list | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

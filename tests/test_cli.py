@@ -1,0 +1,121 @@
+"""The command line: ``attnbench list`` and ``attnbench run`` end to end, exit codes."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from attnbench.cli import build_parser, main
+
+STUDY = """\
+name: cli
+device: cpu
+threads: 1
+measure: [flops, params, latency]
+passes: [forward]
+repeats: 2
+warmup: 0
+sweep:
+  resolution: [14]
+  dim: [32]
+  num_heads: [2]
+mechanisms:
+  - vanilla
+  - name: bra
+    params: {n_win: 7, topk: [1, 4]}
+"""
+
+PLUGIN = '''
+from torch import nn
+from attnbench import AttentionMechanism, register_mechanism
+
+
+@register_mechanism("_test_cli_ctrl_c")
+class CtrlC(AttentionMechanism):
+    """Presses Ctrl-C on its first forward (test plugin)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__(dim, num_heads)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        raise KeyboardInterrupt
+'''
+
+
+def test_list_shows_every_mechanism_with_parameters(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "bra: Bi-Level Routing Attention (BiFormer, CVPR 2023), legacy released variant." in out
+    assert "    n_win: int = 7\n" in out and "    topk: int = 4\n" in out
+    assert "    qk_dim: int | None = None\n" in out
+    assert "    backend: 'auto' | 'reference' | 'sdpa'" in out  # a Literal lists its choices
+    assert "vanilla: Global multi-head self-attention." in out
+
+
+def test_list_with_a_missing_plugin_is_a_usage_error(tmp_path, capsys):
+    assert main(["list", "--plugin", str(tmp_path / "none.py")]) == 2
+    assert "is not an existing .py file" in capsys.readouterr().err
+
+
+def test_run_writes_results_and_prints_a_summary(tmp_path, capsys):
+    study = tmp_path / "cli.yaml"
+    study.write_text(STUDY)
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--no-report"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 points x 1 passes = 3 rows on cpu" in printed
+    assert "GMACs(fvcore)" in printed and "ms(median)" in printed  # the summary table
+    assert f"3 ok, 0 skipped, 0 errors; results in {out / 'results.csv'}" in printed
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["mechanism"], r["topk"], r["status"]) for r in rows] == [
+        ("vanilla", "", "ok"),
+        ("bra", "1", "ok"),
+        ("bra", "4", "ok"),
+    ]
+    assert (out / "manifest.json").exists()
+
+    # the same command again resumes: nothing left to measure, nothing re-measured
+    assert main(["run", str(study), "--out", str(out), "--quiet", "--no-report"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == f"attnbench: 3 ok, 0 skipped, 0 errors; results in {out / 'results.csv'}"
+    with open(out / "results.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == rows
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, temp_registry):
+    (tmp_path / "ctrl_c.py").write_text(PLUGIN)
+    study = tmp_path / "s.yaml"
+    study.write_text(STUDY.replace("  - vanilla\n", "  - _test_cli_ctrl_c\n") + "plugins: [ctrl_c.py]\n")
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--quiet", "--no-report"]) == 130
+    err = capsys.readouterr().err
+    assert f"resume with: attnbench run {study} --out {out} --device cpu" in err
+    assert "0 rows are saved" in err and (out / "results.csv").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is missing")
+def test_device_override_is_validated(tmp_path, capsys):
+    study = tmp_path / "cli.yaml"
+    study.write_text(STUDY)
+    assert main(["run", str(study), "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{study}:2: --device: cuda was asked for but torch.cuda.is_available() is False")
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_errors_and_help(capsys):
+    assert main([]) == 2
+    assert main(["run"]) == 2
+    assert main(["frobnicate"]) == 2
+    assert main(["--help"]) == 0
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_parser_has_one_entry_per_subcommand():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"list", "run"} <= set(sub.choices)
