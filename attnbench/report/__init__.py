@@ -1,0 +1,237 @@
+"""Reports of a run folder: BRA's formula checked against the count, paper-style tables, plots.
+
+:func:`write_report` reads ``results.csv`` and ``manifest.json`` of a run folder and writes, beside
+them:
+
+- ``formula_check.csv`` and ``formula_report.md`` when the run has BRA points (:mod:`.formula`);
+- ``tables/*.md`` and ``tables/*.tex`` (booktabs): the mechanism comparison, resolution sweeps and
+  the formula tables (:mod:`.tables`);
+- ``plots/*.png`` and ``*.svg`` (:mod:`.plots`);
+- ``report.md`` (all tables and plots in one Markdown file) and ``index.html`` (the same with the
+  manifest, offline).
+
+The runner calls ``write_report(run_dir)`` at the end of ``attnbench run``; ``attnbench report``
+calls it with the options of :func:`add_arguments`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from attnbench.report._document import Doc
+from attnbench.report._results import (
+    filter_rows,
+    load_manifest,
+    load_results,
+    mechanism_labels,
+    resolution_label,
+)
+from attnbench.report.formula import formula_tables, run_formula_check, write_formula_files
+from attnbench.report.html import index_html
+from attnbench.report.plots import draw_all
+from attnbench.report.tables import METRICS, comparison_tables, sweep_tables
+
+__all__ = ["add_arguments", "report_from_args", "write_report"]
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    columns: Sequence[str] | None = None,
+    sort: str | None = None,
+    group_by: Sequence[str] | None = None,
+    passes: Sequence[str] | None = None,
+    dtypes: Sequence[str] | None = None,
+    devices: Sequence[str] | None = None,
+    resolution: tuple[int, int] | None = None,
+    formula: bool = True,
+    plots: bool = True,
+    formats: Sequence[str] = ("png", "svg"),
+) -> Path:
+    """Write the tables, plots, formula check and ``index.html`` of a run folder.
+
+    Args:
+        run_dir: folder holding ``results.csv`` (and ``manifest.json``).
+        columns: comparison-table columns, keys of :data:`attnbench.report.tables.METRICS`.
+        sort: comparison rows by a column key (``-key`` descending, or ``mechanism``); default: run order.
+        group_by: columns that split the tables (default: the conditions that vary, e.g. ``pass``).
+        passes, dtypes, devices: keep only these rows for tables and plots.
+        resolution: (H, W) of the comparison table; default: the size most mechanisms ran at.
+        formula: run the BRA formula check (counts every BRA point again, about 0.5 s each on CPU).
+        plots: draw the plots.
+        formats: image formats of the plots (the first is linked from the pages).
+
+    Returns:
+        The path of ``index.html``.
+
+    Raises:
+        FileNotFoundError: no ``results.csv`` in ``run_dir``.
+        ValueError: an option names a column, value or resolution the run does not have.
+    """
+    run_dir = Path(run_dir)
+    results = load_results(run_dir)
+    manifest = load_manifest(run_dir)
+    results["label"] = mechanism_labels(results) if not results.empty else []
+    df = filter_rows(results, passes=passes, dtypes=dtypes, devices=devices).copy()
+
+    tables = [
+        *comparison_tables(df, columns=columns, sort=sort, group_by=group_by, resolution=resolution),
+        *sweep_tables(df, group_by=group_by, sort=sort),
+    ]
+    check = run_formula_check(results) if formula else None
+    drawn, not_drawn = draw_all(df, check, run_dir / "plots", formats) if plots else ({}, {})
+    figures = {
+        name: (path.relative_to(run_dir).as_posix(), caption) for name, (path, caption) in drawn.items()
+    }
+
+    formula_doc, check_tables = None, []
+    if check is not None:
+        formula_figs = [figures[n] for n in ("formula_flops_vs_s", "formula_scaling") if n in figures]
+        formula_doc = write_formula_files(check, run_dir, formula_figs)
+        check_tables = formula_tables(check)
+    for table in [*tables, *check_tables]:
+        table.write(run_dir / "tables")
+
+    summary = _summary(results, df, run_dir)
+    results_doc = Doc()
+    for table in tables:
+        results_doc.table(table)
+    if not tables:
+        results_doc.para("No rows to tabulate after the filters.")
+    plots_doc = Doc()
+    for name, (path, caption) in figures.items():
+        if not name.startswith("formula"):
+            plots_doc.figure(path, caption)
+    plots_doc.bullets([f"`{name}` not drawn: {why}." for name, why in not_drawn.items()])
+
+    markdown = Doc()
+    markdown.heading(f"Report of {run_dir.name}", 1)
+    markdown.extend(summary)
+    markdown.heading("Tables")
+    markdown.extend(results_doc)
+    markdown.heading("Plots")
+    markdown.extend(plots_doc)
+    if formula_doc is not None:
+        markdown.heading("BRA formula check")
+        markdown.para(
+            "Full text: [formula_report.md](formula_report.md); rows: [formula_check.csv](formula_check.csv)."
+        )
+        for table in check_tables:
+            markdown.table(table)
+    (run_dir / "report.md").write_text(markdown.to_markdown())
+
+    sections = [("summary", "Run", summary), ("tables", "Tables", results_doc), ("plots", "Plots", plots_doc)]
+    if formula_doc is not None:
+        sections.append(("formula", "BRA formula check", formula_doc))
+    sections.append(("files", "Files", _files_doc(run_dir)))
+    index = run_dir / "index.html"
+    index.write_text(index_html(f"attnbench report: {run_dir.name}", sections, manifest))
+    return index
+
+
+def _summary(results: pd.DataFrame, df: pd.DataFrame, run_dir: Path) -> Doc:
+    """What the run holds, the conventions of its numbers, and the rows that failed."""
+    doc = Doc()
+    counts = results["status"].value_counts()
+    doc.para(
+        f"`{run_dir.name}`: {len(results)} rows in `results.csv` ("
+        + ", ".join(f"{n} {s or 'no status'}" for s, n in counts.items())
+        + f"); {len(df)} after the filters. Mechanisms: "
+        + ", ".join(f"`{m}`" for m in dict.fromkeys(df["mechanism"]))
+        + ". Resolutions: "
+        + ", ".join(dict.fromkeys(resolution_label(h, w) for h, w in zip(df["H"], df["W"])))
+        + "."
+    )
+    doc.para(
+        "Conventions: FLOPs are multiply-accumulates of one image (batch 1) counted by fvcore "
+        "(1 MAC = 1 FLOP, the convention of the BiFormer, Swin and DAT papers); latency is the median of "
+        "the timing samples at the row's batch; throughput is batch / median latency; peak memory is in "
+        "MiB (2²⁰ bytes)."
+    )
+    failed = results[results["status"] == "error"]
+    if not failed.empty:
+        doc.para(f"{len(failed)} row(s) failed" + (" (the first 20):" if len(failed) > 20 else ":"))
+        doc.bullets(
+            [
+                f"`{r['label']}` at {resolution_label(r['H'], r['W'])}, {r['pass']}: " + str(r["error"])[:160]
+                for _, r in failed.head(20).iterrows()
+            ]
+        )
+    return doc
+
+
+def _files_doc(run_dir: Path) -> Doc:
+    doc = Doc()
+    names = ["results.csv", "manifest.json", "formula_check.csv", "formula_report.md", "report.md"]
+    items = [f"[{n}]({n})" for n in names if (run_dir / n).exists()]
+    items += [
+        f"[{p.relative_to(run_dir).as_posix()}]({p.relative_to(run_dir).as_posix()})"
+        for p in sorted((run_dir / "tables").glob("*.tex"))
+    ]
+    doc.bullets(items)
+    return doc
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resolution {text!r}: write it as HxW, e.g. 56x56") from None
+    return h, w
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``attnbench report RUN_DIR``."""
+    parser.add_argument("run_dir", type=Path, help="run folder holding results.csv and manifest.json")
+    parser.add_argument(
+        "--columns", nargs="+", metavar="COL", help=f"comparison columns among {list(METRICS)}"
+    )
+    parser.add_argument(
+        "--sort", metavar="COL", help="sort comparison rows by COL or mechanism; --sort=-COL sorts descending"
+    )
+    parser.add_argument(
+        "--group-by",
+        nargs="+",
+        metavar="COL",
+        help="columns that split the tables (default: those that vary)",
+    )
+    parser.add_argument(
+        "--pass",
+        dest="passes",
+        nargs="+",
+        metavar="PASS",
+        help="keep these passes (forward, forward_backward)",
+    )
+    parser.add_argument("--dtype", dest="dtypes", nargs="+", metavar="DTYPE", help="keep these dtypes")
+    parser.add_argument("--device", dest="devices", nargs="+", metavar="DEVICE", help="keep these devices")
+    parser.add_argument(
+        "--resolution", type=_resolution, metavar="HxW", help="resolution of the comparison table"
+    )
+    parser.add_argument(
+        "--no-formula", dest="formula", action="store_false", help="skip the BRA formula check"
+    )
+    parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the plots")
+    parser.add_argument(
+        "--formats", nargs="+", default=["png", "svg"], help="plot formats (default: png svg)"
+    )
+
+
+def report_from_args(args: argparse.Namespace) -> Path:
+    """Run :func:`write_report` with the options parsed by :func:`add_arguments`."""
+    return write_report(
+        args.run_dir,
+        columns=args.columns,
+        sort=args.sort,
+        group_by=args.group_by,
+        passes=args.passes,
+        dtypes=args.dtypes,
+        devices=args.devices,
+        resolution=args.resolution,
+        formula=args.formula,
+        plots=args.plots,
+        formats=args.formats,
+    )

@@ -1,0 +1,162 @@
+"""Reading a run folder: ``results.csv`` rows, filters, mechanism labels and number formatting."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from attnbench.registry import get_mechanism
+from attnbench.results import BASE_COLUMNS, MEASURE_COLUMNS
+from attnbench.results import load_results as read_results_csv
+
+__all__ = [
+    "FIXED_COLUMNS",
+    "filter_rows",
+    "load_manifest",
+    "load_results",
+    "mechanism_labels",
+    "plain",
+    "resolution_label",
+    "scaled_unit",
+    "varying",
+]
+
+# Columns of results.csv that are not mechanism parameters: the store's own, accuracy, and ours.
+FIXED_COLUMNS = frozenset([*BASE_COLUMNS, *MEASURE_COLUMNS, "top1", "top5", "seed", "oom", "label"])
+NUMERIC_COLUMNS = (
+    "H W C num_heads batch flops flops_torch flops_analytic params latency_ms latency_iqr_ms "
+    "throughput peak_mem_mb top1 top5 seed"
+).split()
+REQUIRED_COLUMNS = ("mechanism", "H", "W", "C", "num_heads", "pass", "status")
+_OOM = re.compile(r"out of memory|\boom\b|memoryerror|can(?:no|')t allocate|not enough memory", re.IGNORECASE)
+
+
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    """The rows of ``run_dir/results.csv``; numeric columns as numbers, parameters as written.
+
+    Raises:
+        FileNotFoundError: no ``results.csv`` in ``run_dir``.
+        ValueError: a required column is missing.
+    """
+    path = Path(run_dir) / "results.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; pass the folder a run wrote (it holds results.csv)")
+    df = read_results_csv(run_dir)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; results.csv needs at least {REQUIRED_COLUMNS}"
+        )
+    for col in NUMERIC_COLUMNS:
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in ("mechanism", "pass", "status", "dtype", "device", "error"):
+        if col in df.columns:
+            df[col] = df[col].astype("string").fillna("")
+    if "error" not in df.columns:
+        df["error"] = ""
+    df["oom"] = df["status"].isin(["error", "skipped"]) & df["error"].str.contains(_OOM)
+    return df
+
+
+def load_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """``run_dir/manifest.json`` as a dict (empty when the file is absent)."""
+    path = Path(run_dir) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def filter_rows(
+    df: pd.DataFrame,
+    *,
+    passes: Sequence[str] | None = None,
+    dtypes: Sequence[str] | None = None,
+    devices: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Keep the rows whose pass, dtype and device are among those given (None keeps all).
+
+    Raises:
+        ValueError: a value that no row has, naming the option and the values present.
+    """
+    for option, column, wanted in (
+        ("passes", "pass", passes),
+        ("dtypes", "dtype", dtypes),
+        ("devices", "device", devices),
+    ):
+        if wanted is None:
+            continue
+        present = sorted(set(df[column])) if column in df.columns else []
+        unknown = [w for w in wanted if w not in present]
+        if unknown:
+            raise ValueError(f"{option} = {list(wanted)}: no row has {column} {unknown}; present: {present}")
+        df = df[df[column].isin(list(wanted))]
+    return df
+
+
+def parameter_columns(df: pd.DataFrame, mechanism: str) -> list[str]:
+    """The columns holding ``mechanism``'s own parameters.
+
+    A registered mechanism declares them; for an unknown (plugin) name they are the extra columns
+    its rows fill in.
+    """
+    try:
+        declared = get_mechanism(mechanism).hyperparameters()
+    except ValueError:  # not registered here: a plugin this process did not load
+        rows = df[df["mechanism"] == mechanism]
+        return [c for c in df.columns if c not in FIXED_COLUMNS and rows[c].notna().any()]
+    return [p for p in declared if p in df.columns]
+
+
+def plain(value: Any) -> str:
+    """``7.0`` -> ``"7"``; anything else as ``str``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def varying(df: pd.DataFrame, columns: Iterable[str]) -> list[str]:
+    """Those of ``columns`` that take more than one value in ``df`` (missing values count as one)."""
+    return [c for c in columns if c in df.columns and df[c].astype("string").fillna("<NA>").nunique() > 1]
+
+
+def mechanism_labels(df: pd.DataFrame) -> pd.Series:
+    """One label per row: the mechanism name plus the parameters that vary among its rows.
+
+    E.g. ``bra (n_win=7, topk=4)`` when a run sweeps BRA's n_win and topk, plain ``vanilla`` otherwise.
+    """
+    labels = df["mechanism"].astype(str).copy()
+    for name, rows in df.groupby("mechanism", sort=False):
+        cols = varying(rows, parameter_columns(df, name))
+        if not cols:
+            continue
+        for i, row in rows.iterrows():
+            parts = [f"{c}={plain(row[c])}" for c in cols if not pd.isna(row[c])]
+            labels[i] = f"{name} ({', '.join(parts)})" if parts else name
+    return labels
+
+
+def resolution_label(H: float, W: float) -> str:
+    return f"{int(H)}×{int(W)}"
+
+
+def scaled_unit(max_value: float, unit: str) -> tuple[float, str]:
+    """(divisor, prefixed unit) so that ``max_value`` reads between 1 and 1000, e.g. (1e9, 'GMACs')."""
+    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if max_value >= div:
+            return div, prefix + unit
+    return 1.0, unit
+
+
+def decimals_for(values: Iterable[float]) -> int:
+    """Decimals for one column: 3 significant digits on its largest value, 2 on its smallest (at most 4)."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
+    if not finite:
+        return 0
+    largest = 2 - math.floor(math.log10(max(finite)))
+    smallest = 1 - math.floor(math.log10(min(finite)))
+    return min(4, max(0, largest, smallest))

@@ -1,0 +1,318 @@
+"""Paper-style tables from the rows of a run: a mechanism comparison and resolution sweeps.
+
+Every table renders to Markdown and LaTeX (booktabs); the best value of each column is bold; FLOPs
+carry their convention in the header (fvcore: 1 multiply-accumulate = 1 FLOP, batch 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+
+import pandas as pd
+
+from attnbench.report._document import Table, best_mask
+from attnbench.report._results import decimals_for, plain, resolution_label, scaled_unit, varying
+
+__all__ = ["METRICS", "Metric", "comparison_tables", "pick_resolution", "sweep_tables"]
+
+# Conditions a table is measured under; the ones that vary split tables (or rows) apart.
+CONDITIONS = ["pass", "dtype", "device", "batch", "C", "num_heads"]
+# FLOPs and parameters do not depend on these: a FLOPs table ignores them.
+TIMING_CONDITIONS = ["pass", "dtype", "device", "batch"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A numeric column of results.csv as a table shows it.
+
+    Attributes:
+        title: column title without unit.
+        unit: unit; an SI prefix is prepended when ``scale`` is set (``MACs`` -> ``GMACs``).
+        scale: pick the prefix from the column's largest value.
+        note: convention after the unit in the header (``fvcore``).
+        higher_is_better: direction for the bold best value; None: nothing is bold.
+    """
+
+    title: str
+    unit: str
+    scale: bool = False
+    note: str = ""
+    higher_is_better: bool | None = False
+
+    def header(self, prefix_unit: str) -> str:
+        inner = ", ".join(p for p in (prefix_unit, self.note) if p)
+        return f"{self.title} ({inner})" if inner else self.title
+
+
+METRICS = {
+    "params": Metric("Params", "", scale=True),
+    "flops": Metric("FLOPs", "MACs", scale=True, note="fvcore"),
+    "flops_torch": Metric("FLOPs", "MACs", scale=True, note="FlopCounterMode ÷ 2"),
+    "flops_analytic": Metric("FLOPs", "MACs", scale=True, note="closed form"),
+    "throughput": Metric("Throughput", "img/s", higher_is_better=True),
+    "latency_ms": Metric("Latency", "ms", note="median"),
+    "latency_iqr_ms": Metric("Latency IQR", "ms", higher_is_better=None),
+    "peak_mem_mb": Metric("Peak memory", "MiB"),
+    "top1": Metric("Top-1", "%", higher_is_better=True),
+    "top5": Metric("Top-5", "%", higher_is_better=True),
+}
+DEFAULT_COLUMNS = ["params", "flops", "throughput", "latency_ms", "peak_mem_mb", "top1", "top5"]
+ACCURACY = ("top1", "top5")
+
+
+def _as_percent(values: pd.Series) -> pd.Series:
+    """Accuracies written as fractions (all <= 1) become percentages."""
+    return values * 100 if values.notna().any() and values.max() <= 1.0 else values
+
+
+def _unit(metric: Metric, values: Sequence[float]) -> tuple[float, str]:
+    """(divisor, unit) of a metric for these values: ``(1e9, "GMACs")``, ``(1, "ms")``."""
+    finite = [v for v in values if not math.isnan(v)]
+    return scaled_unit(max(finite, default=0.0), metric.unit) if metric.scale else (1.0, metric.unit)
+
+
+def _column(
+    metric_key: str,
+    values: list[float],
+    missing: list[str],
+    spreads: list[float] | None = None,
+    unit: tuple[float, str] | None = None,
+) -> tuple[str, list[str], list[bool]]:
+    """Header, cell texts and bold marks of one numeric column; ``missing`` fills NaN cells."""
+    metric = METRICS[metric_key]
+    finite = [v for v in values if not math.isnan(v)]
+    div, unit_text = unit or _unit(metric, values)
+    header = metric.header(unit_text)
+    decimals = decimals_for([v / div for v in finite])
+    cells = []
+    for i, v in enumerate(values):
+        if math.isnan(v):
+            cells.append(missing[i])
+            continue
+        text = f"{v / div:.{decimals}f}"
+        if spreads is not None and not math.isnan(spreads[i]):
+            text += f" ± {spreads[i] / div:.{decimals}f}"
+        cells.append(text)
+    if metric.higher_is_better is None:
+        bold = [False] * len(values)
+    else:
+        bold = best_mask([None if math.isnan(v) else v for v in values], metric.higher_is_better)
+    return header, cells, bold
+
+
+def _status_word(rows: pd.DataFrame) -> str:
+    if rows["oom"].any():
+        return "OOM"
+    statuses = set(rows["status"]) - {"ok"}
+    return "/".join(sorted(statuses)) if statuses else "—"
+
+
+def _slug(values: Sequence[object]) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", "_".join(str(v) for v in values)).strip("-").lower()
+
+
+def _conditions(rows: pd.DataFrame, columns: Sequence[str]) -> str:
+    """``forward, float32, cpu, batch 8, C 64, 2 heads`` for the columns single-valued in ``rows``."""
+    names = {"batch": "batch {}", "C": "C = {}", "num_heads": "{} heads"}
+    parts = []
+    for col in columns:
+        if col in rows.columns and rows[col].nunique(dropna=True) == 1:
+            parts.append(names.get(col, "{}").format(plain(rows[col].dropna().iloc[0])))
+    return ", ".join(parts)
+
+
+def _check_columns(option: str, wanted: Sequence[str], allowed: Sequence[str]) -> None:
+    unknown = [c for c in wanted if c not in allowed]
+    if unknown:
+        raise ValueError(f"{option} = {list(wanted)}: unknown {unknown}; choose among {list(allowed)}")
+
+
+def pick_resolution(df: pd.DataFrame) -> tuple[int, int] | None:
+    """The resolution with the most mechanisms measured ``ok`` (ties: the largest)."""
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        ok = df
+    if ok.empty:
+        return None
+    counts = ok.groupby(["H", "W"])["label"].nunique().reset_index()
+    counts["HW"] = counts["H"] * counts["W"]
+    best = counts.sort_values(["label", "HW"]).iloc[-1]
+    return int(best["H"]), int(best["W"])
+
+
+def _row_order(labels: list[str], values: dict[str, list[float]], sort: str | None) -> list[int]:
+    if sort is None:
+        return list(range(len(labels)))
+    key, descending = sort.lstrip("-"), sort.startswith("-")
+    if key in ("mechanism", "label"):
+        return sorted(range(len(labels)), key=lambda i: labels[i], reverse=descending)
+    vals = values[key]
+    finite = [i for i in range(len(labels)) if not math.isnan(vals[i])]
+    rest = [i for i in range(len(labels)) if math.isnan(vals[i])]
+    return sorted(finite, key=lambda i: vals[i], reverse=descending) + rest
+
+
+def _group_by(df: pd.DataFrame, group_by: Sequence[str] | None, candidates: Sequence[str]) -> list[str]:
+    if group_by is None:
+        return varying(df, candidates)
+    _check_columns("group_by", group_by, list(df.columns))
+    return list(group_by)
+
+
+def comparison_tables(
+    df: pd.DataFrame,
+    *,
+    columns: Sequence[str] | None = None,
+    sort: str | None = None,
+    group_by: Sequence[str] | None = None,
+    resolution: tuple[int, int] | None = None,
+) -> list[Table]:
+    """Mechanisms side by side at one resolution, BiFormer-table style; one table per group.
+
+    Args:
+        df: filtered rows with a ``label`` column.
+        columns: metric keys (:data:`METRICS`); default: those of params, FLOPs, throughput,
+            latency, peak memory, top-1 and top-5 that the run measured.
+        sort: a metric key, ``-key`` for descending, or ``mechanism``; default: the run's order.
+        group_by: columns that split tables; default: the conditions that vary.
+        resolution: (H, W); default: :func:`pick_resolution`.
+    """
+    if columns is not None:
+        _check_columns("columns", columns, list(METRICS))
+    if sort is not None:
+        _check_columns("sort", [sort.lstrip("-")], [*METRICS, "mechanism", "label"])
+    if df.empty:
+        return []
+    resolution = resolution or pick_resolution(df)
+    at = df[(df["H"] == resolution[0]) & (df["W"] == resolution[1])]
+    if at.empty:
+        have = sorted({resolution_label(h, w) for h, w in zip(df["H"], df["W"])})
+        raise ValueError(f"resolution = {resolution}: no row at that size; the run has {have}")
+    cols = [c for c in (columns or DEFAULT_COLUMNS) if c in at.columns]
+    if columns is None:
+        # the measured columns; if nothing was measured, FLOPs and latency show each row's status
+        cols = [c for c in cols if at[c].notna().any()] or [c for c in ("flops", "latency_ms") if c in at]
+    groups = _group_by(at, group_by, CONDITIONS)
+    in_label = [c for c in varying(at, CONDITIONS) if c not in groups]
+    tables = []
+    for gvalues, g in at.groupby(groups, sort=False) if groups else [((), at)]:
+        gvalues = gvalues if isinstance(gvalues, tuple) else (gvalues,)
+        keys = ["label", *in_label]
+        labels, values, spreads, missing = (
+            [],
+            {c: [] for c in cols},
+            {c: [] for c in cols},
+            {c: [] for c in cols},
+        )
+        for key, rows in g.groupby(keys, sort=False):
+            key = key if isinstance(key, tuple) else (key,)
+            labels.append(" · ".join(plain(k) for k in key))
+            ok = rows[rows["status"] == "ok"]
+            use = ok if not ok.empty else rows
+            word = "—" if not ok.empty else _status_word(rows)
+            for c in cols:
+                series = _as_percent(use[c]) if c in ACCURACY else use[c]
+                values[c].append(float(series.mean()) if series.notna().any() else math.nan)
+                many = c in ACCURACY and series.notna().sum() > 1
+                spreads[c].append(float(series.std()) if many else math.nan)
+                missing[c].append(word)
+        order = _row_order(labels, values, sort)
+        header, body_cols, bold_cols = ["Mechanism"], [], []
+        for c in cols:
+            h, cells, bold = _column(
+                c,
+                [values[c][i] for i in order],
+                [missing[c][i] for i in order],
+                spreads=[spreads[c][i] for i in order] if c in ACCURACY else None,
+            )
+            header.append(h)
+            body_cols.append(cells)
+            bold_cols.append(bold)
+        rows_text = [[labels[i], *(col[j] for col in body_cols)] for j, i in enumerate(order)]
+        rows_bold = [[False, *(col[j] for col in bold_cols)] for j in range(len(order))]
+        where = _conditions(g, CONDITIONS)
+        name = "comparison" + (f"_{_slug(gvalues)}" if groups else "")
+        notes = ["FLOPs: multiply-accumulates of one image (batch 1), fvcore convention (1 MAC = 1 FLOP)."]
+        if any(c in ACCURACY for c in cols):
+            notes.append("Accuracy: mean ± std over seeds where several were run.")
+        tables.append(
+            Table(
+                name=name,
+                caption=f"Mechanism comparison at {resolution_label(*resolution)}"
+                + (f" ({where})" if where else ""),
+                header=header,
+                rows=rows_text,
+                bold=rows_bold,
+                note=" ".join(notes),
+            )
+        )
+    return tables
+
+
+def sweep_tables(
+    df: pd.DataFrame,
+    *,
+    metrics: Sequence[str] = ("flops", "latency_ms", "throughput", "peak_mem_mb"),
+    group_by: Sequence[str] | None = None,
+    sort: str | None = None,
+) -> list[Table]:
+    """One table per metric (and group): mechanisms as rows, resolutions as columns.
+
+    FLOPs do not depend on pass, dtype, device or batch, so their table ignores those.
+    """
+    _check_columns("metrics", metrics, list(METRICS))
+    tables = []
+    for metric in metrics:
+        if metric not in df.columns or df[metric].isna().all():
+            continue
+        flops_like = metric.startswith("flops")
+        candidates = [c for c in CONDITIONS if not (flops_like and c in TIMING_CONDITIONS)]
+        group = [c for c in _group_by(df, group_by, candidates) if c in candidates]
+        in_label = [c for c in varying(df, candidates) if c not in group]
+        sizes = df[["H", "W"]].drop_duplicates()
+        sizes = sizes.assign(HW=sizes["H"] * sizes["W"]).sort_values(["HW", "H"])
+        res = list(zip(sizes["H"], sizes["W"]))
+        for gvalues, g in df.groupby(group, sort=False) if group else [((), df)]:
+            gvalues = gvalues if isinstance(gvalues, tuple) else (gvalues,)
+            keys = ["label", *in_label]
+            labels, grid, words = [], [], []
+            for key, rows in g.groupby(keys, sort=False):
+                key = key if isinstance(key, tuple) else (key,)
+                labels.append(" · ".join(plain(k) for k in key))
+                line, wline = [], []
+                for H, W in res:
+                    cell = rows[(rows["H"] == H) & (rows["W"] == W)]
+                    ok = cell if flops_like else cell[cell["status"] == "ok"]
+                    line.append(float(ok[metric].mean()) if ok[metric].notna().any() else math.nan)
+                    wline.append(_status_word(cell) if not cell.empty else "—")
+                grid.append(line)
+                words.append(wline)
+            order = list(range(len(labels)))
+            if sort is not None and sort.lstrip("-") in ("mechanism", "label"):
+                order = sorted(order, key=lambda i: labels[i], reverse=sort.startswith("-"))
+            m = METRICS[metric]
+            unit = _unit(m, [v for line in grid for v in line])
+            columns_text, columns_bold = [], []
+            for j in range(len(res)):
+                _, cells, bold = _column(
+                    metric, [grid[i][j] for i in order], [words[i][j] for i in order], unit=unit
+                )
+                columns_text.append(cells)
+                columns_bold.append(bold)
+            where = _conditions(g, candidates)
+            title = m.header(unit[1])
+            tables.append(
+                Table(
+                    name=f"sweep_{metric}" + (f"_{_slug(gvalues)}" if group else ""),
+                    caption=f"{title} by resolution H×W" + (f"; {where}" if where else ""),
+                    header=["Mechanism", *(resolution_label(H, W) for H, W in res)],
+                    rows=[[labels[i], *(col[r] for col in columns_text)] for r, i in enumerate(order)],
+                    bold=[[False, *(col[r] for col in columns_bold)] for r in range(len(order))],
+                    note=("fvcore MACs of one image (batch 1). " if flops_like else "")
+                    + "OOM: out of memory; —: not run.",
+                )
+            )
+    return tables
