@@ -29,3 +29,5 @@ __all__ = [
     "register_flop_handle",
     "register_mechanism",
 ]
+
+import attnbench.models  # noqa: E402, F401  (registers the seed models with timm)
