@@ -18,7 +18,7 @@ from attnbench.flops import count_flops
 from attnbench.mechanism import AttentionMechanism
 from attnbench.registry import get_mechanism
 
-__all__ = ["CHECKS", "CheckFailure", "CheckResult", "run_checks"]
+__all__ = ["CHECKS", "CONSTRAINT_SHAPES", "CheckFailure", "CheckResult", "run_checks"]
 
 # A small map every zoo mechanism handles with its defaults (divisible by 7 for BRA/Swin,
 # larger than NATTEN's kernel x dilation).
@@ -193,6 +193,84 @@ def check_bad_parameter(cls: type[AttentionMechanism]) -> None:
             raise CheckFailure(f"bad {needle!r} did not raise ValueError", "validate parameters in __init__")
 
 
+# Shapes probed by the constraints check: tiny, odd, prime and non-square maps, which break many
+# window and region schemes. Each must either run or be refused by check_input with a ValueError.
+CONSTRAINT_SHAPES = ((1, 1), (5, 9), (13, 13), (SIZE, SIZE // 2 + 1))
+
+
+def check_constraints(cls: type[AttentionMechanism]) -> None:
+    """``check_input`` tells the truth: shapes it accepts run, shapes it refuses raise ``ValueError``.
+
+    The runner and the study validator skip a point when ``check_input`` raises, so a shape that
+    passes it must run, and a refused one must be refused by ``forward`` too (through
+    ``_check_shape``) instead of failing deep inside. A wrong channel count must raise ``ValueError``.
+    """
+    m = _build(cls).eval()
+    bad_c = torch.zeros(1, SIZE, SIZE, DIM + 1)
+    try:
+        with torch.no_grad():
+            m(bad_c)
+    except ValueError:
+        pass
+    except Exception as exc:  # noqa: BLE001
+        raise CheckFailure(
+            f"a {tuple(bad_c.shape)} input (C = {DIM + 1}, built for {DIM}) raised {type(exc).__name__}, "
+            "not ValueError",
+            "call self._check_shape(x) first in forward",
+        ) from exc
+    else:
+        raise CheckFailure(
+            f"a {tuple(bad_c.shape)} input (C = {DIM + 1}, built for {DIM}) was accepted",
+            "call self._check_shape(x) first in forward",
+        )
+    for H, W in CONSTRAINT_SHAPES:
+        try:
+            m.check_input(H, W)
+            refusal = None
+        except ValueError as exc:
+            refusal = str(exc)
+            if not refusal.strip():
+                raise CheckFailure(
+                    f"check_input({H}, {W}) raised a ValueError with no message",
+                    "say which parameter or size is the problem and what would work",
+                ) from exc
+        g = torch.Generator().manual_seed(H * 100 + W)
+        x = torch.randn(1, H, W, DIM, generator=g)
+        try:
+            with torch.no_grad():
+                y = m(x)
+        except ValueError as exc:
+            if refusal is None:
+                raise CheckFailure(
+                    f"forward on a {H}x{W} map raised ValueError ({exc}) but check_input({H}, {W}) "
+                    "accepts it",
+                    "raise the same ValueError in check_input (the runner asks it to skip a point)",
+                ) from exc
+            continue
+        except Exception as exc:  # noqa: BLE001
+            what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if refusal is None:
+                raise CheckFailure(
+                    f"forward on a {H}x{W} map crashed ({what}) although check_input({H}, {W}) accepts it",
+                    "support that shape, or refuse it in check_input with a ValueError saying what works",
+                ) from exc
+            raise CheckFailure(
+                f"check_input({H}, {W}) refuses the map but forward crashed with {what} instead",
+                "call self._check_shape(x) first in forward",
+            ) from exc
+        if refusal is not None:
+            raise CheckFailure(
+                f"check_input({H}, {W}) refuses the map ({refusal}) but forward ran",
+                "call self._check_shape(x) first in forward, or accept the shape in check_input",
+            )
+        if not isinstance(y, Tensor) or y.shape != x.shape:
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise CheckFailure(
+                f"forward on a {H}x{W} map returned {shape}, expected {tuple(x.shape)}",
+                "return the input's shape for every map check_input accepts",
+            )
+
+
 CHECKS: dict[str, Callable[[type[AttentionMechanism]], None]] = {
     "builds": check_builds_with_defaults,
     "shape": check_output_shape,
@@ -201,6 +279,7 @@ CHECKS: dict[str, Callable[[type[AttentionMechanism]], None]] = {
     "batch_independence": check_batch_independence,
     "determinism": check_determinism,
     "flops": check_flops,
+    "constraints": check_constraints,
     "errors": check_bad_parameter,
 }
 
