@@ -191,15 +191,18 @@ class BiLevelRoutingAttention(AttentionMechanism):
         if (H, W) != (H_in, W_in):
             x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))  # zeros at bottom/right, before qkv
 
+        qk = self.qk_dim
         qkv = self.qkv(x)  # (B, H, W, 2·qk + C), channels q | k | v
         lepe = 0
         if self.lepe is not None:
-            v = qkv[..., 2 * self.qk_dim :]
+            v = qkv.split([2 * qk, C], dim=-1)[1]
             lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, C)
 
         qkv_r = to_regions(qkv, S)  # (B, S², M, 2·qk + C): one copy, then views
-        q_r, kv_r = qkv_r[..., : self.qk_dim], qkv_r[..., self.qk_dim :]  # (B, S², M, qk), (…, qk + C)
-        idx = self.router(q_r.mean(dim=2), kv_r[..., : self.qk_dim].mean(dim=2))  # (B, S², k)
+        q_r, kv_r = qkv_r.split([qk, qk + C], dim=-1)  # (B, S², M, qk), (B, S², M, qk + C)
+        with torch.no_grad():  # routing is on detached region means (released behaviour)
+            region_qk = qkv_r[..., : 2 * qk].mean(dim=2)  # (B, S², 2·qk)
+        idx = self.router(region_qk[..., :qk], region_qk[..., qk:])  # (B, S², k)
         out = self.attn(q_r, kv_r, idx)  # (B, S², M, C)
         out = self.wo(from_regions(out, S, H, W) + lepe)
         return out[:, :H_in, :W_in].contiguous()
