@@ -22,6 +22,9 @@ A study (``studies/complexity.yaml`` is the reference)::
       - name: vanilla         # (or just "- vanilla")
       - name: bra
         params: {n_win: [4, 7, 8], topk: [1, 4, 16]}
+      - name: bra             # an entry's own sweep axes replace the study's (paired settings)
+        sweep: {resolution: [14], dim: [256], num_heads: [8]}
+        params: {topk: 16}
     plugins: [my_attention.py]   # .py files registering mechanisms, relative to the study file
 
 Every problem is reported at once, one line each, as ``FILE:LINE: KEY: message`` (e.g.
@@ -79,7 +82,7 @@ TOP_KEYS = (
     "plugins",
 )
 SWEEP_KEYS = ("resolution", "H", "W", "dim", "num_heads")
-MECHANISM_KEYS = ("name", "params")
+MECHANISM_KEYS = ("name", "params", "sweep")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PARAM_IN_MESSAGE = re.compile(r"parameter '(\w+)'")
 
@@ -161,10 +164,14 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 
 @dataclasses.dataclass(frozen=True)
 class MechanismSpec:
-    """One ``mechanisms:`` entry: a registered name and the grid of its parameters."""
+    """One ``mechanisms:`` entry: a registered name, the grid of its parameters, and the sweep axes
+    it overrides (None: the study's)."""
 
     name: str
     grid: tuple[tuple[str, tuple[Any, ...]], ...]
+    resolutions: tuple[tuple[int, int], ...] | None = None
+    dims: tuple[int, ...] | None = None
+    heads: tuple[int, ...] | None = None
 
     def combinations(self) -> list[dict[str, Any]]:
         """Every parameter combination of the grid (``[{}]`` for none)."""
@@ -233,7 +240,11 @@ class Study:
             for params in spec.combinations():
                 frozen = tuple(params.items())
                 for dtype, batch, dim, heads, (H, W) in itertools.product(
-                    self.dtypes, self.batches, self.dims, self.heads, self.resolutions
+                    self.dtypes,
+                    self.batches,
+                    spec.dims or self.dims,
+                    spec.heads or self.heads,
+                    spec.resolutions or self.resolutions,
                 ):
                     out.append(Point(spec.name, frozen, H, W, dim, heads, batch, dtype))
         return out
@@ -455,29 +466,35 @@ def load_study(path: str | Path, *, device: str | None = None) -> Study:
     )
 
 
-def _check_sweep(root: _Map, c: _Checker) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+def _check_sweep(
+    root: _Map, c: _Checker, prefix: str = "sweep", partial: bool = False
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """The sweep axes under ``root["sweep"]``; with ``partial`` (a mechanism's own ``sweep:``) any
+    axis may be left out, and comes back empty (the study's applies)."""
     if "sweep" not in root:
-        c.add(root.line, "sweep", "missing; give resolution (or H and W), dim and num_heads")
+        c.add(root.line, prefix, "missing; give resolution (or H and W), dim and num_heads")
         return [], [], []
     sweep = root["sweep"]
     line = root.line_of("sweep")
     if not isinstance(sweep, _Map):
-        c.add(line, "sweep", f"expected a mapping of axes ({', '.join(SWEEP_KEYS)}), got {_type(sweep)}")
+        c.add(line, prefix, f"expected a mapping of axes ({', '.join(SWEEP_KEYS)}), got {_type(sweep)}")
         return [], [], []
     hints = {k: f"; {k!r} is a top-level key, not a sweep axis" for k in TOP_KEYS}
-    c.unknown_keys(sweep, SWEEP_KEYS, "sweep", hints)
+    c.unknown_keys(sweep, SWEEP_KEYS, prefix, hints)
 
     resolutions: list[tuple[int, int]] = []
     if "resolution" in sweep:
         if "H" in sweep or "W" in sweep:
             c.add(
-                sweep.line_of("resolution"), "sweep.resolution", "give either resolution or H and W, not both"
+                sweep.line_of("resolution"),
+                f"{prefix}.resolution",
+                "give either resolution or H and W, not both",
             )
         node, rline = sweep["resolution"], sweep.line_of("resolution")
         if isinstance(node, _Seq) and not node:
-            c.add(rline, "sweep.resolution", "is an empty list; give at least one positive int")
+            c.add(rline, f"{prefix}.resolution", "is an empty list; give at least one positive int")
         for value, item_line, idx in c.items(node, rline):
-            key = "sweep.resolution" + idx
+            key = f"{prefix}.resolution" + idx
             if isinstance(value, _Seq):
                 sizes = c.positive_ints(value, item_line, key)
                 if len(value) != 2:
@@ -488,25 +505,29 @@ def _check_sweep(root: _Map, c: _Checker) -> tuple[list[tuple[int, int]], list[i
                 resolutions.extend((s, s) for s in c.positive_ints(value, item_line, key))
     elif "H" in sweep or "W" in sweep:
         if "H" not in sweep or "W" not in sweep:
-            c.add(sweep.line, "sweep", "give both H and W (their product is swept), or resolution")
-        Hs = c.positive_ints(sweep.get("H", []), sweep.line_of("H"), "sweep.H") if "H" in sweep else []
-        Ws = c.positive_ints(sweep.get("W", []), sweep.line_of("W"), "sweep.W") if "W" in sweep else []
+            c.add(sweep.line, prefix, "give both H and W (their product is swept), or resolution")
+        Hs = c.positive_ints(sweep.get("H", []), sweep.line_of("H"), f"{prefix}.H") if "H" in sweep else []
+        Ws = c.positive_ints(sweep.get("W", []), sweep.line_of("W"), f"{prefix}.W") if "W" in sweep else []
         resolutions = list(itertools.product(Hs, Ws))
-    else:
-        c.add(sweep.line, "sweep.resolution", "missing; give resolution (H = W) or both H and W")
+    elif not partial:
+        c.add(sweep.line, f"{prefix}.resolution", "missing; give resolution (H = W) or both H and W")
     resolutions = list(dict.fromkeys(resolutions))
 
     axes = []
     for key in ("dim", "num_heads"):
         if key not in sweep:
-            c.add(sweep.line, f"sweep.{key}", "missing; give a positive int or a list of them")
+            if not partial:
+                c.add(sweep.line, f"{prefix}.{key}", "missing; give a positive int or a list of them")
             axes.append([])
         else:
-            axes.append(list(dict.fromkeys(c.positive_ints(sweep[key], sweep.line_of(key), f"sweep.{key}"))))
+            values = c.positive_ints(sweep[key], sweep.line_of(key), f"{prefix}.{key}")
+            axes.append(list(dict.fromkeys(values)))
     dims, heads = axes
     if dims and heads and not any(d % h == 0 for d in dims for h in heads):
         c.add(
-            sweep.line_of("num_heads"), "sweep.num_heads", f"no num_heads in {heads} divides a dim in {dims}"
+            sweep.line_of("num_heads"),
+            f"{prefix}.num_heads",
+            f"no num_heads in {heads} divides a dim in {dims}",
         )
     return resolutions, dims, heads
 
@@ -569,6 +590,9 @@ def _check_mechanisms(
             entry_name, name_line, params = entry, item_line, _empty_map(item_line)
         elif isinstance(entry, _Map):
             c.unknown_keys(entry, MECHANISM_KEYS, key, {})
+            own = ([], [], [])
+            if "sweep" in entry:
+                own = _check_sweep(entry, c, f"{key}.sweep", partial=True)
             if "name" not in entry:
                 c.add(entry.line, key, "missing 'name'")
                 continue
@@ -591,9 +615,19 @@ def _check_mechanisms(
                 f"unknown mechanism {entry_name!r}{hint}{why} (registered: {', '.join(names)})",
             )
             continue
-        spec = _check_params(entry_name, params, key, c, dims, heads, axis_lines)
+        if isinstance(entry, str):
+            own = ([], [], [])
+        own_res, own_dims, own_heads = own
+        spec = _check_params(entry_name, params, key, c, own_dims or dims, own_heads or heads, axis_lines)
         if spec is not None:
-            specs.append(spec)
+            specs.append(
+                dataclasses.replace(
+                    spec,
+                    resolutions=tuple(own_res) or None,
+                    dims=tuple(own_dims) or None,
+                    heads=tuple(own_heads) or None,
+                )
+            )
     return specs
 
 

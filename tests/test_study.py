@@ -240,3 +240,23 @@ def test_missing_plugin_is_a_study_problem(tmp_path, capsys):
     path, problems = run_invalid(tmp_path, capsys, BASE + "plugins:\n  - nothere.py\n")
     assert problems[0].startswith(f"{path}:17: plugins[0]: plugin ")
     assert "is not an existing .py file" in problems[0]
+
+
+def test_a_mechanism_entry_can_override_sweep_axes(tmp_path):
+    """Paired settings (BiFormer's stages): an entry's own sweep replaces the study's axes it names."""
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        BASE
+        + "  - name: bra\n"
+        + "    sweep: {resolution: [14], dim: [64], num_heads: [2]}\n"
+        + "    params: {n_win: 7, topk: 16}\n"
+    )
+    points = [p for p in load_study(path).points() if dict(p.params).get("topk") == 16]
+    assert [(p.H, p.W, p.dim, p.num_heads) for p in points] == [(14, 14, 64, 2)]
+
+
+def test_a_bad_entry_sweep_names_its_key(tmp_path, capsys):
+    text = BASE + "  - name: vanilla\n    sweep: {resolution: [0], heads: [2]}\n"
+    path, err = run_invalid(tmp_path, capsys, text)
+    assert any(f"{path}:17: mechanisms[2].sweep.resolution" in line for line in err), err
+    assert any("mechanisms[2].sweep.heads: unknown key" in line for line in err), err
