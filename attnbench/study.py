@@ -287,6 +287,9 @@ class _Checker:
         if isinstance(node, _Seq):
             for i, (value, item_line) in enumerate(zip(node, node.item_lines)):
                 yield value, item_line, f"[{i}]"
+        elif isinstance(node, list):  # a default given in code, not read from YAML
+            for i, value in enumerate(node):
+                yield value, line, f"[{i}]"
         else:
             yield node, line, ""
 

@@ -260,3 +260,11 @@ def test_a_bad_entry_sweep_names_its_key(tmp_path, capsys):
     path, err = run_invalid(tmp_path, capsys, text)
     assert any(f"{path}:17: mechanisms[2].sweep.resolution" in line for line in err), err
     assert any("mechanisms[2].sweep.heads: unknown key" in line for line in err), err
+
+
+def test_measure_and_passes_default_when_left_out(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(BASE.replace("measure: [params]\n", "").replace("passes: [forward]\n", ""))
+    study = load_study(path)
+    assert study.measure == ("flops", "params", "latency", "memory")
+    assert study.passes == ("forward",)
