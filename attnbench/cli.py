@@ -5,9 +5,9 @@ new function there):
 
 - ``attnbench list``: every registered mechanism, its docstring's first line and its parameters
   with types and defaults;
-- ``attnbench run STUDY.yaml [--out DIR] [--fresh] [--device auto|cpu|cuda] [--quiet] [--no-report]``:
-  validate the study (exit 2 with one line per problem), then measure it into a resumable run
-  folder and write its report;
+- ``attnbench run STUDY.yaml [--out DIR] [--fresh] [--device auto|cpu|cuda] [--quiet] [--no-report]
+  [--executor local|ray] [--address ADDR]``: validate the study (exit 2 with one line per problem),
+  then measure it, here or on a Ray cluster, into a resumable run folder and write its report;
 - ``attnbench report RUN_DIR``: tables, plots, the BRA formula check and index.html of a run;
 - ``attnbench check NAME_OR_FILE``: the conformance suite on one mechanism, as a pass/fail table;
 - ``attnbench new NAME``: a skeleton mechanism file that passes ``check``.
@@ -63,9 +63,15 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from attnbench.executors import ExecutorError, make_executor
     from attnbench.runner import run_study
     from attnbench.study import StudyError, load_study
 
+    try:
+        executor = make_executor(args.executor, args.address)
+    except (ValueError, ImportError) as exc:
+        print(f"attnbench run: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         study = load_study(args.study, device=args.device)
     except StudyError as exc:
@@ -77,14 +83,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         command += ["--out", str(args.out)]
     if args.device is not None:
         command += ["--device", args.device]
-    return run_study(
-        study,
-        out_dir=args.out,
-        fresh=args.fresh,
-        quiet=args.quiet,
-        report=not args.no_report,
-        command=command,
-    )
+    command += executor.resume_args()
+    try:
+        return run_study(
+            study,
+            out_dir=args.out,
+            fresh=args.fresh,
+            quiet=args.quiet,
+            report=not args.no_report,
+            command=command,
+            executor=executor,
+        )
+    except ExecutorError as exc:
+        print(f"attnbench run: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -103,6 +115,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the study's device")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     p.add_argument("--no-report", action="store_true", help="do not write the report after the run")
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: measure in this process (default); ray: each point a task on a Ray cluster",
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --executor ray: a running cluster (HOST:6379, or auto for the one this machine "
+        "joined); default: start a local Ray instance",
+    )
     p.set_defaults(func=_cmd_run)
 
 

@@ -37,14 +37,14 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from attnbench import __version__
-from attnbench.environment import collect_environment, environment_id, environment_key, physical_cpu_cores
+from attnbench.environment import environment_id, environment_key
 from attnbench.flops import count_flops
 from attnbench.memory import METHODS as MEMORY_METHODS
 from attnbench.memory import module_bytes, peak_memory, tensor_bytes
@@ -52,6 +52,9 @@ from attnbench.registry import build_mechanism, get_mechanism
 from attnbench.results import BASE_COLUMNS, COLUMN_DOCS, MEASURE_COLUMNS, ResultsStore, move_aside
 from attnbench.study import DTYPES, Point, Study
 from attnbench.timing import fixed_threads, time_function
+
+if TYPE_CHECKING:
+    from attnbench.executors import Executor
 
 __all__ = ["EXIT_INTERRUPTED", "default_run_dir", "param_column", "point_id", "run_study"]
 
@@ -383,6 +386,7 @@ def run_study(
     command: list[str] | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    executor: Executor | None = None,
 ) -> int:
     """Measure every point of ``study`` into ``out_dir`` (default ``results/<name>``); returns the exit code.
 
@@ -395,9 +399,14 @@ def run_study(
             (a failure there is printed, never raised).
         command: the command line to record in the manifest and print for resuming.
         stdout, stderr: where to print (default: the process's).
+        executor: where points are measured (:mod:`attnbench.executors`); default: this process.
+            Rows, ``point_id`` keys and resuming are the same for every executor.
 
     Returns:
         0 when every point was visited (error rows included), 130 after Ctrl-C.
+
+    Raises:
+        attnbench.executors.ExecutorError: the executor cannot run the study (e.g. no Ray node fits).
     """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
@@ -407,13 +416,17 @@ def run_study(
         if moved is not None:
             print(f"attnbench: --fresh: moved the previous run folder to {moved}", file=out)
     device = torch.device(study.device)
-    threads = study.threads if study.threads is not None else physical_cpu_cores()
+    if executor is None:
+        from attnbench.executors import LocalExecutor
+
+        executor = LocalExecutor()
     resume_cmd = shlex.join(
         ["attnbench", "run", str(study.path), "--out", str(run_dir), "--device", study.requested_device]
+        + executor.resume_args()
     )
 
-    with fixed_threads(threads):
-        env = collect_environment(device)
+    with executor.start(study, device) as setup, fixed_threads(setup.threads):
+        threads, env = setup.threads, setup.env
         ctx = _Context(study, device, threads, env)
         store = ResultsStore(run_dir)
         store.add_param_columns(ctx.param_columns)
@@ -429,7 +442,8 @@ def run_study(
         if not quiet:
             print(
                 f"attnbench: study {study.name!r}: {len(points)} points x {len(study.passes)} passes = "
-                f"{len(ids)} rows on {device.type} ({env['device_name']}, {threads} threads) -> {run_dir}",
+                f"{len(ids)} rows on {device.type} ({env['device_name']}, {threads} threads){setup.where} "
+                f"-> {run_dir}",
                 file=out,
             )
         if done and not quiet:
@@ -441,23 +455,24 @@ def run_study(
                 file=out,
             )
 
-        measured: set[str] = set()
+        jobs: list[tuple[Point, list[str]]] = []
+        scheduled: set[str] = set()  # a point listed twice is measured once
+        for point in points:
+            todo = [
+                p
+                for p in study.passes
+                if (pid := ctx.point_id(point, p)) not in scheduled and not store.is_done(pid)
+            ]
+            scheduled.update(ctx.point_id(point, p) for p in todo)
+            if todo:
+                jobs.append((point, todo))
         bar = tqdm(total=len(ids) - done, unit="row", disable=quiet, file=err, dynamic_ncols=True)
+        rows = executor.run(ctx, jobs, describe=bar.set_description_str, manifest=manifest)
         try:
-            for point in points:
-                todo = [
-                    p
-                    for p in study.passes
-                    if (pid := ctx.point_id(point, p)) not in measured and not store.is_done(pid)
-                ]
-                if not todo:
-                    continue
-                bar.set_description_str(f"{point.label} {'+'.join(todo)}")
-                for row in _measure_point(ctx, point, todo):
-                    store.add(row)
-                    measured.add(row["point_id"])
-                    run_record["rows_written"] += 1
-                    bar.update(1)
+            for row in rows:
+                store.add(row)
+                run_record["rows_written"] += 1
+                bar.update(1)
         except KeyboardInterrupt:
             bar.close()
             run_record.update(status="interrupted", finished=_now(), load_average_end=_load_average())
@@ -468,6 +483,8 @@ def run_study(
                 file=err,
             )
             return EXIT_INTERRUPTED
+        finally:
+            rows.close()  # stops what the executor still runs (Ray: cancels outstanding tasks)
         bar.close()
         run_record.update(status="completed", finished=_now(), load_average_end=_load_average())
         store.write_manifest(manifest)
