@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
+from mechanisms.bra.masked import token_heads
+
 # The GPU kernels tile queries and keys in blocks of 16 or more: regions smaller than that, or not
 # a multiple of it, would need a mask_mod on partial blocks; auto leaves those shapes to sdpa.
 MIN_BLOCK = 16
@@ -65,13 +67,7 @@ def block_mask(idx: Tensor, M: int) -> BlockMask:
 def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scale: float) -> Tensor:
     """q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)."""
     B, R, M, Ckv = kv.shape
-    C = Ckv - qk_dim
-    m = num_heads
-    N = R * M
-    k_all, v_all = kv.reshape(B, N, Ckv).split([qk_dim, C], dim=-1)
-    k_all = k_all.reshape(B, N, m, qk_dim // m).transpose(1, 2)  # (B, m, N, qk/m)
-    v_all = v_all.reshape(B, N, m, C // m).transpose(1, 2)  # (B, m, N, C/m)
-    q = q.reshape(B, N, m, qk_dim // m).transpose(1, 2)  # (B, m, N, qk/m)
+    q, k_all, v_all = token_heads(q, kv, num_heads, qk_dim)  # (B, m, N, ·)
     fn = _compiled() if q.is_cuda else flex_attention
     out = fn(q, k_all, v_all, block_mask=block_mask(idx, M), scale=scale)  # (B, m, N, C/m)
-    return out.transpose(1, 2).reshape(B, R, M, C)
+    return out.transpose(1, 2).reshape(B, R, M, Ckv - qk_dim)

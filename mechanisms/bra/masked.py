@@ -36,16 +36,21 @@ def routing_mask(idx: Tensor, M: int) -> Tensor:
     return routed.repeat_interleave(M, dim=1).repeat_interleave(M, dim=2).unsqueeze(1)
 
 
-def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scale: float) -> Tensor:
-    """q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)."""
+def token_heads(q: Tensor, kv: Tensor, num_heads: int, qk_dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Region-major q (B, S², M, qk), kv (B, S², M, qk + C) -> per-head (B, m, N, ·) q, k, v, N = S²·M."""
     B, R, M, Ckv = kv.shape
-    C = Ckv - qk_dim
-    m = num_heads
-    N = R * M
+    C, m, N = Ckv - qk_dim, num_heads, R * M
     k_all, v_all = kv.reshape(B, N, Ckv).split([qk_dim, C], dim=-1)
     k_all = k_all.reshape(B, N, m, qk_dim // m).transpose(1, 2)  # (B, m, N, qk/m)
     v_all = v_all.reshape(B, N, m, C // m).transpose(1, 2)  # (B, m, N, C/m)
     q = q.reshape(B, N, m, qk_dim // m).transpose(1, 2)  # (B, m, N, qk/m)
+    return q, k_all, v_all
+
+
+def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scale: float) -> Tensor:
+    """q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)."""
+    B, R, M, Ckv = kv.shape
+    q, k_all, v_all = token_heads(q, kv, num_heads, qk_dim)
     mask = routing_mask(idx, M)  # (B, 1, N, N)
     out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, scale=scale)  # (B, m, N, C/m)
-    return out.transpose(1, 2).reshape(B, R, M, C)
+    return out.transpose(1, 2).reshape(B, R, M, Ckv - qk_dim)
