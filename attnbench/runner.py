@@ -408,6 +408,20 @@ def run_study(
     Raises:
         attnbench.executors.ExecutorError: the executor cannot run the study (e.g. no Ray node fits).
     """
+    if getattr(study, "kind", "sweep") == "models":  # a models table: attnbench.model_study
+        from attnbench.model_study import run_models_study
+
+        return run_models_study(
+            study,
+            out_dir=out_dir,
+            fresh=fresh,
+            quiet=quiet,
+            report=report,
+            command=command,
+            stdout=stdout,
+            stderr=stderr,
+            executor=executor,
+        )
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(study)

@@ -4,6 +4,7 @@ A study (``studies/complexity.yaml`` is the reference)::
 
     name: complexity          # output folder results/<name>/; default: the file's stem
     description: free text
+    kind: sweep               # the default; `kind: models` is a models table (attnbench.model_study)
     device: auto              # auto (cuda if available) | cpu | cuda
     dtype: float32            # float32 | bfloat16 | float16 (not on CPU), or a list of them
     batch: 1                  # a positive int or a list of them
@@ -45,7 +46,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -58,6 +59,9 @@ from attnbench.registry import (
     validate_params,
 )
 
+if TYPE_CHECKING:
+    from attnbench.model_study import ModelsStudy
+
 __all__ = ["MechanismSpec", "Point", "Study", "StudyError", "load_study", "resolve_device"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -67,6 +71,7 @@ DEVICES = ("auto", "cpu", "cuda")
 TOP_KEYS = (
     "name",
     "description",
+    "kind",
     "device",
     "dtype",
     "batch",
@@ -81,6 +86,7 @@ TOP_KEYS = (
     "mechanisms",
     "plugins",
 )
+STUDY_KINDS = ("sweep", "models")  # models: attnbench.model_study
 SWEEP_KEYS = ("resolution", "H", "W", "dim", "num_heads")
 MECHANISM_KEYS = ("name", "params", "sweep")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -362,8 +368,10 @@ def _read_yaml(path: Path, shown: str) -> tuple[_Map | None, str, list[str]]:
     return root, text, problems
 
 
-def load_study(path: str | Path, *, device: str | None = None) -> Study:
+def load_study(path: str | Path, *, device: str | None = None) -> Study | ModelsStudy:
     """Read and validate a study file; loads its plugins (they register mechanisms).
+
+    ``kind: models`` files (whole models, :mod:`attnbench.model_study`) give a ``ModelsStudy``.
 
     Args:
         path: the YAML file; messages name it as given.
@@ -377,9 +385,17 @@ def load_study(path: str | Path, *, device: str | None = None) -> Study:
     root, text, problems = _read_yaml(path, shown)
     if root is None:
         raise StudyError(problems)
+    kind = root.get("kind", "sweep")
+    if kind == "models":  # whole models beside published numbers: attnbench.model_study
+        from attnbench.model_study import check_models_study
+
+        return check_models_study(path, shown, root, text, problems, device=device)
     c = _Checker(shown)
     c.problems.extend(problems)
     c.unknown_keys(root, TOP_KEYS, "", {})
+    if kind not in STUDY_KINDS:
+        hint = _suggest(kind, list(STUDY_KINDS)) if isinstance(kind, str) else ""
+        c.add(root.line_of("kind"), "kind", f"{kind!r} is not one of {list(STUDY_KINDS)}{hint}")
 
     def get(key: str, default: Any) -> tuple[Any, int]:
         return root.get(key, default), root.line_of(key)

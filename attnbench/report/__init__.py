@@ -10,6 +10,9 @@ them:
 - ``report.md`` (all tables and plots in one Markdown file) and ``index.html`` (the same with the
   manifest, offline).
 
+A models run (``kind: models``) gets its own report instead (:mod:`.models`): ``tables/models.md``
+and ``.tex``, a throughput/memory plot, ``report.md`` and ``index.html``.
+
 The runner calls ``write_report(run_dir)`` at the end of ``attnbench run``; ``attnbench report``
 calls it with the options of :func:`add_arguments`.
 """
@@ -32,6 +35,7 @@ from attnbench.report._results import (
 )
 from attnbench.report.formula import formula_tables, run_formula_check, write_formula_files
 from attnbench.report.html import index_html
+from attnbench.report.models import is_models_run, write_models_report
 from attnbench.report.plots import draw_all
 from attnbench.report.tables import METRICS, comparison_tables, sweep_tables
 
@@ -73,6 +77,13 @@ def write_report(
         ValueError: an option names a column, value or resolution the run does not have.
     """
     run_dir = Path(run_dir)
+    if is_models_run(run_dir):  # a models table (kind: models): its own report
+        given = {"columns": columns, "sort": sort, "group_by": group_by, "passes": passes}
+        given.update(dtypes=dtypes, devices=devices, resolution=resolution)
+        if any(v is not None for v in given.values()):
+            options = [k for k, v in given.items() if v is not None]
+            raise ValueError(f"{options} select rows or columns of sweep runs; {run_dir} is a models run")
+        return write_models_report(run_dir, plots=plots, formats=formats)
     results = load_results(run_dir)
     manifest = load_manifest(run_dir)
     results["label"] = mechanism_labels(results) if not results.empty else []
