@@ -405,6 +405,57 @@ def plot_pareto(df: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
+    """BRA's backends side by side: median latency (IQR as error bar) and peak memory per shape and pass."""
+    if "backend" not in df.columns:
+        return None
+    bra = df[(df["mechanism"] == "bra") & (df["status"] == "ok") & df["backend"].notna()].copy()
+    if bra["backend"].nunique() < 2 or bra["latency_ms"].isna().all():
+        return None
+    bra["shape"] = [
+        f"{int(r.H)}×{int(r.W)}, C {int(r.C)}\nS {int(r.n_win)}, k {int(r.topk)}" for r in bra.itertuples()
+    ]
+    shapes = list(dict.fromkeys(bra.sort_values(["H", "C"], ascending=[False, True])["shape"]))
+    backends = [b for b in ("reference", "sdpa", "masked", "flex", "auto") if b in set(bra["backend"])]
+    backends += sorted(set(bra["backend"]) - set(backends))
+    passes = [p for p in ("forward", "forward_backward") if p in set(bra["pass"])]
+    colors = dict(zip(backends, ["#000000", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9"]))
+    fig = Figure(figsize=(5.2 * len(passes) + 1.5, 7.2))
+    axes = fig.subplots(2, len(passes), squeeze=False)
+    width = 0.8 / len(backends)
+    x = np.arange(len(shapes))
+    for col, pass_ in enumerate(passes):
+        part = bra[bra["pass"] == pass_]
+        for row, (metric, label) in enumerate(
+            (("latency_ms", "latency (ms, median; bar: IQR)"), ("peak_mem_mb", "peak memory (MiB)"))
+        ):
+            ax = axes[row][col]
+            for i, be in enumerate(backends):
+                sel = part[part["backend"] == be].set_index("shape").reindex(shapes)
+                err = sel["latency_iqr_ms"] / 2 if metric == "latency_ms" else None
+                ax.bar(
+                    x + (i - (len(backends) - 1) / 2) * width,
+                    sel[metric],
+                    width,
+                    yerr=err,
+                    color=colors[be],
+                    label=be,
+                    capsize=2,
+                )
+            ax.set_yscale("log")
+            ax.set_xticks(x, shapes, fontsize=8)
+            ax.set_ylabel(label)
+            ax.set_title(f"pass: {pass_}" if row == 0 else "")
+    conds = bra.iloc[0]
+    fig.suptitle(
+        f"BRA backends ({conds['device']}, {conds['dtype']}, batch {int(conds['batch'])}); "
+        "reference = the released algorithm"
+    )
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    _legend_right(fig, handles, labels, title="backend")
+    return fig
+
+
 def _resolution_colors(n: int) -> list[str]:
     """Shades of BRA's colour, dark (smallest map) to light (largest): these plots are all BRA."""
     return [_shade(MECHANISM_COLORS["bra"], float(t)) for t in np.linspace(-0.55, 0.45, max(n, 1))]
@@ -573,6 +624,13 @@ PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
     ),
     ("accuracy_vs_flops", "Top-1 accuracy against FLOPs with the Pareto front.", plot_pareto, "results"),
     (
+        "bra_backends",
+        "BRA's backends per shape: median latency (IQR bars) and peak memory; "
+        "reference = the released algorithm.",
+        plot_bra_backends,
+        "results",
+    ),
+    (
         "formula_flops_vs_s",
         "BRA FLOPs against S: measured (solid), the paper's formula (dashed), S* (star), "
         "best swept S (ring).",
@@ -592,6 +650,7 @@ WHY_NOT = {
     "memory_vs_resolution": "no ok row has a peak memory",
     "bra_s_k_heatmaps": "the run has no BRA rows over at least two S or k values at one resolution",
     "accuracy_vs_flops": "the run has no accuracy (top1) column with values",
+    "bra_backends": "the run has no timed BRA rows over at least two backends",
     "formula_flops_vs_s": "the formula check has fewer than two S values",
     "formula_scaling": "the formula check has fewer than two resolutions per setting",
 }
