@@ -422,6 +422,20 @@ def run_study(
             stderr=stderr,
             executor=executor,
         )
+    if getattr(study, "kind", "sweep") == "ablation":  # training runs: attnbench.ablation_study
+        from attnbench.ablation_study import run_ablation_study
+
+        return run_ablation_study(
+            study,
+            out_dir=out_dir,
+            fresh=fresh,
+            quiet=quiet,
+            report=report,
+            command=command,
+            stdout=stdout,
+            stderr=stderr,
+            executor=executor,
+        )
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(study)

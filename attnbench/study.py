@@ -60,6 +60,7 @@ from attnbench.registry import (
 )
 
 if TYPE_CHECKING:
+    from attnbench.ablation_study import AblationStudy
     from attnbench.model_study import ModelsStudy
 
 __all__ = ["MechanismSpec", "Point", "Study", "StudyError", "load_study", "resolve_device"]
@@ -368,10 +369,12 @@ def _read_yaml(path: Path, shown: str) -> tuple[_Map | None, str, list[str]]:
     return root, text, problems
 
 
-def load_study(path: str | Path, *, device: str | None = None) -> Study | ModelsStudy:
+def load_study(path: str | Path, *, device: str | None = None) -> Study | ModelsStudy | AblationStudy:
     """Read and validate a study file; loads its plugins (they register mechanisms).
 
-    ``kind: models`` files (whole models, :mod:`attnbench.model_study`) give a ``ModelsStudy``.
+    ``kind: models`` files (whole models, :mod:`attnbench.model_study`) give a ``ModelsStudy``;
+    studies measuring ``accuracy`` or naming a ``dataset`` (:mod:`attnbench.ablation_study`) an
+    ``AblationStudy``.
 
     Args:
         path: the YAML file; messages name it as given.
@@ -390,6 +393,12 @@ def load_study(path: str | Path, *, device: str | None = None) -> Study | Models
         from attnbench.model_study import check_models_study
 
         return check_models_study(path, shown, root, text, problems, device=device)
+    from attnbench.ablation_study import is_ablation_study
+
+    if kind == "ablation" or is_ablation_study(root):  # trains: attnbench.ablation_study
+        from attnbench.ablation_study import check_ablation_study
+
+        return check_ablation_study(path, shown, root, text, problems, device=device)
     c = _Checker(shown)
     c.problems.extend(problems)
     c.unknown_keys(root, TOP_KEYS, "", {})

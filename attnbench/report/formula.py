@@ -143,6 +143,8 @@ def bra_build_args(results: pd.DataFrame) -> tuple[list[dict[str, Any]], list[st
     every backend counts the same), and a message per row that cannot be rebuilt."""
     declared = get_mechanism("bra").hyperparameters()
     rows = results[results["mechanism"] == "bra"]
+    if "pass" in rows.columns:  # ablation rows (pass "train") count a whole backbone, not one BRA layer
+        rows = rows[rows["pass"] != "train"]
     counted = rows["status"].eq("ok")
     if "flops" in rows.columns:
         counted |= rows["flops"].notna()
