@@ -53,8 +53,6 @@ from attnbench.registry import get_mechanism
 from attnbench.results import LEADING_PARAM_COLUMNS, ResultsStore, move_aside
 from attnbench.runner import EXIT_INTERRUPTED, _free, _load_average, _message, _now, _write_report
 from attnbench.study import (
-    _NAME_RE,
-    DEVICES,
     MechanismSpec,
     StudyError,
     _check_mechanisms,
@@ -65,7 +63,8 @@ from attnbench.study import (
     _Seq,
     _suggest,
     _type,
-    resolve_device,
+    check_header,
+    check_threads_and_seed,
 )
 from attnbench.timing import fixed_threads, time_function
 
@@ -278,32 +277,9 @@ def check_ablation_study(
     kind, line = get("kind", "ablation")
     if kind not in ("ablation", "sweep"):
         c.add(line, "kind", f"{kind!r}: a study with accuracy in measure or a dataset is kind: ablation")
-    name, line = get("name", path.stem)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        c.add(line, "name", f"{name!r} must be a folder-safe name (letters, digits, '.', '_', '-')")
-    description, line = get("description", "")
-    if not isinstance(description, str):
-        c.add(line, "description", f"expected text, got {_type(description)}")
 
-    requested, line = get("device", "auto")
-    where = "device"
-    if device is not None:
-        requested, where = device, "--device"
-    resolved = "cpu"
-    if requested not in DEVICES:
-        hint = "; did you mean 'cuda'?" if requested == "gpu" else _suggest(requested, list(DEVICES))
-        c.add(line, where, f"{requested!r} is not one of {list(DEVICES)}{hint}")
-    else:
-        resolved = resolve_device(requested)
-        if resolved == "cuda" and not torch.cuda.is_available():
-            c.add(line, where, "cuda was asked for but torch.cuda.is_available() is False; use auto or cpu")
-    threads, line = get("threads", None)
-    if threads is not None:
-        threads = (c.positive_ints(threads, line, "threads", allow_list=False) or [None])[0]
-    seed, line = get("seed", 0)
-    if not _is_int(seed) or seed < 0:
-        c.add(line, "seed", f"expected an int >= 0, got {seed!r}")
-        seed = 0
+    name, description, resolved, requested = check_header(root, path, c, device)
+    threads, seed = check_threads_and_seed(root, c)
     node, line = get("measure", ["accuracy", "flops", "params"])
     measure = c.choices(node, line, "measure", MEASURES)
     if measure and "accuracy" not in measure:

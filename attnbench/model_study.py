@@ -72,8 +72,6 @@ from attnbench.runner import (
     protocol,
 )
 from attnbench.study import (
-    _NAME_RE,
-    DEVICES,
     DTYPES,
     MEASURES,
     StudyError,
@@ -81,9 +79,9 @@ from attnbench.study import (
     _is_int,
     _Map,
     _Seq,
-    _suggest,
     _type,
-    resolve_device,
+    check_header,
+    check_threads_and_seed,
 )
 from attnbench.timing import fixed_threads, time_function
 
@@ -267,25 +265,7 @@ def check_models_study(
     def get(key: str, default: Any) -> tuple[Any, int]:
         return root.get(key, default), root.line_of(key)
 
-    name, line = get("name", path.stem)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        c.add(line, "name", f"{name!r} must be a folder-safe name (letters, digits, '.', '_', '-')")
-    description, line = get("description", "")
-    if not isinstance(description, str):
-        c.add(line, "description", f"expected text, got {_type(description)}")
-
-    requested, line = get("device", "auto")
-    where = "device"
-    if device is not None:
-        requested, where = device, "--device"
-    resolved = "cpu"
-    if requested not in DEVICES:
-        hint = "; did you mean 'cuda'?" if requested == "gpu" else _suggest(requested, list(DEVICES))
-        c.add(line, where, f"{requested!r} is not one of {list(DEVICES)}{hint}")
-    else:
-        resolved = resolve_device(requested)
-        if resolved == "cuda" and not torch.cuda.is_available():
-            c.add(line, where, "cuda was asked for but torch.cuda.is_available() is False; use auto or cpu")
+    name, description, resolved, requested = check_header(root, path, c, device)
     dtype, line = get("dtype", "float32")
     if isinstance(dtype, _Seq):
         c.add(line, "dtype", f"expected one dtype of {list(DTYPES)}, got a list (one table, one dtype)")
@@ -309,12 +289,7 @@ def check_models_study(
     max_time_s, line = get("max_time_s", None)
     if max_time_s is not None and (not _is_number(max_time_s) or max_time_s <= 0):
         c.add(line, "max_time_s", f"expected a positive number of seconds or null, got {max_time_s!r}")
-    threads, line = get("threads", None)
-    if threads is not None:
-        threads = (c.positive_ints(threads, line, "threads", allow_list=False) or [None])[0]
-    seed, line = get("seed", 0)
-    if not _is_int(seed) or seed < 0:
-        c.add(line, "seed", f"expected an int >= 0, got {seed!r}")
+    threads, seed = check_threads_and_seed(root, c)
 
     models = _check_models(root, c)
     if c.problems:

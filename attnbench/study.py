@@ -369,6 +369,42 @@ def _read_yaml(path: Path, shown: str) -> tuple[_Map | None, str, list[str]]:
     return root, text, problems
 
 
+def check_header(root: _Map, path: Path, c: _Checker, device: str | None) -> tuple[str, str, str, str]:
+    """``name``, ``description`` and the device of any kind of study: (name, description, resolved
+    device, requested device); ``device`` overrides the study's (the CLI's ``--device``)."""
+    name, line = root.get("name", path.stem), root.line_of("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        c.add(line, "name", f"{name!r} must be a folder-safe name (letters, digits, '.', '_', '-')")
+    description, line = root.get("description", ""), root.line_of("description")
+    if not isinstance(description, str):
+        c.add(line, "description", f"expected text, got {_type(description)}")
+    requested, line = root.get("device", "auto"), root.line_of("device")
+    where = "device"
+    if device is not None:
+        requested, where = device, "--device"
+    resolved = "cpu"
+    if requested not in DEVICES:
+        hint = "; did you mean 'cuda'?" if requested == "gpu" else _suggest(requested, list(DEVICES))
+        c.add(line, where, f"{requested!r} is not one of {list(DEVICES)}{hint}")
+    else:
+        resolved = resolve_device(requested)
+        if resolved == "cuda" and not torch.cuda.is_available():
+            c.add(line, where, "cuda was asked for but torch.cuda.is_available() is False; use auto or cpu")
+    return name, description, resolved, requested
+
+
+def check_threads_and_seed(root: _Map, c: _Checker) -> tuple[int | None, int]:
+    """``threads`` (None: all physical cores) and ``seed`` of any kind of study."""
+    threads, line = root.get("threads", None), root.line_of("threads")
+    if threads is not None:
+        threads = (c.positive_ints(threads, line, "threads", allow_list=False) or [None])[0]
+    seed, line = root.get("seed", 0), root.line_of("seed")
+    if not _is_int(seed) or seed < 0:
+        c.add(line, "seed", f"expected an int >= 0, got {seed!r}")
+        seed = 0  # reported above; a placeholder so later checks can go on
+    return threads, seed
+
+
 def load_study(path: str | Path, *, device: str | None = None) -> Study | ModelsStudy | AblationStudy:
     """Read and validate a study file; loads its plugins (they register mechanisms).
 
@@ -409,27 +445,7 @@ def load_study(path: str | Path, *, device: str | None = None) -> Study | Models
     def get(key: str, default: Any) -> tuple[Any, int]:
         return root.get(key, default), root.line_of(key)
 
-    # name, description
-    name, line = get("name", path.stem)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        c.add(line, "name", f"{name!r} must be a folder-safe name (letters, digits, '.', '_', '-')")
-    description, line = get("description", "")
-    if not isinstance(description, str):
-        c.add(line, "description", f"expected text, got {_type(description)}")
-
-    # device and dtypes
-    requested, line = get("device", "auto")
-    where = "device"
-    if device is not None:
-        requested, where = device, "--device"
-    resolved = "cpu"
-    if requested not in DEVICES:
-        hint = "; did you mean 'cuda'?" if requested == "gpu" else _suggest(requested, list(DEVICES))
-        c.add(line, where, f"{requested!r} is not one of {list(DEVICES)}{hint}")
-    else:
-        resolved = resolve_device(requested)
-        if resolved == "cuda" and not torch.cuda.is_available():
-            c.add(line, where, "cuda was asked for but torch.cuda.is_available() is False; use auto or cpu")
+    name, description, resolved, requested = check_header(root, path, c, device)
     node, line = get("dtype", "float32")
     dtypes = c.choices(node, line, "dtype", tuple(DTYPES))
     if resolved == "cpu" and "float16" in dtypes:
@@ -456,12 +472,7 @@ def load_study(path: str | Path, *, device: str | None = None) -> Study | Models
         isinstance(max_time_s, bool) or not isinstance(max_time_s, (int, float)) or max_time_s <= 0
     ):
         c.add(line, "max_time_s", f"expected a positive number of seconds or null, got {max_time_s!r}")
-    threads, line = get("threads", None)
-    if threads is not None:
-        threads = (c.positive_ints(threads, line, "threads", allow_list=False) or [None])[0]
-    seed, line = get("seed", 0)
-    if not _is_int(seed) or seed < 0:
-        c.add(line, "seed", f"expected an int >= 0, got {seed!r}")
+    threads, seed = check_threads_and_seed(root, c)
 
     resolutions, dims, heads = _check_sweep(root, c)
     before = len(c.problems)
