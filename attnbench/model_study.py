@@ -58,7 +58,7 @@ from tqdm import tqdm
 from attnbench import __version__
 from attnbench.environment import environment_id, environment_key
 from attnbench.memory import METHODS as MEMORY_METHODS
-from attnbench.memory import module_bytes, peak_memory, tensor_bytes
+from attnbench.memory import module_bytes, tensor_bytes
 from attnbench.models.measure import SEED_MODELS, build_model, measure_model
 from attnbench.results import LEADING_PARAM_COLUMNS, ResultsStore, move_aside
 from attnbench.runner import (
@@ -69,6 +69,7 @@ from attnbench.runner import (
     _now,
     _write_report,
     default_run_dir,
+    measure_speed,
     protocol,
 )
 from attnbench.study import (
@@ -83,7 +84,7 @@ from attnbench.study import (
     check_header,
     check_threads_and_seed,
 )
-from attnbench.timing import fixed_threads, time_function
+from attnbench.timing import fixed_threads
 
 if TYPE_CHECKING:
     from attnbench.executors import Executor
@@ -602,34 +603,9 @@ def _time_and_memory(run: _Run, spec: ModelSpec, row: dict[str, Any], errors: li
             counted = f"flops: {message}" in errors  # the FLOP count already failed the same way
             errors.append(f"{PASS}: " + ("the same error" if counted else message))
             return
-        if "latency" in study.measure:
-            try:
-                t = time_function(
-                    step,
-                    device=device,
-                    warmup=study.warmup,
-                    repeats=study.repeats,
-                    max_time_s=study.max_time_s,
-                )
-                row.update(
-                    latency_ms=round(t.median_ms, 6),
-                    latency_iqr_ms=round(t.iqr_ms, 6),
-                    latency_n=len(t.samples_ms),
-                    latency_samples_ms=json.dumps([round(s, 6) for s in t.samples_ms]),
-                    throughput=round(t.throughput(study.batch), 4),
-                )
-            except Exception as exc:  # noqa: BLE001 - recorded in the row
-                errors.append(f"latency: {_message(exc)}")
-        if "memory" in study.measure:
-            try:
-                mem = peak_memory(step, device=device, held_bytes=module_bytes(model) + tensor_bytes([x]))
-                row["mem_method"] = mem.method
-                if mem.peak_mib is None:
-                    errors.append(f"memory: {mem.note}")
-                else:
-                    row["peak_mem_mb"] = round(mem.peak_mib, 4)
-            except Exception as exc:  # noqa: BLE001 - recorded in the row
-                errors.append(f"memory: {_message(exc)}")
+        measure_speed(
+            step, study, device, study.batch, lambda: module_bytes(model) + tensor_bytes([x]), row, errors
+        )
     finally:
         model = x = None  # drop the model before the next one is built
         _free(device, collect=bool(errors))

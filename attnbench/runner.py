@@ -34,7 +34,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -223,6 +223,47 @@ def _count_flops(ctx: _Context, point: Point, module: nn.Module) -> dict[str, An
     return out
 
 
+def measure_speed(
+    step: Callable[[], None],
+    study: Any,
+    device: torch.device,
+    batch: int,
+    held_bytes: Callable[[], int],
+    row: dict[str, Any],
+    errors: list[str],
+) -> None:
+    """Latency (``study.measure`` has latency) and peak memory (has memory) of ``step`` into ``row``.
+
+    ``study`` supplies ``measure``, ``warmup``, ``repeats`` and ``max_time_s``; ``held_bytes`` is
+    called right before the memory call and gives the bytes held before it (weights, input).
+    Failures are appended to ``errors``; nothing raises.
+    """
+    if "latency" in study.measure:
+        try:
+            t = time_function(
+                step, device=device, warmup=study.warmup, repeats=study.repeats, max_time_s=study.max_time_s
+            )
+            row.update(
+                latency_ms=round(t.median_ms, 6),
+                latency_iqr_ms=round(t.iqr_ms, 6),
+                latency_n=len(t.samples_ms),
+                latency_samples_ms=json.dumps([round(s, 6) for s in t.samples_ms]),
+                throughput=round(t.throughput(batch), 4),
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded in the row
+            errors.append(f"latency: {_message(exc)}")
+    if "memory" in study.measure:
+        try:
+            mem = peak_memory(step, device=device, held_bytes=held_bytes())
+            row["mem_method"] = mem.method
+            if mem.peak_mib is None:
+                errors.append(f"memory: {mem.note}")
+            else:
+                row["peak_mem_mb"] = round(mem.peak_mib, 4)
+        except Exception as exc:  # noqa: BLE001 - recorded in the row
+            errors.append(f"memory: {_message(exc)}")
+
+
 def _measure_point(ctx: _Context, point: Point, passes: list[str]) -> Iterator[dict[str, Any]]:
     """Rows of one point, one per pass in ``passes``, yielded as soon as each is measured."""
     study, device = ctx.study, ctx.device
@@ -289,37 +330,14 @@ def _measure_point(ctx: _Context, point: Point, passes: list[str]) -> Iterator[d
             except Exception as exc:  # noqa: BLE001 - recorded in the row
                 errors.append(f"{p}: {_message(exc)}")
             else:
-                if "latency" in study.measure:
-                    try:
-                        t = time_function(
-                            step,
-                            device=device,
-                            warmup=study.warmup,
-                            repeats=study.repeats,
-                            max_time_s=study.max_time_s,
-                        )
-                        row.update(
-                            latency_ms=round(t.median_ms, 6),
-                            latency_iqr_ms=round(t.iqr_ms, 6),
-                            latency_n=len(t.samples_ms),
-                            latency_samples_ms=json.dumps([round(s, 6) for s in t.samples_ms]),
-                            throughput=round(t.throughput(point.batch), 4),
-                        )
-                    except Exception as exc:  # noqa: BLE001 - recorded in the row
-                        errors.append(f"latency: {_message(exc)}")
-                if "memory" in study.measure:
-                    try:
-                        module.zero_grad(set_to_none=True)
-                        x_used.grad = None
-                        held = module_bytes(module) + tensor_bytes([x_used])
-                        mem = peak_memory(step, device=device, held_bytes=held)
-                        row["mem_method"] = mem.method
-                        if mem.peak_mib is None:
-                            errors.append(f"memory: {mem.note}")
-                        else:
-                            row["peak_mem_mb"] = round(mem.peak_mib, 4)
-                    except Exception as exc:  # noqa: BLE001 - recorded in the row
-                        errors.append(f"memory: {_message(exc)}")
+
+                def held_bytes(m: nn.Module = module, x_in: torch.Tensor = x_used) -> int:
+                    # gradients dropped: the memory call starts from weights + input only
+                    m.zero_grad(set_to_none=True)
+                    x_in.grad = None
+                    return module_bytes(m) + tensor_bytes([x_in])
+
+                measure_speed(step, study, device, point.batch, held_bytes, row, errors)
             del step, x_used
             module.zero_grad(set_to_none=True)
             if len(errors) > len(shared_errors):
