@@ -17,8 +17,13 @@ Backends (``backend=``; ``auto`` takes the first whose ``can_run`` accepts the i
 
 - ``flex``: block-sparse FlexAttention, no gather (CUDA; forward-only on CPU, so never auto there);
 - ``masked``: one dense attention with a routing mask, for small maps where that is cheaper;
-- ``sdpa``: index_select of whole routed regions + fused SDPA, trains on CPU;
+- ``bmm``: head-major region blocks, index_select of whole routed blocks, batched matmuls and a
+  hand-written backward: the CPU training path (CPU only in ``auto``);
+- ``sdpa``: index_select of whole routed regions + fused SDPA (no score tensor kept), trains anywhere;
 - ``reference``: the released algorithm.
+
+Every backend takes the spatial projection ``qkv`` (B, H, W, 2·qk + C) and the top-k indices and
+returns the attention output and the value map for the LCE, both (B, H, W, C) (see ``layout.py``).
 
 FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0): the projections, the
 S^2 x S^2 routing product, the k * HW/S^2 keys per query and the LCE are all dense products whose
@@ -40,30 +45,15 @@ from torch import Tensor, nn
 
 from attnbench import AttentionMechanism, check_param, register_mechanism
 from attnbench.flops import is_counting
-from mechanisms.bra import flex, masked, reference, sdpa
+from mechanisms.bra import bmm, flex, masked, reference, sdpa
+from mechanisms.bra.layout import from_regions, to_regions
 
 __all__ = ["BiLevelRoutingAttention", "from_regions", "to_regions"]
 
 log = logging.getLogger(__name__)
 
 # Backends in order of preference for backend="auto"; each module has can_run() and attend().
-BACKENDS = {"flex": flex, "masked": masked, "sdpa": sdpa, "reference": reference}
-
-
-def to_regions(x: Tensor, n_win: int) -> Tensor:
-    """(B, H, W, C) -> (B, S², H/S·W/S, C), regions row-major, tokens row-major in a region."""
-    B, H, W, C = x.shape
-    h, w = H // n_win, W // n_win
-    x = x.view(B, n_win, h, n_win, w, C).permute(0, 1, 3, 2, 4, 5)  # (B, S, S, h, w, C)
-    return x.reshape(B, n_win * n_win, h * w, C)
-
-
-def from_regions(x: Tensor, n_win: int, H: int, W: int) -> Tensor:
-    """Inverse of :func:`to_regions`: (B, S², h·w, C) -> (B, H, W, C)."""
-    B, _, _, C = x.shape
-    h, w = H // n_win, W // n_win
-    x = x.view(B, n_win, n_win, h, w, C).permute(0, 1, 3, 2, 4, 5)  # (B, S, h, S, w, C)
-    return x.reshape(B, H, W, C)
+BACKENDS = {"flex": flex, "masked": masked, "bmm": bmm, "sdpa": sdpa, "reference": reference}
 
 
 class TopkRouting(nn.Module):
@@ -84,30 +74,33 @@ class RegionTokenAttention(nn.Module):
     """Token-to-token attention of each region's queries over its routed regions' tokens.
 
     Parameter-free; a module of its own so that FLOP counters attribute its MACs separately.
+    Returns the attention output and the value map v that the LCE convolves (a backend may hand
+    out its own copy of v, so that the LCE's gradient joins its own).
     """
 
-    def __init__(self, num_heads: int, qk_dim: int, scale: float, backend: str) -> None:
+    def __init__(self, num_heads: int, qk_dim: int, scale: float, n_win: int, backend: str) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.qk_dim = qk_dim
         self.scale = scale
+        self.n_win = n_win
         self.backend = backend
 
-    def forward(self, q: Tensor, kv: Tensor, idx: Tensor) -> Tensor:
-        # q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)
+    def forward(self, qkv: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        # qkv (B, H, W, 2·qk + C), idx (B, S², k) -> out (B, H, W, C), v (B, H, W, C)
         if is_counting():
             impl = sdpa  # FLOPs are the algorithm's, whatever backend runs (see the module docstring)
         elif self.backend == "auto":
-            impl = choose_backend(q, kv, idx)
+            impl = choose_backend(qkv, idx, self.n_win)
         else:
             impl = BACKENDS[self.backend]
-        return impl.attend(q, kv, idx, self.num_heads, self.qk_dim, self.scale)
+        return impl.attend(qkv, idx, self.n_win, self.num_heads, self.qk_dim, self.scale)
 
 
-def choose_backend(q: Tensor, kv: Tensor, idx: Tensor):
+def choose_backend(qkv: Tensor, idx: Tensor, n_win: int):
     """The first backend in :data:`BACKENDS` order whose ``can_run`` accepts the inputs."""
     for name, impl in BACKENDS.items():
-        ok, why = impl.can_run(q, kv, idx)
+        ok, why = impl.can_run(qkv, idx, n_win)
         if ok:
             log.debug("bra: backend %r chosen", name)
             return impl
@@ -128,7 +121,7 @@ class BiLevelRoutingAttention(AttentionMechanism):
         qk_dim: query/key channels (None: = dim, as in every released model).
         auto_pad: zero-pad bottom/right to a multiple of S (detection/segmentation); else H and W
             must be multiples of S.
-        backend: "auto", "reference" (the released gather algorithm) or "sdpa".
+        backend: "auto" or one of :data:`BACKENDS` ("reference" is the released gather algorithm).
     """
 
     def __init__(
@@ -141,7 +134,7 @@ class BiLevelRoutingAttention(AttentionMechanism):
         side_dwconv: int = 5,
         qk_dim: int | None = None,
         auto_pad: bool = False,
-        backend: Literal["auto", "reference", "sdpa", "masked", "flex"] = "auto",
+        backend: Literal["auto", "reference", "sdpa", "bmm", "masked", "flex"] = "auto",
     ) -> None:
         super().__init__(dim, num_heads)
         qk_dim = dim if qk_dim is None else qk_dim
@@ -166,7 +159,7 @@ class BiLevelRoutingAttention(AttentionMechanism):
             else None
         )
         self.router = TopkRouting(topk, self.scale)
-        self.attn = RegionTokenAttention(num_heads, qk_dim, self.scale, backend)
+        self.attn = RegionTokenAttention(num_heads, qk_dim, self.scale, n_win, backend)
         self.wo = nn.Linear(dim, dim)
 
     def check_input(self, H: int, W: int) -> None:
@@ -193,18 +186,15 @@ class BiLevelRoutingAttention(AttentionMechanism):
 
         qk = self.qk_dim
         qkv = self.qkv(x)  # (B, H, W, 2·qk + C), channels q | k | v
-        lepe = 0
-        if self.lepe is not None:
-            v = qkv.split([2 * qk, C], dim=-1)[1]
-            lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, C)
-
-        qkv_r = to_regions(qkv, S)  # (B, S², M, 2·qk + C): one copy, then views
-        q_r, kv_r = qkv_r.split([qk, qk + C], dim=-1)  # (B, S², M, qk), (B, S², M, qk + C)
         with torch.no_grad():  # routing is on detached region means (released behaviour)
-            region_qk = qkv_r[..., : 2 * qk].mean(dim=2)  # (B, S², 2·qk)
+            h, w = H // S, W // S
+            region_qk = qkv[..., : 2 * qk].view(B, S, h, S, w, 2 * qk).mean(dim=(2, 4))  # (B, S, S, 2·qk)
+            region_qk = region_qk.reshape(B, S * S, 2 * qk)
         idx = self.router(region_qk[..., :qk], region_qk[..., qk:])  # (B, S², k)
-        out = self.attn(q_r, kv_r, idx)  # (B, S², M, C)
-        out = self.wo(from_regions(out, S, H, W) + lepe)
+        out, v = self.attn(qkv, idx)  # (B, H, W, C) each
+        if self.lepe is not None:
+            out = out + self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # LCE, (B, H, W, C)
+        out = self.wo(out)
         return out[:, :H_in, :W_in].contiguous()
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:

@@ -17,16 +17,16 @@ import torch
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-from mechanisms.bra.masked import token_heads
+from mechanisms.bra.layout import from_regions, split_regions, token_heads, value_map
 
 # The GPU kernels tile queries and keys in blocks of 16 or more: regions smaller than that, or not
 # a multiple of it, would need a mask_mod on partial blocks; auto leaves those shapes to sdpa.
 MIN_BLOCK = 16
 
 
-def can_run(q: Tensor, kv: Tensor, idx: Tensor) -> tuple[bool, str]:
-    M = kv.shape[2]
-    if not q.is_cuda:
+def can_run(qkv: Tensor, idx: Tensor, n_win: int) -> tuple[bool, str]:
+    M = (qkv.shape[1] // n_win) * (qkv.shape[2] // n_win)
+    if not qkv.is_cuda:
         return False, "FlexAttention has no backward on CPU"
     if M % MIN_BLOCK:
         return False, f"{M} tokens per region is not a multiple of {MIN_BLOCK}"
@@ -64,10 +64,15 @@ def block_mask(idx: Tensor, M: int) -> BlockMask:
     )
 
 
-def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scale: float) -> Tensor:
-    """q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)."""
-    B, R, M, Ckv = kv.shape
-    q, k_all, v_all = token_heads(q, kv, num_heads, qk_dim)  # (B, m, N, ·)
+def attend(
+    qkv: Tensor, idx: Tensor, n_win: int, num_heads: int, qk_dim: int, scale: float
+) -> tuple[Tensor, Tensor]:
+    """qkv (B, H, W, 2·qk + C), idx (B, S², k) -> attention output and v, both (B, H, W, C)."""
+    B, H, W, _ = qkv.shape
+    q, kv = split_regions(qkv, n_win, qk_dim)  # (B, S², M, qk), (B, S², M, qk + C)
+    _, R, M, Ckv = kv.shape
+    q, k_all, v_all = token_heads(q, kv, num_heads, qk_dim)  # (B, m, N, ·), region-major tokens
     fn = _compiled() if q.is_cuda else flex_attention
     out = fn(q, k_all, v_all, block_mask=block_mask(idx, M), scale=scale)  # (B, m, N, C/m)
-    return out.transpose(1, 2).reshape(B, R, M, Ckv - qk_dim)
+    out = out.transpose(1, 2).reshape(B, R, M, Ckv - qk_dim)
+    return from_regions(out, n_win, H, W), value_map(qkv, qk_dim)

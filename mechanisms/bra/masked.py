@@ -13,15 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mechanisms.bra.layout import from_regions, split_regions, token_heads, value_map
+
 # Dense is chosen by "auto" only while N² <= MAX_DENSE_RATIO · N·k·M (at most this many times the
 # sparse work) and the (B, 1, N, N) boolean mask stays small.
 MAX_DENSE_RATIO = 4
 MAX_TOKENS = 1024
 
 
-def can_run(q: Tensor, kv: Tensor, idx: Tensor) -> tuple[bool, str]:
-    B, R, M, _ = kv.shape
-    N, k = R * M, idx.shape[-1]
+def can_run(qkv: Tensor, idx: Tensor, n_win: int) -> tuple[bool, str]:
+    B, H, W, _ = qkv.shape
+    N, k, M = H * W, idx.shape[-1], H * W // (n_win * n_win)
     if N > MAX_TOKENS:
         return False, f"{N} tokens > {MAX_TOKENS}: dense mask too large"
     if N * N > MAX_DENSE_RATIO * N * k * M:
@@ -36,21 +38,15 @@ def routing_mask(idx: Tensor, M: int) -> Tensor:
     return routed.repeat_interleave(M, dim=1).repeat_interleave(M, dim=2).unsqueeze(1)
 
 
-def token_heads(q: Tensor, kv: Tensor, num_heads: int, qk_dim: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Region-major q (B, S², M, qk), kv (B, S², M, qk + C) -> per-head (B, m, N, ·) q, k, v, N = S²·M."""
-    B, R, M, Ckv = kv.shape
-    C, m, N = Ckv - qk_dim, num_heads, R * M
-    k_all, v_all = kv.reshape(B, N, Ckv).split([qk_dim, C], dim=-1)
-    k_all = k_all.reshape(B, N, m, qk_dim // m).transpose(1, 2)  # (B, m, N, qk/m)
-    v_all = v_all.reshape(B, N, m, C // m).transpose(1, 2)  # (B, m, N, C/m)
-    q = q.reshape(B, N, m, qk_dim // m).transpose(1, 2)  # (B, m, N, qk/m)
-    return q, k_all, v_all
-
-
-def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scale: float) -> Tensor:
-    """q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)."""
-    B, R, M, Ckv = kv.shape
-    q, k_all, v_all = token_heads(q, kv, num_heads, qk_dim)
+def attend(
+    qkv: Tensor, idx: Tensor, n_win: int, num_heads: int, qk_dim: int, scale: float
+) -> tuple[Tensor, Tensor]:
+    """qkv (B, H, W, 2·qk + C), idx (B, S², k) -> attention output and v, both (B, H, W, C)."""
+    B, H, W, _ = qkv.shape
+    q, kv = split_regions(qkv, n_win, qk_dim)  # (B, S², M, qk), (B, S², M, qk + C)
+    _, R, M, Ckv = kv.shape
+    q, k_all, v_all = token_heads(q, kv, num_heads, qk_dim)  # (B, m, N, ·), region-major tokens
     mask = routing_mask(idx, M)  # (B, 1, N, N)
     out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, scale=scale)  # (B, m, N, C/m)
-    return out.transpose(1, 2).reshape(B, R, M, Ckv - qk_dim)
+    out = out.transpose(1, 2).reshape(B, R, M, Ckv - qk_dim)
+    return from_regions(out, n_win, H, W), value_map(qkv, qk_dim)
