@@ -5,7 +5,8 @@ them:
 
 - ``formula_check.csv`` and ``formula_report.md`` when the run has BRA points (:mod:`.formula`);
 - ``tables/*.md`` and ``tables/*.tex`` (booktabs): the mechanism comparison, resolution sweeps and
-  the formula tables (:mod:`.tables`);
+  the formula tables (:mod:`.tables`), and for BRA measured over several backends the backends
+  table with the floor and the ideal (:mod:`.bra_backends`);
 - ``plots/*.png`` and ``*.svg`` (:mod:`.plots`);
 - ``report.md`` (all tables and plots in one Markdown file) and ``index.html`` (the same with the
   manifest, offline).
@@ -33,6 +34,7 @@ from attnbench.report._results import (
     mechanism_labels,
     resolution_label,
 )
+from attnbench.report.bra_backends import bra_backend_tables
 from attnbench.report.formula import formula_tables, run_formula_check, write_formula_files
 from attnbench.report.html import index_html
 from attnbench.report.models import is_models_run, write_models_report
@@ -92,6 +94,7 @@ def write_report(
     tables = [
         *comparison_tables(df, columns=columns, sort=sort, group_by=group_by, resolution=resolution),
         *sweep_tables(df, group_by=group_by, sort=sort),
+        *bra_backend_tables(df),
     ]
     check = run_formula_check(results) if formula else None
     drawn, not_drawn = draw_all(df, check, run_dir / "plots", formats) if plots else ({}, {})

@@ -13,6 +13,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -24,6 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from attnbench.report._results import parameter_columns, plain, resolution_label, scaled_unit
+from attnbench.report.bra_backends import backend_summary
 from attnbench.report.formula import (
     CLAIMED_SLOPE,
     GROUP_COLUMNS,
@@ -406,21 +408,31 @@ def plot_pareto(df: pd.DataFrame) -> Figure | None:
 
 
 def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
-    """BRA's backends side by side: median latency (IQR as error bar) and peak memory per shape and pass."""
+    """BRA's backends side by side: median latency (IQR as error bar) and peak memory per shape and pass.
+
+    Where the run has the yardstick rows (``studies/plugins/bra_parts.py``), the latency panels mark
+    each shape's floor (projections + LCE) and the floor plus the ideal block-sparse attention time.
+    """
     if "backend" not in df.columns:
         return None
     bra = df[(df["mechanism"] == "bra") & (df["status"] == "ok") & df["backend"].notna()].copy()
     if bra["backend"].nunique() < 2 or bra["latency_ms"].isna().all():
         return None
-    bra["shape"] = [
-        f"{int(r.H)}×{int(r.W)}, C {int(r.C)}\nS {int(r.n_win)}, k {int(r.topk)}" for r in bra.itertuples()
-    ]
+
+    def shape_label(r: Any) -> str:
+        return f"{int(r.H)}×{int(r.W)}, C {int(r.C)}\nS {int(r.n_win)}, k {int(r.topk)}"
+
+    bra["shape"] = [shape_label(r) for r in bra.itertuples()]
+    summary = backend_summary(df)
+    if not summary.empty:
+        summary["shape"] = [shape_label(r) for r in summary.itertuples()]
     shapes = list(dict.fromkeys(bra.sort_values(["H", "C"], ascending=[False, True])["shape"]))
-    backends = [b for b in ("reference", "sdpa", "masked", "flex", "auto") if b in set(bra["backend"])]
+    backends = [b for b in ("reference", "sdpa", "bmm", "masked", "flex", "auto") if b in set(bra["backend"])]
     backends += sorted(set(bra["backend"]) - set(backends))
     passes = [p for p in ("forward", "forward_backward") if p in set(bra["pass"])]
-    colors = dict(zip(backends, ["#000000", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9"]))
-    fig = Figure(figsize=(5.2 * len(passes) + 1.5, 7.2))
+    palette = ["#000000", "#0072B2", "#D55E00", "#E69F00", "#009E73", "#CC79A7", "#56B4E9"]
+    colors = dict(zip(backends, palette))
+    fig = Figure(figsize=(5.4 * len(passes) + 2.0, 7.4))
     axes = fig.subplots(2, len(passes), squeeze=False)
     width = 0.8 / len(backends)
     x = np.arange(len(shapes))
@@ -431,9 +443,9 @@ def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
         ):
             ax = axes[row][col]
             for i, be in enumerate(backends):
-                sel = part[part["backend"] == be].set_index("shape").reindex(shapes)
+                sel = part[part["backend"] == be].groupby("shape").first().reindex(shapes)
                 err = sel["latency_iqr_ms"] / 2 if metric == "latency_ms" else None
-                ax.bar(
+                bars = ax.bar(
                     x + (i - (len(backends) - 1) / 2) * width,
                     sel[metric],
                     width,
@@ -442,7 +454,37 @@ def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
                     label=be,
                     capsize=2,
                 )
+                values = [f"{v:.3g}" if np.isfinite(v) else "" for v in sel[metric]]
+                ax.bar_label(bars, values, fontsize=6, padding=2, rotation=90)
+            shown = list(part[metric].dropna())
+            if metric == "latency_ms" and not summary.empty:
+                marks = summary[summary["pass"] == pass_].groupby("shape").first().reindex(shapes)
+                for xi, floor, ideal in zip(x, marks["floor_ms"], marks["ideal_ms"]):
+                    if np.isfinite(floor):
+                        shown.append(floor)
+                        ax.hlines(
+                            floor,
+                            xi - 0.45,
+                            xi + 0.45,
+                            colors="#777777",
+                            linestyles="--",
+                            lw=1.4,
+                            label="floor (QKV, LCE, output proj.)",
+                        )
+                        if np.isfinite(ideal):
+                            ax.hlines(
+                                floor + ideal,
+                                xi - 0.45,
+                                xi + 0.45,
+                                colors="#009E73",
+                                linestyles=":",
+                                lw=1.8,
+                                label="floor + ideal attention (k/S² × dense)",
+                            )
+            if shown:  # room for the labels; bars start well below the smallest value
+                ax.set_ylim(min(shown) / 2, max(shown) * 3)
             ax.set_yscale("log")
+            _log_axis(ax)
             ax.set_xticks(x, shapes, fontsize=8)
             ax.set_ylabel(label)
             ax.set_title(f"pass: {pass_}" if row == 0 else "")
@@ -452,7 +494,8 @@ def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
         "reference = the released algorithm"
     )
     handles, labels = axes[0][0].get_legend_handles_labels()
-    _legend_right(fig, handles, labels, title="backend")
+    unique = dict(zip(labels, handles))
+    _legend_right(fig, list(unique.values()), list(unique.keys()), title="backend")
     return fig
 
 
