@@ -86,22 +86,26 @@ class _RoutedAttention(torch.autograd.Function):
             dk_map.zero_()
             dv_map.copy_(map_as_region_heads(d_v, S, m))
             return d_qkv, None, None, None, None, None
-        M = qh.shape[1]
+        G, M = qh.shape[:2]
+        # Fresh CPU allocations of this size cost page faults on first touch; dead buffers are
+        # reused (out=) where the shapes allow, which they do whenever qk_dim = C.
         do = region_heads(d_out, S, m)  # (G, M, C/m)
-        delta = (do * o).sum(-1, keepdim=True)  # (G, M, 1) = rowsum(dP ∘ P)
+        delta = torch.bmm(do.view(G * M, 1, -1), o.view(G * M, -1, 1)).view(G, M, 1)  # rowsum(dP ∘ P)
         dv_sel = torch.bmm(p.transpose(1, 2), do)  # (G, k·M, C/m)
         ds = torch.bmm(do, v_sel.transpose(1, 2))  # dP (G, M, k·M)
         ds.sub_(delta).mul_(p).mul_(scale)  # dS, times the scale of the logits
-        dq = torch.bmm(ds, k_sel)  # (G, M, qk/m)
-        dk_sel = torch.bmm(ds.transpose(1, 2), qh)  # (G, k·M, qk/m)
-        dk = qh.new_zeros(k_shape).index_add_(0, rows, dk_sel.view(-1, M, k_shape[-1]))
-        dv = qh.new_zeros(v_shape).index_add_(0, rows, dv_sel.view(-1, M, v_shape[-1]))
+        dq = torch.bmm(ds, k_sel, out=do if do.shape == qh.shape else None)  # (G, M, qk/m)
         dq_map.copy_(region_heads_as_map(dq, B, S, H, W))
-        dk_map.copy_(region_heads_as_map(dk, B, S, H, W))
+        acc = qh.new_zeros(v_shape).index_add_(0, rows, dv_sel.view(-1, M, v_shape[-1]))  # dv
         if d_v is None:
-            dv_map.copy_(region_heads_as_map(dv, B, S, H, W))
+            dv_map.copy_(region_heads_as_map(acc, B, S, H, W))
         else:
-            torch.add(region_heads_as_map(dv, B, S, H, W), map_as_region_heads(d_v, S, m), out=dv_map)
+            torch.add(region_heads_as_map(acc, B, S, H, W), map_as_region_heads(d_v, S, m), out=dv_map)
+        same = k_shape == v_shape
+        dk_sel = torch.bmm(ds.transpose(1, 2), qh, out=dv_sel if same else None)  # (G, k·M, qk/m)
+        acc = acc.zero_() if same else qh.new_zeros(k_shape)
+        acc.index_add_(0, rows, dk_sel.view(-1, M, k_shape[-1]))  # dk
+        dk_map.copy_(region_heads_as_map(acc, B, S, H, W))
         return d_qkv, None, None, None, None, None
 
 
