@@ -430,8 +430,10 @@ def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
     backends = [b for b in ("reference", "sdpa", "bmm", "masked", "flex", "auto") if b in set(bra["backend"])]
     backends += sorted(set(bra["backend"]) - set(backends))
     passes = [p for p in ("forward", "forward_backward") if p in set(bra["pass"])]
-    palette = ["#000000", "#0072B2", "#D55E00", "#E69F00", "#009E73", "#CC79A7", "#56B4E9"]
-    colors = dict(zip(backends, palette))
+    known = {"reference": "#000000", "sdpa": "#0072B2", "bmm": "#D55E00", "masked": "#E69F00"}
+    known.update(flex="#56B4E9", auto="#CC79A7")
+    extra = iter(["#F0E442", "#999999", "#332288"])
+    colors = {b: known.get(b) or next(extra, "#777777") for b in backends}
     fig = Figure(figsize=(5.4 * len(passes) + 2.0, 7.4))
     axes = fig.subplots(2, len(passes), squeeze=False)
     width = 0.8 / len(backends)
@@ -466,7 +468,7 @@ def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
                             floor,
                             xi - 0.45,
                             xi + 0.45,
-                            colors="#777777",
+                            colors="#555555",
                             linestyles="--",
                             lw=1.4,
                             label="floor (QKV, LCE, output proj.)",
@@ -477,8 +479,8 @@ def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
                                 xi - 0.45,
                                 xi + 0.45,
                                 colors="#009E73",
-                                linestyles=":",
-                                lw=1.8,
+                                linestyles=(0, (1, 1)),
+                                lw=2.2,
                                 label="floor + ideal attention (k/S² × dense)",
                             )
             if shown:  # room for the labels; bars start well below the smallest value

@@ -59,6 +59,8 @@ class _RoutedAttention(torch.autograd.Function):
         rows = routed_rows(idx, m)  # (G·k,)
         k_sel = kh.index_select(0, rows).view(G, k * M, -1)  # (G, k·M, qk/m)
         v_sel = vh.index_select(0, rows).view(G, k * M, -1)  # (G, k·M, C/m)
+        k_shape, v_shape = kh.shape, vh.shape
+        del kh, vh  # not needed again: the peak is lower without them
         logits = torch.baddbmm(qh.new_empty(1, 1, 1), qh, k_sel.transpose(1, 2), beta=0, alpha=scale)
         if qh.dtype in (torch.float16, torch.bfloat16):
             p = logits.softmax(-1, dtype=torch.float32).to(qh.dtype)
@@ -68,7 +70,7 @@ class _RoutedAttention(torch.autograd.Function):
         out = qkv.new_empty(B, H, W, C)
         map_as_region_heads(out, S, m).copy_(region_heads_as_map(o, B, S, H, W))
         ctx.save_for_backward(qh, k_sel, v_sel, p, o, rows)
-        ctx.geometry = (B, H, W, C, n_win, num_heads, qk_dim, scale, kh.shape, vh.shape)
+        ctx.geometry = (B, H, W, C, n_win, num_heads, qk_dim, scale, k_shape, v_shape)
         ctx.mark_non_differentiable(idx)
         return out, v.contiguous()
 
