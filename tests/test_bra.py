@@ -85,6 +85,34 @@ def test_bmm_output_without_gradient_to_the_attention():
     assert g[..., :64].abs().max() == 0 and torch.all(g[..., 64:] == 1)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_flex_with_regions_padded_to_kernel_tiles(monkeypatch, shape):
+    """Regions padded to whole tiles (as on GPU when M is not a multiple of the tile): forward equals
+    the reference, on the CPU's unfused path, which evaluates the mask_mod on every pair."""
+    from mechanisms.bra import flex
+
+    monkeypatch.setattr(flex, "CPU_TILE", 64)
+    H, W, C = shape[:3]
+    m = make(*shape)
+    x = torch.randn(2, H, W, C)
+    with torch.no_grad():
+        ref = m(x)
+        m.attn.backend = "flex"
+        torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_flex_block_mask_full_blocks_unless_padded():
+    from mechanisms.bra.flex import block_mask
+
+    idx = torch.tensor([[[1, 2], [0, 3], [3, 1], [2, 0]]])  # (B=1, R=4, k=2)
+    exact = block_mask(idx, 64, 64)  # regions of whole tiles: every routed block is full
+    assert exact.kv_num_blocks.sum() == 0 and exact.full_kv_num_blocks.tolist() == [[[2, 2, 2, 2]]]
+    padded = block_mask(idx, 49, 64)  # 49 tokens padded to 64: the same blocks, partial
+    assert padded.full_kv_num_blocks.sum() == 0 and padded.kv_num_blocks.tolist() == [[[2, 2, 2, 2]]]
+    dense = padded.to_dense()[0, 0]  # (R, R) blocks visited
+    assert dense.tolist() == [[0, 1, 1, 0], [1, 0, 0, 1], [0, 1, 0, 1], [1, 0, 1, 0]]
+
+
 def low_precision_errors(m, x, backend, dtype):
     """Max |error| of ``backend`` and of ``reference``, both run in ``dtype``, against fp32 reference:
     outputs and input gradients, as (fast_out, ref_out, fast_grad, ref_grad)."""
