@@ -572,7 +572,8 @@ def _start_manifest(
             "passes": list(study.passes),
             "flops": "fvcore MACs (1 MAC = 1 FLOP) of one forward at batch 1 in fp32 on the run device; "
             "flops_torch = FlopCounterMode / 2",
-            "latency": "untimed probe call, `warmup` untimed calls, then `repeats` samples (fewer if "
+            "latency": "untimed probe call, `warmup` untimed calls (fewer once max_time_s is spent, at least "
+            "1), then `repeats` samples (fewer if "
             "max_time_s is spent, at least 3); CUDA events with synchronization on cuda, "
             "time.perf_counter on cpu with torch.set_num_threads(threads); median and IQR in ms",
             "memory": "one call after timing; see memory_methods",

@@ -12,7 +12,7 @@ A study (``studies/complexity.yaml`` is the reference)::
     passes: [forward, forward_backward]   # default: [forward]
     repeats: 20               # timing samples per point and pass, after warmup
     warmup: 3                 # untimed calls before sampling
-    max_time_s: 10            # optional: stop sampling a point once this is spent (>= 3 samples)
+    max_time_s: 10            # optional: stop warm-up (>= 1 call) and sampling (>= 3) once spent
     threads: 2                # CPU intra-op threads; default: all physical cores
     seed: 0                   # weights and inputs
     sweep:                    # the product of the axes

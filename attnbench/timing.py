@@ -92,7 +92,8 @@ def time_function(
     Args:
         fn: the call to time; it must launch all of its work (no arguments).
         device: where ``fn`` runs; CUDA work is timed with events.
-        warmup: untimed calls first (allocator warm-up, kernel selection, caches).
+        warmup: untimed calls first (allocator warm-up, kernel selection, caches); with
+            ``max_time_s``, warm-up stops early once that budget is spent (after one call).
         repeats: samples to take.
         max_time_s: optional budget for the samples: stop once it is spent, but never before
             ``min_repeats`` samples. None always takes ``repeats``.
@@ -104,8 +105,12 @@ def time_function(
         raise ValueError(f"warmup = {warmup} must be >= 0")
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    for _ in range(warmup):
+    start_warmup = time.perf_counter()
+    for i in range(warmup):
         fn()
+        if max_time_s is not None and time.perf_counter() - start_warmup >= max_time_s:
+            warmup = i + 1  # a call this slow needs no more warming: its budget is spent
+            break
     if cuda:
         torch.cuda.synchronize(dev)
 

@@ -66,3 +66,15 @@ def test_cuda_events_time_a_known_kernel():
     four = time_function(lambda: a @ a @ a @ a @ a, device="cuda", warmup=3, repeats=10)
     assert one.clock == "cuda_event"
     assert 3.0 < four.median_ms / one.median_ms < 5.0
+
+
+def test_max_time_also_bounds_the_warmup():
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.02)
+
+    t = time_function(slow, device="cpu", warmup=50, repeats=3, max_time_s=0.05)
+    assert t.warmup < 50 and len(t.samples_ms) == 3
+    assert len(calls) == t.warmup + 3
