@@ -291,7 +291,10 @@ def test_to_regions_layout():
 
 @pytest.mark.parametrize(
     "H,C,topk,expected",
-    [(56, 64, 1, "bmm"), (28, 128, 4, "bmm"), (14, 256, 16, "masked")],  # BiFormer-T stages 1-3
+    [
+        *[(56, 64, 1, "bmm"), (28, 128, 4, "bmm"), (14, 256, 16, "masked")],  # BiFormer-T stages 1-3
+        (112, 64, 4, "sdpa"),  # 256 tokens per region x 4: bmm's score blocks would be large
+    ],
 )
 def test_auto_dispatch_on_cpu_is_logged(caplog, H, C, topk, expected):
     m = attnbench.build_mechanism("bra", C, C // 32, n_win=7, topk=topk)

@@ -17,8 +17,8 @@ is built to touch every tensor as few times as it can:
 Timed against the alternatives on BiFormer-T's stage shapes (see ``studies/bra_backends.yaml``):
 on CPU it beats ``sdpa``, whose fused CPU kernel is slow on blocks this small. It keeps the routed
 k and v blocks (k-fold, as the released code does) and the (B·S²·m, M, k·M) probabilities for the
-backward; ``auto`` uses it on CPU only, and ``sdpa``'s fused kernels, which keep no score tensor,
-on CUDA.
+backward, so it only pays while k·M is small: ``auto`` uses it on CPU for at most
+:data:`MAX_KEYS` keys per query, and ``sdpa`` (no score tensor kept) beyond that and on CUDA.
 """
 
 from __future__ import annotations
@@ -29,10 +29,19 @@ from torch.autograd.function import once_differentiable
 
 from mechanisms.bra.layout import map_as_region_heads, region_heads, region_heads_as_map
 
+# auto uses bmm only while each query sees at most this many keys (k·M): there the (M x k·M) score
+# blocks are small and batched matmuls beat SDPA's CPU kernel (2 threads, batch 8, fwd+bwd: 44 vs
+# 56 ms at M = 16, k = 4; 64 vs 73 ms at M = 64, k = 1); from k·M = 128 on SDPA is as fast or
+# faster and keeps no score tensor (at 112², M = 256, k = 4: 118 vs 61 ms forward).
+MAX_KEYS = 64
+
 
 def can_run(qkv: Tensor, idx: Tensor, n_win: int) -> tuple[bool, str]:
     if qkv.is_cuda:
         return False, "on CUDA sdpa's fused kernels keep no score tensor"
+    keys = idx.shape[-1] * (qkv.shape[1] // n_win) * (qkv.shape[2] // n_win)
+    if keys > MAX_KEYS:
+        return False, f"{keys} keys per query > {MAX_KEYS}: sdpa is faster and keeps no score tensor"
     return True, ""
 
 
