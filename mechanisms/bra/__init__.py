@@ -188,8 +188,10 @@ class BiLevelRoutingAttention(AttentionMechanism):
         qkv = self.qkv(x)  # (B, H, W, 2·qk + C), channels q | k | v
         with torch.no_grad():  # routing is on detached region means (released behaviour)
             h, w = H // S, W // S
-            # two one-axis sums: a strided mean over (h, w) at once is ~10x slower on CPU
-            region_qk = qkv[..., : 2 * qk].view(B, S, h, S, w, 2 * qk).sum(2).sum(3).div_(h * w)
+            # two one-axis sums (a strided mean over (h, w) at once is ~10x slower on CPU), in fp32
+            # and rounded once at the end, as mean() does for bf16 inputs
+            region_qk = qkv[..., : 2 * qk].view(B, S, h, S, w, 2 * qk).sum(2, dtype=torch.float32)
+            region_qk = region_qk.sum(3).div_(h * w).to(qkv.dtype)
             region_qk = region_qk.reshape(B, S * S, 2 * qk)  # (B, S², 2·qk) region means
         idx = self.router(region_qk[..., :qk], region_qk[..., qk:])  # (B, S², k)
         out, v = self.attn(qkv, idx)  # (B, H, W, C) each
