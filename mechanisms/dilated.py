@@ -28,7 +28,7 @@ class DilatedNeighborhoodAttention(NeighborhoodAttentionBase):
             alternates d = 1 with d = map side // k: 8, 4, 2, 1 in stages 1-4 (56² ... 7²); the
             default 2 fits every map from 14² up.
         qkv_bias: bias in the q/k/v projection.
-        backend: "auto" (natten where it can run, else torch), "natten" or "torch".
+        backend: "auto" (natten on CUDA where it can run, else tiled), "natten", "tiled" or "torch".
     """
 
     def __init__(
@@ -39,7 +39,7 @@ class DilatedNeighborhoodAttention(NeighborhoodAttentionBase):
         kernel_size: int = 7,
         dilation: int = 2,
         qkv_bias: bool = True,
-        backend: Literal["auto", "natten", "torch"] = "auto",
+        backend: Literal["auto", "natten", "tiled", "torch"] = "auto",
     ) -> None:
         super().__init__(
             dim, num_heads, kernel_size=kernel_size, dilation=dilation, qkv_bias=qkv_bias, backend=backend

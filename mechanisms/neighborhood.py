@@ -12,13 +12,19 @@ NATTEN's ``NeighborhoodAttention2D``. **No relative position bias**: the NAT pap
 author recommends biasing the inputs (e.g. RoPE) instead (NATTEN issues #139, #173). So this is
 NAT without RPB.
 
-Backends (``backend=``), both computing the same function:
+Backends (``backend=``), all computing the same function:
 
 - ``natten``: ``natten.na2d`` (fused kernels on GPU; on CPU FlexAttention, forward only).
-- ``torch``: plain PyTorch here: gather each query's window of keys and values
-  (``index_select``), then softmax attention over the ``kernel_size²`` keys. Has a backward on CPU.
-- ``auto``: ``natten`` on CUDA when it can run, else ``torch``. On CPU ``auto`` always takes
-  ``torch``: NATTEN's CPU path is unfused FlexAttention, which materializes all N x N scores (about
+- ``tiled``: plain PyTorch, fast: queries in tiles of T x T (T = max(8, k + 1)), each tile attends
+  to the (T + k - 1)² halo that holds all of its windows through one batched
+  ``scaled_dot_product_attention`` with a per-tile mask selecting each query's own window (a tile's
+  windows shift together, so the halo is exact, NATTEN's border shift included). About 3-4x the
+  MACs of the k² keys, in large fused products: 15x faster than ``torch`` on CPU at 112², k = 7.
+  Dilation runs it on each of the d x d sub-grids. Trains on CPU.
+- ``torch``: plain PyTorch, the oracle: gather each query's window of keys and values
+  (``index_select``), then softmax attention over exactly the ``kernel_size²`` keys.
+- ``auto``: ``natten`` on CUDA when it can run, else ``tiled``. On CPU ``auto`` never takes
+  ``natten``: NATTEN's CPU path is unfused FlexAttention, which materializes all N x N scores (about
   12x slower than ``torch`` on (2, 56, 56, 64), k=7, forward) and has no backward. ``natten`` is
   also skipped where NATTEN has no kernel for the input (e.g. FlexAttention wants a power-of-two
   head_dim in [8, 512]). The choice and the reason are logged at debug level.
@@ -27,7 +33,8 @@ FLOPs: ``torch.jit`` (fvcore's tracer) cannot trace NATTEN (its argument checks 
 sizes, before any operator is recorded), and FlexAttention cannot run under ``FlopCounterMode``.
 So while a forward is being counted, every backend runs the ``torch`` path (the same function):
 its two attention products are ``matmul``s that both counters count MAC for MAC, and
-``analytic_flops`` equals the fvcore count exactly (tolerance 0).
+``analytic_flops`` equals the fvcore count exactly (tolerance 0). The count is the algorithm's
+(k² keys per query), not ``tiled``'s halo work, which shows in its latency.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
@@ -55,12 +63,13 @@ __all__ = [
     "NeighborhoodAttentionBase",
     "neighborhood_attention",
     "neighborhood_index",
+    "tiled_neighborhood_attention",
     "window_1d",
 ]
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("natten", "torch")
+BACKENDS = ("natten", "tiled", "torch")
 
 
 def window_1d(length: int, kernel_size: int, dilation: int = 1) -> np.ndarray:
@@ -128,6 +137,84 @@ def neighborhood_attention(
     return out.squeeze(-2).transpose(1, 2).reshape(B, H, W, m, d)
 
 
+def _axis_tiles(length: int, kernel_size: int, tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query tiles along one (undilated) axis: query positions (n, T), halo positions (n, L) and
+    which halo position is in each query's window (n, T, L). The last tile is moved back to end at
+    the axis end (it overlaps its neighbour); the halo of a tile starts at its first query's window
+    and spans L = T + k - 1 positions, moved back likewise, so it holds every window of the tile."""
+    tile = min(tile, length)
+    starts = np.minimum(np.arange(-(-length // tile)) * tile, length - tile)
+    queries = starts[:, None] + np.arange(tile)  # (n, T)
+    window_start = window_1d(length, kernel_size)[:, 0]  # (length,)
+    span = min(tile + kernel_size - 1, length)
+    halo = np.clip(window_start[starts], 0, length - span)[:, None] + np.arange(span)  # (n, L)
+    first = window_start[queries][:, :, None]  # (n, T, 1)
+    return queries, halo, (halo[:, None, :] >= first) & (halo[:, None, :] < first + kernel_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _tile_plan(
+    H: int, W: int, kernel_size: int, dilation: int, device: torch.device, dtype: torch.dtype
+) -> tuple[tuple[tuple[Tensor, Tensor, Tensor], ...], Tensor]:
+    """Batches of equally sized tiles over the d x d sub-grids, and where each token's output lands.
+
+    Each batch is (query tokens (n·T²,), halo tokens (n·L²,), additive mask (n, 1, T², L²): 0 in
+    each query's window, -inf elsewhere; faster in SDPA on CPU than a bool mask), tokens as flat
+    row-major indices of the H x W map. The second value maps every token to its row in the
+    concatenated outputs of all batches (the first tile holding it)."""
+    tile = max(8, kernel_size + 1)
+    groups: dict[tuple[int, int], list[np.ndarray]] = {}
+    for a in range(dilation):
+        rows_q, rows_h, rows_ok = _axis_tiles(len(range(a, H, dilation)), kernel_size, tile)
+        rows_q, rows_h = a + dilation * rows_q, a + dilation * rows_h  # sub-grid -> map rows
+        for b in range(dilation):
+            cols_q, cols_h, cols_ok = _axis_tiles(len(range(b, W, dilation)), kernel_size, tile)
+            cols_q, cols_h = b + dilation * cols_q, b + dilation * cols_h
+            q = rows_q[:, None, :, None] * W + cols_q[None, :, None, :]  # (nr, nc, Tr, Tc)
+            h = rows_h[:, None, :, None] * W + cols_h[None, :, None, :]  # (nr, nc, Lr, Lc)
+            ok = rows_ok[:, None, :, None, :, None] & cols_ok[None, :, None, :, None, :]
+            n, TT, LL = q.shape[0] * q.shape[1], q.shape[2] * q.shape[3], h.shape[2] * h.shape[3]
+            parts = groups.setdefault((TT, LL), [[], [], []])
+            parts[0].append(q.reshape(n, TT))
+            parts[1].append(h.reshape(n, LL))
+            parts[2].append(ok.reshape(n, TT, LL))
+    batches, owner, offset = [], np.full(H * W, -1), 0
+    for q, h, ok in groups.values():
+        q, h, ok = np.concatenate(q), np.concatenate(h), np.concatenate(ok)
+        slots = offset + np.arange(q.size)
+        first = np.unique(q.reshape(-1), return_index=True)[1]  # first tile slot of every token
+        owner[q.reshape(-1)[first]] = slots[first]
+        offset += q.size
+        batches.append(
+            tuple(torch.from_numpy(t).to(device) for t in (q.reshape(-1), h.reshape(-1), ok[:, None]))
+        )
+    return tuple(batches), torch.from_numpy(owner).to(device)
+
+
+def _tiles(t: Tensor, tokens: Tensor, n: int, size: int) -> Tensor:
+    """(B, H, W, m, d) -> (n, B·m, size, d): the tiles are SDPA's batch, (image, head) its heads."""
+    B, H, W, m, d = t.shape
+    t = t.reshape(B, H * W, m, d).index_select(1, tokens).view(B, n, size, m, d)
+    return t.permute(1, 0, 3, 2, 4).reshape(n, B * m, size, d)
+
+
+def tiled_neighborhood_attention(
+    q: Tensor, k: Tensor, v: Tensor, kernel_size: int, dilation: int, scale: float
+) -> Tensor:
+    """Neighborhood attention by tiles and halos (the ``tiled`` backend); same arguments and result as
+    :func:`neighborhood_attention`."""
+    B, H, W, m, d = q.shape
+    batches, owner = _tile_plan(int(H), int(W), kernel_size, dilation, q.device, q.dtype)
+    outs = []
+    for q_tok, halo_tok, mask in batches:
+        n, TT, LL = mask.shape[0], mask.shape[2], mask.shape[3]
+        q_t, k_t, v_t = _tiles(q, q_tok, n, TT), _tiles(k, halo_tok, n, LL), _tiles(v, halo_tok, n, LL)
+        out = F.scaled_dot_product_attention(q_t, k_t, v_t, attn_mask=mask, scale=scale)  # (n, B·m, T², d)
+        outs.append(out.view(n, B, m, TT, d).permute(1, 0, 3, 2, 4).reshape(B, n * TT, m, d))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    return out.index_select(1, owner).view(B, H, W, m, d)
+
+
 def counting_context() -> str | None:
     """Why this forward is being measured rather than run (tracing, a dispatch mode), or None.
 
@@ -172,7 +259,7 @@ class NeighborhoodAttentionBase(AttentionMechanism):
         kernel_size: window side k, odd and >= 3.
         dilation: window step d >= 1.
         qkv_bias: bias in the q/k/v projection.
-        backend: "auto", "natten" or "torch" (see the module docstring).
+        backend: "auto", "natten", "tiled" or "torch" (see the module docstring).
     """
 
     def __init__(
@@ -183,7 +270,7 @@ class NeighborhoodAttentionBase(AttentionMechanism):
         kernel_size: int,
         dilation: int,
         qkv_bias: bool,
-        backend: Literal["auto", "natten", "torch"],
+        backend: Literal["auto", "natten", "tiled", "torch"],
     ) -> None:
         super().__init__(dim, num_heads)
         check_param(
@@ -225,26 +312,31 @@ class NeighborhoodAttentionBase(AttentionMechanism):
             return "torch"
         why = counting_context()
         if why is not None:
-            log.debug("%s: backend 'torch' (natten skipped: %s)", self.name, why)
+            log.debug("%s: backend 'torch' (%s skipped: %s)", self.name, self.backend, why)
             return "torch"
+        if self.backend == "tiled":
+            return "tiled"
         why = natten_unavailable(q, k, v)
         if why is None and self.backend == "auto" and q.device.type == "cpu":
-            why = "on CPU natten runs unfused FlexAttention (all N x N scores); torch is faster"
+            why = "on CPU natten runs unfused FlexAttention (all N x N scores); tiled is faster"
         if why is None:
             log.debug("%s: backend 'natten' (requested %r, natten can run)", self.name, self.backend)
             return "natten"
         if self.backend == "natten":
-            raise RuntimeError(f"{self.name}: backend='natten' cannot run: {why}; use 'torch' or 'auto'")
-        log.debug("%s: backend 'torch' (natten skipped: %s)", self.name, why)
-        return "torch"
+            raise RuntimeError(f"{self.name}: backend='natten' cannot run: {why}; use 'tiled' or 'auto'")
+        log.debug("%s: backend 'tiled' (natten skipped: %s)", self.name, why)
+        return "tiled"
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_shape(x)
         B, H, W, C = x.shape
         qkv = self.qkv(x).view(B, H, W, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(3)  # each (B, H, W, heads, head_dim)
-        if self.choose_backend(q, k, v) == "natten":
+        backend = self.choose_backend(q, k, v)
+        if backend == "natten":
             out = natten.na2d(q, k, v, kernel_size=self.kernel_size, dilation=self.dilation, scale=self.scale)
+        elif backend == "tiled":
+            out = tiled_neighborhood_attention(q, k, v, self.kernel_size, self.dilation, self.scale)
         else:
             out = neighborhood_attention(q, k, v, self.kernel_size, self.dilation, self.scale)
         return self.proj(out.reshape(B, H, W, C))  # out: (B, H, W, heads, head_dim)
@@ -264,7 +356,7 @@ class NeighborhoodAttention(NeighborhoodAttentionBase):
         num_heads: attention heads (NAT uses head_dim 32).
         kernel_size: window side k, odd and >= 3 (NAT: 7 in every stage); k must not exceed H or W.
         qkv_bias: bias in the q/k/v projection (NAT uses one).
-        backend: "auto" (natten on CUDA where it can run, else torch), "natten" or "torch".
+        backend: "auto" (natten on CUDA where it can run, else tiled), "natten", "tiled" or "torch".
     """
 
     def __init__(
@@ -274,7 +366,7 @@ class NeighborhoodAttention(NeighborhoodAttentionBase):
         *,
         kernel_size: int = 7,
         qkv_bias: bool = True,
-        backend: Literal["auto", "natten", "torch"] = "auto",
+        backend: Literal["auto", "natten", "tiled", "torch"] = "auto",
     ) -> None:
         super().__init__(
             dim, num_heads, kernel_size=kernel_size, dilation=1, qkv_bias=qkv_bias, backend=backend

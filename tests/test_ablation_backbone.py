@@ -47,7 +47,7 @@ def test_cpu_dispatch_trains_without_flex_or_natten():
     assert any("chosen" in line for line in lines["bra"])
     assert not any("'flex' chosen" in line for line in lines["bra"])
     for mechanism in ("neighborhood", "dilated"):
-        assert lines[mechanism] and all("backend 'torch'" in line for line in lines[mechanism])
+        assert lines[mechanism] and all("backend 'tiled'" in line for line in lines[mechanism])
 
 
 def test_stage_parameters_precedence_and_cycling():

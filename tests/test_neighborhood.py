@@ -98,9 +98,10 @@ def test_natten_forward_matches_dense(H, W, k, d):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("H, W, k, d", CASES)
-def test_torch_forward_and_backward_match_dense(H, W, k, d):
-    m = build(k, d, "torch")
+@pytest.mark.parametrize("backend", ["torch", "tiled"])
+@pytest.mark.parametrize("H, W, k, d", CASES + [(30, 23, 7, 3), (33, 40, 5, 1)])
+def test_torch_backends_forward_and_backward_match_dense(H, W, k, d, backend):
+    m = build(k, d, backend)
     x = torch.randn(2, H, W, 32, requires_grad=True)
     params = [x, m.qkv.weight, m.qkv.bias, m.proj.weight]
     out = m(x)
@@ -112,7 +113,7 @@ def test_torch_forward_and_backward_match_dense(H, W, k, d):
         torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["natten", "torch"])
+@pytest.mark.parametrize("backend", ["natten", "tiled", "torch"])
 def test_window_as_large_as_the_map_is_global_attention(backend):
     # NATTEN hands this case to its dense attention operator; both backends must agree with it
     m = build(7, 1, backend)
@@ -130,14 +131,14 @@ def chosen(caplog, m, x) -> str:
     return " ".join(r.getMessage() for r in caplog.records)
 
 
-def test_auto_picks_torch_on_cpu_and_explicit_natten_runs_inference(caplog):
+def test_auto_picks_tiled_on_cpu_and_explicit_natten_runs_inference(caplog):
     m = build(3, 1, "auto")
     x = torch.randn(1, 14, 14, 32)
     with torch.no_grad():
         msg = chosen(caplog, m, x)
-        assert "backend 'torch'" in msg and "unfused FlexAttention" in msg
+        assert "backend 'tiled'" in msg and "unfused FlexAttention" in msg
     msg = chosen(caplog, m, x)  # grad enabled, parameters require grad
-    assert "backend 'torch'" in msg and "gradient" in msg
+    assert "backend 'tiled'" in msg and "gradient" in msg
     m.backend = "natten"
     with torch.no_grad():
         assert "backend 'natten'" in chosen(caplog, m, x)
@@ -155,11 +156,11 @@ def test_explicit_natten_refused_where_natten_has_no_kernel(caplog):
 
 def test_explicit_natten_refuses_cpu_training():
     m = build(3, 1, "natten")
-    with pytest.raises(RuntimeError, match="use 'torch' or 'auto'"):
+    with pytest.raises(RuntimeError, match="use 'tiled' or 'auto'"):
         m(torch.randn(1, 14, 14, 32))
 
 
-@pytest.mark.parametrize("backend", ["auto", "natten", "torch"])
+@pytest.mark.parametrize("backend", ["auto", "natten", "tiled", "torch"])
 @pytest.mark.parametrize(
     "name, params", [("neighborhood", {}), ("dilated", {}), ("dilated", {"dilation": 3})]
 )
