@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-from mechanisms.bra.layout import from_regions, split_regions, token_heads, value_map
+from mechanisms.bra.layout import region_major, token_heads
 
 # Tile to pad regions to on CPU; None: no padding (the unfused CPU path has no tiles). Tests set it
 # to exercise the padded layout without a GPU.
@@ -84,19 +84,15 @@ def block_mask(idx: Tensor, M: int, Mp: int) -> BlockMask:
     )
 
 
-def attend(
-    qkv: Tensor, idx: Tensor, n_win: int, num_heads: int, qk_dim: int, scale: float
-) -> tuple[Tensor, Tensor]:
-    """qkv (B, H, W, 2·qk + C), idx (B, S², k) -> attention output and v, both (B, H, W, C)."""
-    B, H, W, _ = qkv.shape
-    q, kv = split_regions(qkv, n_win, qk_dim)  # (B, S², M, qk), (B, S², M, qk + C)
-    _, R, M, Ckv = kv.shape
-    tile = tile_size(qkv.device)
+@region_major
+def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scale: float) -> Tensor:
+    """q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)."""
+    B, R, M, Ckv = kv.shape
+    tile = tile_size(q.device)
     Mp = -(-M // tile) * tile  # tokens per region, padded to whole tiles
     if Mp != M:
         q, kv = F.pad(q, (0, 0, 0, Mp - M)), F.pad(kv, (0, 0, 0, Mp - M))  # (B, S², Mp, ·)
     q, k_all, v_all = token_heads(q, kv, num_heads, qk_dim)  # (B, m, S²·Mp, ·), region-major tokens
     fn = _compiled() if q.is_cuda else flex_attention
     out = fn(q, k_all, v_all, block_mask=block_mask(idx, M, Mp), scale=scale)  # (B, m, S²·Mp, C/m)
-    out = out.transpose(1, 2).reshape(B, R, Mp, Ckv - qk_dim)[:, :, :M]  # (B, S², M, C)
-    return from_regions(out, n_win, H, W), value_map(qkv, qk_dim)
+    return out.transpose(1, 2).reshape(B, R, Mp, Ckv - qk_dim)[:, :, :M]  # (B, S², M, C)

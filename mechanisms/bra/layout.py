@@ -8,6 +8,9 @@ heads of each region in separate row blocks so that batched matmuls need no furt
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from torch import Tensor
 
 
@@ -36,6 +39,28 @@ def split_regions(qkv: Tensor, n_win: int, qk_dim: int) -> tuple[Tensor, Tensor]
 def value_map(qkv: Tensor, qk_dim: int) -> Tensor:
     """The v channels of spatial qkv, (B, H, W, C): what the LCE convolves."""
     return qkv[..., 2 * qk_dim :]
+
+
+def region_major(
+    fn: Callable[[Tensor, Tensor, Tensor, int, int, float], Tensor],
+) -> Callable[[Tensor, Tensor, int, int, int, float], tuple[Tensor, Tensor]]:
+    """Make a backend's ``attend`` from a function of region-major tensors.
+
+    ``fn(q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k), num_heads, qk_dim, scale)``
+    returns the region-major output (B, S², M, C); the result takes the spatial ``qkv`` and returns
+    the spatial output and the value map for the LCE, as every backend's ``attend`` does.
+    """
+
+    @functools.wraps(fn)
+    def attend(
+        qkv: Tensor, idx: Tensor, n_win: int, num_heads: int, qk_dim: int, scale: float
+    ) -> tuple[Tensor, Tensor]:
+        _, H, W, _ = qkv.shape
+        q, kv = split_regions(qkv, n_win, qk_dim)  # (B, S², M, qk), (B, S², M, qk + C)
+        out = fn(q, kv, idx, num_heads, qk_dim, scale)  # (B, S², M, C)
+        return from_regions(out, n_win, H, W), value_map(qkv, qk_dim)
+
+    return attend
 
 
 def token_heads(q: Tensor, kv: Tensor, num_heads: int, qk_dim: int) -> tuple[Tensor, Tensor, Tensor]:

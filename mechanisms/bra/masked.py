@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mechanisms.bra.layout import from_regions, split_regions, token_heads, value_map
+from mechanisms.bra.layout import region_major, token_heads
 
 # Dense is chosen by "auto" only while N² <= MAX_DENSE_RATIO · N·k·M (at most this many times the
 # sparse work) and the (B, 1, N, N) boolean mask stays small.
@@ -38,15 +38,11 @@ def routing_mask(idx: Tensor, M: int) -> Tensor:
     return routed.repeat_interleave(M, dim=1).repeat_interleave(M, dim=2).unsqueeze(1)
 
 
-def attend(
-    qkv: Tensor, idx: Tensor, n_win: int, num_heads: int, qk_dim: int, scale: float
-) -> tuple[Tensor, Tensor]:
-    """qkv (B, H, W, 2·qk + C), idx (B, S², k) -> attention output and v, both (B, H, W, C)."""
-    B, H, W, _ = qkv.shape
-    q, kv = split_regions(qkv, n_win, qk_dim)  # (B, S², M, qk), (B, S², M, qk + C)
-    _, R, M, Ckv = kv.shape
+@region_major
+def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scale: float) -> Tensor:
+    """q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)."""
+    B, R, M, Ckv = kv.shape
     q, k_all, v_all = token_heads(q, kv, num_heads, qk_dim)  # (B, m, N, ·), region-major tokens
     mask = routing_mask(idx, M)  # (B, 1, N, N)
     out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, scale=scale)  # (B, m, N, C/m)
-    out = out.transpose(1, 2).reshape(B, R, M, Ckv - qk_dim)
-    return from_regions(out, n_win, H, W), value_map(qkv, qk_dim)
+    return out.transpose(1, 2).reshape(B, R, M, Ckv - qk_dim)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mechanisms.bra.layout import from_regions, split_regions, value_map
+from mechanisms.bra.layout import region_major
 
 
 def can_run(qkv: Tensor, idx: Tensor, n_win: int) -> tuple[bool, str]:
@@ -30,13 +30,10 @@ def gather_regions(kv: Tensor, idx: Tensor) -> Tensor:
     return kv.reshape(B * R, M, C).index_select(0, flat).view(B, R, k, M, C)
 
 
-def attend(
-    qkv: Tensor, idx: Tensor, n_win: int, num_heads: int, qk_dim: int, scale: float
-) -> tuple[Tensor, Tensor]:
-    """qkv (B, H, W, 2·qk + C), idx (B, S², k) -> attention output and v, both (B, H, W, C)."""
-    B, H, W, _ = qkv.shape
-    q, kv = split_regions(qkv, n_win, qk_dim)  # (B, S², M, qk), (B, S², M, qk + C)
-    _, R, M, Ckv = kv.shape
+@region_major
+def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scale: float) -> Tensor:
+    """q (B, S², M, qk), kv (B, S², M, qk + C), idx (B, S², k) -> (B, S², M, C)."""
+    B, R, M, Ckv = kv.shape
     k = idx.shape[-1]
     C = Ckv - qk_dim
     m = num_heads
@@ -46,5 +43,4 @@ def attend(
     v_sel = v_sel.reshape(B * R, k * M, m, C // m).transpose(1, 2)  # (B·R, m, k·M, C/m)
     q = q.reshape(B * R, M, m, qk_dim // m).transpose(1, 2)  # (B·R, m, M, qk/m)
     out = F.scaled_dot_product_attention(q, k_sel, v_sel, scale=scale)  # (B·R, m, M, C/m)
-    out = out.transpose(1, 2).reshape(B, R, M, C)
-    return from_regions(out, n_win, H, W), value_map(qkv, qk_dim)
+    return out.transpose(1, 2).reshape(B, R, M, C)
