@@ -4,7 +4,8 @@ A study (``studies/complexity.yaml`` is the reference)::
 
     name: complexity          # output folder results/<name>/; default: the file's stem
     description: free text
-    kind: sweep               # the default; `kind: models` is a models table (attnbench.model_study)
+    kind: sweep               # the default; `models`: a models table (attnbench.model_study);
+                              # `ablation`: trains (attnbench.ablation_study)
     device: auto              # auto (cuda if available) | cpu | cuda
     dtype: float32            # float32 | bfloat16 | float16 (not on CPU), or a list of them
     batch: 1                  # a positive int or a list of them
@@ -87,7 +88,7 @@ TOP_KEYS = (
     "mechanisms",
     "plugins",
 )
-STUDY_KINDS = ("sweep", "models")  # models: attnbench.model_study
+STUDY_KINDS = ("sweep", "models", "ablation")  # models: attnbench.model_study; ablation: .ablation_study
 SWEEP_KEYS = ("resolution", "H", "W", "dim", "num_heads")
 MECHANISM_KEYS = ("name", "params", "sweep")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
