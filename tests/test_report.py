@@ -258,3 +258,13 @@ def test_counted_run_draws_every_plot(tmp_path):
     assert "accuracy_vs_flops" in index.read_text()  # says why it was not drawn
     check = pd.read_csv(run / "formula_check.csv")
     assert set(check["formula"]) == {"quoted", "paper", "analytic"}
+
+
+def test_labels_name_parameters_off_the_default_even_when_they_do_not_vary(tmp_path):
+    rows = [r for r in small_rows()[:4] if r["mechanism"] != "my_plugin"]  # vanilla and bra
+    rows = [{**r, "topk": 1} if r["mechanism"] == "bra" else r for r in rows]  # bra's default is 4
+    df = load_results(write_run(tmp_path, rows))
+    assert set(mechanism_labels(df)) == {"vanilla", "bra (topk=1)"}
+    rows = [{**r, "topk": 4} if r["mechanism"] == "bra" else r for r in rows]  # n_win 7, topk 4: defaults
+    df = load_results(write_run(tmp_path / "defaults", rows))
+    assert set(mechanism_labels(df)) == {"vanilla", "bra"}

@@ -124,14 +124,33 @@ def varying(df: pd.DataFrame, columns: Iterable[str]) -> list[str]:
     return [c for c in columns if c in df.columns and df[c].astype("string").fillna("<NA>").nunique() > 1]
 
 
-def mechanism_labels(df: pd.DataFrame) -> pd.Series:
-    """One label per row: the mechanism name plus the parameters that vary among its rows.
+def _non_default(rows: pd.DataFrame, mechanism: str, columns: Iterable[str]) -> list[str]:
+    """Those of ``columns`` where some row of a registered ``mechanism`` departs from its default."""
+    try:
+        declared = get_mechanism(mechanism).hyperparameters()
+    except ValueError:  # a plugin this process did not load: its defaults are unknown
+        return []
+    out = []
+    for c in columns:
+        if c in declared and c in rows.columns:
+            values = {plain(v) for v in rows[c] if not pd.isna(v)}
+            if values - {plain(declared[c].default)}:
+                out.append(c)
+    return out
 
-    E.g. ``bra (n_win=7, topk=4)`` when a run sweeps BRA's n_win and topk, plain ``vanilla`` otherwise.
+
+def mechanism_labels(df: pd.DataFrame) -> pd.Series:
+    """One label per row: the mechanism name plus the parameters that vary among its rows or depart
+    from the mechanism's defaults.
+
+    E.g. ``bra (n_win=7, topk=4)`` when a run sweeps BRA's n_win and topk, ``bra (topk=1)`` for a
+    single setting off the default, plain ``vanilla`` otherwise.
     """
     labels = df["mechanism"].astype(str).copy()
     for name, rows in df.groupby("mechanism", sort=False):
-        cols = varying(rows, parameter_columns(df, name))
+        params = parameter_columns(df, name)
+        shown = set(varying(rows, params)) | set(_non_default(rows, name, params))
+        cols = [c for c in params if c in shown]
         if not cols:
             continue
         for i, row in rows.iterrows():
