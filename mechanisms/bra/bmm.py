@@ -80,7 +80,6 @@ class _RoutedAttention(torch.autograd.Function):
         map_as_region_heads(out, S, m).copy_(region_heads_as_map(o, B, S, H, W))
         ctx.save_for_backward(qh, k_sel, v_sel, p, o, rows)
         ctx.geometry = (B, H, W, C, n_win, num_heads, qk_dim, scale, k_shape, v_shape)
-        ctx.mark_non_differentiable(idx)
         return out, v.contiguous()
 
     @staticmethod
