@@ -303,3 +303,11 @@ def test_auto_dispatch_on_cpu_is_logged(caplog, H, C, topk, expected):
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert f"backend {expected!r} chosen" in messages
     assert "'flex' skipped: FlexAttention has no backward on CPU" in messages
+
+
+def test_auto_takes_sdpa_for_inference_where_it_trains_with_bmm(caplog):
+    m = attnbench.build_mechanism("bra", 128, 4, n_win=7, topk=4)
+    with caplog.at_level("DEBUG", logger="mechanisms.bra"), torch.no_grad():
+        m(torch.randn(1, 28, 28, 128))
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "backend 'sdpa' chosen" in messages and "'bmm' skipped: no gradient needed" in messages

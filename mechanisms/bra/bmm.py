@@ -17,8 +17,9 @@ is built to touch every tensor as few times as it can:
 Timed against the alternatives on BiFormer-T's stage shapes (see ``studies/bra_backends.yaml``):
 on CPU it beats ``sdpa``, whose fused CPU kernel is slow on blocks this small. It keeps the routed
 k and v blocks (k-fold, as the released code does) and the (B·S²·m, M, k·M) probabilities for the
-backward, so it only pays while k·M is small: ``auto`` uses it on CPU for at most
-:data:`MAX_KEYS` keys per query, and ``sdpa`` (no score tensor kept) beyond that and on CUDA.
+backward, so it only pays while k·M is small and a backward follows: ``auto`` uses it on CPU for
+training with at most :data:`MAX_KEYS` keys per query, and ``sdpa`` (no score tensor kept) for
+inference, beyond that and on CUDA.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ MAX_KEYS = 64
 def can_run(qkv: Tensor, idx: Tensor, n_win: int) -> tuple[bool, str]:
     if qkv.is_cuda:
         return False, "on CUDA sdpa's fused kernels keep no score tensor"
+    if not (torch.is_grad_enabled() and qkv.requires_grad):
+        # forward alone: sdpa is as fast (15 vs 14-27 ms at stage 2: bmm's fresh buffers fault in
+        # or not depending on the allocator's state) and keeps nothing
+        return False, "no gradient needed: sdpa's fused forward is as fast and keeps nothing"
     keys = idx.shape[-1] * (qkv.shape[1] // n_win) * (qkv.shape[2] // n_win)
     if keys > MAX_KEYS:
         return False, f"{keys} keys per query > {MAX_KEYS}: sdpa is faster and keeps no score tensor"
