@@ -77,12 +77,12 @@ from attnbench.study import (
     MEASURES,
     StudyError,
     _Checker,
-    _is_int,
     _Map,
     _Seq,
     _type,
     check_header,
     check_threads_and_seed,
+    check_timing,
 )
 from attnbench.timing import fixed_threads
 
@@ -282,14 +282,7 @@ def check_models_study(
         sizes[key] = (c.positive_ints(node, line, key, allow_list=False) or [1])[0]
     node, line = get("measure", list(MEASURES))
     measure = c.choices(node, line, "measure", MEASURES)
-    node, line = get("repeats", 20)
-    repeats = (c.positive_ints(node, line, "repeats", allow_list=False) or [20])[0]
-    warmup, line = get("warmup", 3)
-    if not _is_int(warmup) or warmup < 0:
-        c.add(line, "warmup", f"expected an int >= 0, got {warmup!r}")
-    max_time_s, line = get("max_time_s", None)
-    if max_time_s is not None and (not _is_number(max_time_s) or max_time_s <= 0):
-        c.add(line, "max_time_s", f"expected a positive number of seconds or null, got {max_time_s!r}")
+    repeats, warmup, max_time_s = check_timing(root, c)
     threads, seed = check_threads_and_seed(root, c)
 
     models = _check_models(root, c)

@@ -43,6 +43,7 @@ import dataclasses
 import difflib
 import hashlib
 import itertools
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -406,6 +407,24 @@ def check_threads_and_seed(root: _Map, c: _Checker) -> tuple[int | None, int]:
     return threads, seed
 
 
+def check_timing(root: _Map, c: _Checker) -> tuple[int, int, float | None]:
+    """``repeats``, ``warmup`` and ``max_time_s`` (None: no budget) of any study that times."""
+    node, line = root.get("repeats", 20), root.line_of("repeats")
+    repeats = (c.positive_ints(node, line, "repeats", allow_list=False) or [20])[0]
+    warmup, line = root.get("warmup", 3), root.line_of("warmup")
+    if not _is_int(warmup) or warmup < 0:
+        c.add(line, "warmup", f"expected an int >= 0, got {warmup!r}")
+    max_time_s, line = root.get("max_time_s", None), root.line_of("max_time_s")
+    if max_time_s is not None and (
+        isinstance(max_time_s, bool)
+        or not isinstance(max_time_s, (int, float))
+        or not math.isfinite(max_time_s)
+        or max_time_s <= 0
+    ):
+        c.add(line, "max_time_s", f"expected a positive number of seconds or null, got {max_time_s!r}")
+    return repeats, warmup, max_time_s
+
+
 def load_study(path: str | Path, *, device: str | None = None) -> Study | ModelsStudy | AblationStudy:
     """Read and validate a study file; loads its plugins (they register mechanisms).
 
@@ -463,16 +482,7 @@ def load_study(path: str | Path, *, device: str | None = None) -> Study | Models
     measure = c.choices(node, line, "measure", MEASURES)
     node, line = get("passes", ["forward"])
     passes = c.choices(node, line, "passes", PASSES)
-    node, line = get("repeats", 20)
-    repeats = (c.positive_ints(node, line, "repeats", allow_list=False) or [20])[0]
-    warmup, line = get("warmup", 3)
-    if not _is_int(warmup) or warmup < 0:
-        c.add(line, "warmup", f"expected an int >= 0, got {warmup!r}")
-    max_time_s, line = get("max_time_s", None)
-    if max_time_s is not None and (
-        isinstance(max_time_s, bool) or not isinstance(max_time_s, (int, float)) or max_time_s <= 0
-    ):
-        c.add(line, "max_time_s", f"expected a positive number of seconds or null, got {max_time_s!r}")
+    repeats, warmup, max_time_s = check_timing(root, c)
     threads, seed = check_threads_and_seed(root, c)
 
     resolutions, dims, heads = _check_sweep(root, c)

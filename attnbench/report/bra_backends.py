@@ -44,21 +44,11 @@ def _match(rows: pd.DataFrame, key: dict) -> pd.Series | None:
     return None if sel.empty else sel.iloc[0]
 
 
-def _floor(floors: pd.DataFrame, key: dict, n_win: float) -> pd.Series | None:
-    """The ``bra_floor`` row of this shape; with several, the one with BRA's n_win."""
-    rows = floors
-    for col, value in key.items():
-        rows = rows[rows[col] == value]
-    if len(rows) > 1 and "n_win" in rows.columns:
-        rows = rows[rows["n_win"] == n_win] if (rows["n_win"] == n_win).any() else rows
-    return None if rows.empty else rows.iloc[0]
-
-
 def backend_summary(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (BRA shape, condition, backend) with the derived columns of the table.
 
     Columns: the shape and condition columns, n_win, topk, backend, latency_ms, latency_iqr_ms,
-    peak_mem_mb, speedup, floor_ms, above_floor_ms, ideal_ms, fraction_of_ideal.
+    peak_mem_mb, speedup, floor_ms, above_floor_ms, dense_ms, ideal_ms, fraction_of_ideal.
     """
     if "backend" not in df.columns:
         return pd.DataFrame()
@@ -72,7 +62,9 @@ def backend_summary(df: pd.DataFrame) -> pd.DataFrame:
         first = shape_rows.iloc[0]
         key = {c: first[c] for c in [*SHAPE, *GROUP]}
         ref = _match(shape_rows, {"backend": "reference"})
-        floor = _floor(floors, key, first["n_win"])
+        # the bra_floor row of this shape; with several, the one with BRA's n_win
+        floor = _match(floors, {**key, "n_win": first["n_win"]}) if "n_win" in floors else None
+        floor = floor if floor is not None else _match(floors, key)
         dense_row = _match(dense, key)
         S, k = float(first["n_win"]), float(first["topk"])
         ideal = k / (S * S) * dense_row["latency_ms"] if dense_row is not None else math.nan
