@@ -7,6 +7,7 @@ import timm
 import torch
 
 import attnbench
+import attnbench.models  # registers the seed models with timm
 from attnbench.ablation.backbone import PRESETS, build_backbone
 from attnbench.ablation.train import probe_dispatch
 from tests.conftest import MECHANISMS

@@ -1,12 +1,21 @@
 """The seed models (BiFormer, BiFormer-STL, DeBiFormer), registered in timm, and released-checkpoint loading.
 
-Importing :mod:`attnbench` registers ``biformer_{tiny,small,base,stl}`` and
-``debiformer_{tiny,small,base}`` with ``timm.create_model``. :func:`published_numbers` and
-:func:`measure_model` feed the models table (``studies/paper_table.yaml``).
+``import attnbench.models`` registers ``biformer_{tiny,small,base,stl}`` and
+``debiformer_{tiny,small,base}`` with ``timm.create_model``; ``import attnbench`` alone does not
+(it imports no torch), and neither does first use of ``attnbench.count_flops`` and the other
+public names, so that a mechanism or ``attnbench list`` does not pay for importing timm. Anything
+under ``attnbench.models`` (the models study, the ablation backbone) registers them on import.
+
+:func:`published_numbers` and :func:`measure_model` feed the models table
+(``studies/paper_table.yaml``).
 """
 
-from attnbench.models.biformer import BiFormer, BiFormerSTL
-from attnbench.models.checkpoint import (
+from attnbench._compat import patch_torchvision_without_ops
+
+patch_torchvision_without_ops()  # before timm is imported below
+
+from attnbench.models.biformer import BiFormer, BiFormerSTL  # noqa: E402
+from attnbench.models.checkpoint import (  # noqa: E402
     CheckpointMismatchError,
     LoadResult,
     load_official_checkpoint,
@@ -14,10 +23,10 @@ from attnbench.models.checkpoint import (
     register_official_names,
     to_official_state_dict,
 )
-from attnbench.models.debiformer import DeBiFormer
-from attnbench.models.layers import AttentionLePE
-from attnbench.models.measure import SEED_MODELS, build_model, measure_model
-from attnbench.models.published import published_numbers
+from attnbench.models.debiformer import DeBiFormer  # noqa: E402
+from attnbench.models.layers import AttentionLePE  # noqa: E402
+from attnbench.models.measure import SEED_MODELS, build_model, measure_model  # noqa: E402
+from attnbench.models.published import published_numbers  # noqa: E402
 
 __all__ = [
     "SEED_MODELS",
