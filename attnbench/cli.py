@@ -13,6 +13,10 @@ new function there):
 - ``attnbench new NAME``: a skeleton mechanism file that passes ``check``.
 
 Exit codes: 0 done, 2 bad study or usage, 130 interrupted (Ctrl-C).
+
+Building the parser imports nothing heavy (torch, timm, natten, matplotlib, pandas, ray), so that
+``--help`` answers at once: each ``_cmd_<name>`` imports what its command needs, and this module's
+top level never does (``tests/test_import_time.py`` keeps it so).
 """
 
 from __future__ import annotations
@@ -22,8 +26,6 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
-from attnbench.registry import available_mechanisms, get_mechanism, load_plugin
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -37,6 +39,8 @@ def _first_doc_line(obj: object) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from attnbench.registry import available_mechanisms, get_mechanism, load_plugin
+
     for path in args.plugin or []:
         try:
             load_plugin(path)
@@ -146,7 +150,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    from attnbench.report import add_arguments
+    from attnbench.report.options import add_arguments
 
     p = sub.add_parser(
         "report",

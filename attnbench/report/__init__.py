@@ -15,7 +15,10 @@ A models run (``kind: models``) gets its own report instead (:mod:`.models`): ``
 and ``.tex``, a throughput/memory plot, ``report.md`` and ``index.html``.
 
 The runner calls ``write_report(run_dir)`` at the end of ``attnbench run``; ``attnbench report``
-calls it with the options of :func:`add_arguments`.
+calls it with the options of :func:`add_arguments` (defined in :mod:`.options`).
+
+Importing this package is cheap: pandas, matplotlib and torch are imported by
+:func:`write_report` when it runs, so that the command line builds its parser without them.
 """
 
 from __future__ import annotations
@@ -23,23 +26,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from attnbench.report._document import Doc
-from attnbench.report._results import (
-    filter_rows,
-    load_manifest,
-    load_results,
-    mechanism_labels,
-    resolution_label,
-)
-from attnbench.report.bra_backends import bra_backend_tables
-from attnbench.report.formula import formula_tables, run_formula_check, write_formula_files
-from attnbench.report.html import index_html
-from attnbench.report.models import is_models_run, write_models_report
-from attnbench.report.plots import draw_all
-from attnbench.report.tables import METRICS, comparison_tables, sweep_tables
+from attnbench.report.options import add_arguments
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["add_arguments", "report_from_args", "write_report"]
 
@@ -78,6 +71,14 @@ def write_report(
         FileNotFoundError: no ``results.csv`` in ``run_dir``.
         ValueError: an option names a column, value or resolution the run does not have.
     """
+    from attnbench.report._results import filter_rows, load_manifest, load_results, mechanism_labels
+    from attnbench.report.bra_backends import bra_backend_tables
+    from attnbench.report.formula import formula_tables, run_formula_check, write_formula_files
+    from attnbench.report.html import index_html
+    from attnbench.report.models import is_models_run, write_models_report
+    from attnbench.report.plots import draw_all
+    from attnbench.report.tables import comparison_tables, sweep_tables
+
     run_dir = Path(run_dir)
     if is_models_run(run_dir):  # a models table (kind: models): its own report
         given = {"columns": columns, "sort": sort, "group_by": group_by, "passes": passes}
@@ -149,6 +150,8 @@ def write_report(
 
 def _summary(results: pd.DataFrame, df: pd.DataFrame, run_dir: Path) -> Doc:
     """What the run holds, the conventions of its numbers, and the rows that failed."""
+    from attnbench.report._results import resolution_label
+
     doc = Doc()
     counts = results["status"].value_counts()
     doc.para(
@@ -188,50 +191,6 @@ def _files_doc(run_dir: Path) -> Doc:
     ]
     doc.bullets(items)
     return doc
-
-
-def _resolution(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().replace("×", "x").split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--resolution {text!r}: write it as HxW, e.g. 56x56") from None
-    return h, w
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``attnbench report RUN_DIR``."""
-    parser.add_argument("run_dir", type=Path, help="run folder holding results.csv and manifest.json")
-    parser.add_argument(
-        "--columns", nargs="+", metavar="COL", help=f"comparison columns among {list(METRICS)}"
-    )
-    parser.add_argument(
-        "--sort", metavar="COL", help="sort comparison rows by COL or mechanism; --sort=-COL sorts descending"
-    )
-    parser.add_argument(
-        "--group-by",
-        nargs="+",
-        metavar="COL",
-        help="columns that split the tables (default: those that vary)",
-    )
-    parser.add_argument(
-        "--pass",
-        dest="passes",
-        nargs="+",
-        metavar="PASS",
-        help="keep these passes (forward, forward_backward)",
-    )
-    parser.add_argument("--dtype", dest="dtypes", nargs="+", metavar="DTYPE", help="keep these dtypes")
-    parser.add_argument("--device", dest="devices", nargs="+", metavar="DEVICE", help="keep these devices")
-    parser.add_argument(
-        "--resolution", type=_resolution, metavar="HxW", help="resolution of the comparison table"
-    )
-    parser.add_argument(
-        "--no-formula", dest="formula", action="store_false", help="skip the BRA formula check"
-    )
-    parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the plots")
-    parser.add_argument(
-        "--formats", nargs="+", default=["png", "svg"], help="plot formats (default: png svg)"
-    )
 
 
 def report_from_args(args: argparse.Namespace) -> Path:
