@@ -76,8 +76,9 @@ def test_study_params_apply_to_every_mechanism_stage():
 
 
 def test_stl_is_the_biformer_stl_layout():
-    # with BRA the stl preset is BiFormer-STL (FACTS.md); the one difference is stage 4, which here
-    # is BRA with top-k = all regions (qkv with bias) instead of global attention without qkv bias
+    # with BRA the stl preset is BiFormer-STL (docs/reference-numbers.md); the one difference is
+    # stage 4, which here is BRA with top-k = all regions (qkv with bias) instead of global
+    # attention without qkv bias
     ours = build_backbone("bra", preset="stl", num_classes=1000, in_chans=3)
     ref = timm.create_model("biformer_stl")
 

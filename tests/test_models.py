@@ -28,7 +28,7 @@ from attnbench.models import (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Released-code counts at 224² (FACTS.md: fvcore 0.1.5 on rayleizhu/BiFormer): params (M), GMACs.
+# Released-code counts at 224² (docs/reference-numbers.md; fvcore 0.1.5): params (M), GMACs.
 RELEASED = {
     "biformer_tiny": (13.14, 2.228),
     "biformer_small": (25.54, 4.487),

@@ -307,8 +307,11 @@ default_cfgs = generate_default_cfgs(
 def _create(cls: type[StagedBackbone], variant: str, pretrained: bool, **kwargs: object) -> StagedBackbone:
     if pretrained:
         raise ValueError(
-            f"{variant}: pretrained=True is not supported (no download source); build with "
-            f"pretrained=False, then attnbench.models.load_official_checkpoint(model, '{variant}_in1k.pth')"
+            f"{variant}: pretrained=True is not supported (attnbench downloads nothing). Download "
+            f"{variant}_in1k.pth from the model links of the BiFormer README "
+            f"(github.com/rayleizhu/BiFormer), build with pretrained=False, then "
+            f"attnbench.models.load_official_checkpoint(model, '{variant}_in1k.pth'); "
+            "see docs/seed-models.md"
         )
     return build_model_with_cfg(
         cls, variant, pretrained, feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)), **kwargs

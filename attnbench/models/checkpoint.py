@@ -37,6 +37,15 @@ log = logging.getLogger(__name__)
 
 _CLASS_RENAMES: dict[str, dict[str, str]] = {}  # "module.QualName" -> renames
 
+# Where the released weights are published, under the file names their authors use.
+_WHERE_RELEASED = (
+    "attnbench downloads nothing: download the released file first. BiFormer: "
+    "biformer_{tiny,small,base,stl}_in1k.pth, from the model links of the BiFormer README "
+    "(github.com/rayleizhu/BiFormer); DeBiFormer: debiformer_{tiny,small,base}_in1k_224.pth, from "
+    "the model links of the DeBiFormer README (github.com/maclong01/DeBiFormer). "
+    "See docs/seed-models.md"
+)
+
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint's keys or shapes do not match the module; the message lists every problem."""
@@ -127,7 +136,7 @@ def _read_state_dict(src: str | Path | Mapping[str, object]) -> dict[str, Tensor
     if isinstance(src, (str, Path)):
         path = Path(src).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist. {_WHERE_RELEASED}")
         src = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(src, Mapping):
         raise TypeError(

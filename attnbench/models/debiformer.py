@@ -15,9 +15,10 @@ base model; offset kernel 9/7/5/3 and stride 8/4/2/1; inner MLP ratio 3, the sma
 1; bias table sized for the 224² map of the stage) follow the released ``param_size`` tables.
 
 The released file does not run as published (``uto_pad=`` typos; with ``auto_pad=False`` a
-variable is undefined); as in FACTS.md it is taken with those fixed, i.e. ``auto_pad=True`` in
-every attention. Module names equal the released ones (``pos_embed1``, ``attn1``, ``mlp1.linear1.0``
-...), so released checkpoints load through :func:`attnbench.models.load_official_checkpoint`.
+variable is undefined); as in docs/reference-numbers.md it is taken with those fixed, i.e.
+``auto_pad=True`` in every attention. Module names equal the released ones (``pos_embed1``,
+``attn1``, ``mlp1.linear1.0`` ...), so released checkpoints load through
+:func:`attnbench.models.load_official_checkpoint`.
 """
 
 from __future__ import annotations
@@ -240,8 +241,11 @@ default_cfgs = generate_default_cfgs(
 def _create(variant: str, pretrained: bool, **kwargs: object) -> DeBiFormer:
     if pretrained:
         raise ValueError(
-            f"{variant}: pretrained=True is not supported (no download source); build with "
-            f"pretrained=False, then attnbench.models.load_official_checkpoint(model, '{variant}.pth')"
+            f"{variant}: pretrained=True is not supported (attnbench downloads nothing). Download "
+            f"{variant}_in1k_224.pth from the model links of the DeBiFormer README "
+            f"(github.com/maclong01/DeBiFormer), build with pretrained=False, then "
+            f"attnbench.models.load_official_checkpoint(model, '{variant}_in1k_224.pth'); "
+            "see docs/seed-models.md"
         )
     return build_model_with_cfg(
         DeBiFormer,

@@ -2,8 +2,8 @@
 
 Units: ``params_m`` millions of parameters; ``gflops`` billions of multiply-accumulates at 224²
 (the papers' "FLOPs" are fvcore counts, one MAC = one FLOP); ``top1`` ImageNet-1K top-1 %.
-``counted`` is what fvcore 0.1.5 counts on the *released code* at 224² (from FACTS.md), the
-reference our own count is held to; it is absent where nobody counted the released code.
+``counted`` is what fvcore 0.1.5 counts on the *released code* at 224² (docs/reference-numbers.md),
+the reference our own count is held to; it is absent where nobody counted the released code.
 ``studies/paper_table.yaml`` carries the same numbers for the runner (a test keeps them equal).
 """
 
@@ -16,7 +16,7 @@ __all__ = ["published_numbers"]
 
 _BIFORMER_README = "github rayleizhu/BiFormer README, 'ImageNet-1K trained models' table"
 _DEBIFORMER_README = "github maclong01/DeBiFormer README, 'ImageNet-1K trained models' table"
-_FACTS_COUNT = "fvcore 0.1.5 on the released code at 224x224 (FACTS.md)"
+_RELEASED_COUNT = "fvcore 0.1.5 on the released code at 224x224 (docs/reference-numbers.md)"
 
 _PUBLISHED: dict[str, dict[str, Any]] = {
     "biformer_tiny": {
@@ -24,28 +24,28 @@ _PUBLISHED: dict[str, dict[str, Any]] = {
         "gflops": 2.2,
         "top1": 81.4,
         "source": _BIFORMER_README,
-        "counted": {"params_m": 13.14, "gflops": 2.228, "source": _FACTS_COUNT},
+        "counted": {"params_m": 13.14, "gflops": 2.228, "source": _RELEASED_COUNT},
     },
     "biformer_small": {
         "params_m": 25.5,
         "gflops": 4.5,
         "top1": 83.8,
         "source": _BIFORMER_README,
-        "counted": {"params_m": 25.54, "gflops": 4.487, "source": _FACTS_COUNT},
+        "counted": {"params_m": 25.54, "gflops": 4.487, "source": _RELEASED_COUNT},
     },
     "biformer_base": {
         "params_m": 56.8,
         "gflops": 9.8,
         "top1": 84.3,
         "source": _BIFORMER_README,
-        "counted": {"params_m": 56.80, "gflops": 9.795, "source": _FACTS_COUNT},
+        "counted": {"params_m": 56.80, "gflops": 9.795, "source": _RELEASED_COUNT},
     },
     "biformer_stl": {
         "params_m": 28.4,
         "gflops": 4.6,
         "top1": 82.7,
         "source": _BIFORMER_README + " (BiFormer-STL, the Swin-T layout of the paper's ablation)",
-        "counted": {"params_m": 28.37, "gflops": 4.59, "source": _FACTS_COUNT},
+        "counted": {"params_m": 28.37, "gflops": 4.59, "source": _RELEASED_COUNT},
     },
     "debiformer_tiny": {
         "params_m": 21.4,
@@ -55,7 +55,7 @@ _PUBLISHED: dict[str, dict[str, Any]] = {
         "counted": {
             "params_m": 21.50,
             "gflops": 2.654,
-            "source": _FACTS_COUNT + ", after fixing the released file's 'uto_pad' typo (auto_pad=True)",
+            "source": _RELEASED_COUNT + ", after fixing the released file's 'uto_pad' typo (auto_pad=True)",
         },
     },
     "debiformer_small": {
@@ -66,7 +66,7 @@ _PUBLISHED: dict[str, dict[str, Any]] = {
         "counted": {
             "params_m": 44.01,
             "gflops": 5.440,
-            "source": _FACTS_COUNT + ", after fixing the released file's 'uto_pad' typo (auto_pad=True)",
+            "source": _RELEASED_COUNT + ", after fixing the released file's 'uto_pad' typo (auto_pad=True)",
         },
     },
     "debiformer_base": {
@@ -78,7 +78,7 @@ _PUBLISHED: dict[str, dict[str, Any]] = {
         "counted": {
             "params_m": 95.50,
             "gflops": 11.741,
-            "source": _FACTS_COUNT + ", after fixing the released file's 'uto_pad' typo (auto_pad=True)",
+            "source": _RELEASED_COUNT + ", after fixing the released file's 'uto_pad' typo (auto_pad=True)",
         },
     },
     "swin_tiny_patch4_window7_224": {
@@ -87,14 +87,15 @@ _PUBLISHED: dict[str, dict[str, Any]] = {
         "top1": 81.2,
         "source": "github microsoft/Swin-Transformer README, ImageNet-1K table (the Swin paper's "
         "Table 1(a) and the BiFormer paper quote 81.3)",
-        "counted": {"params_m": 28.29, "gflops": 4.51, "source": "timm's count (FACTS.md)"},
+        "counted": {"params_m": 28.29, "gflops": 4.51, "source": "timm's count (docs/reference-numbers.md)"},
     },
     "maxvit_tiny_tf_224": {
         "params_m": 31.0,
         "gflops": 5.6,
         "top1": 83.6,
-        "source": "MaxViT paper (Tu et al., ECCV 2022), ImageNet-1K table, MaxViT-T at 224 (via FACTS.md)",
-        "counted": {"params_m": 30.92, "gflops": 5.42, "source": "timm's count (FACTS.md)"},
+        "source": "MaxViT paper (Tu et al., ECCV 2022), ImageNet-1K table, MaxViT-T at 224 "
+        "(docs/reference-numbers.md)",
+        "counted": {"params_m": 30.92, "gflops": 5.42, "source": "timm's count (docs/reference-numbers.md)"},
     },
 }
 
