@@ -4,18 +4,31 @@ The layout of ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` once extr
 ``cifar-10-batches-py/{data_batch_1..5, test_batch}`` and ``cifar-100-python/{train, test}``; each
 file a pickled dict with ``data`` (N x 3072 uint8, channel-major 32 x 32) and ``labels``
 (CIFAR-10) or ``fine_labels`` / ``coarse_labels`` (CIFAR-100). Nothing is downloaded.
+
+The pickles are read by :class:`CifarUnpickler`, which rebuilds only what that format holds (dicts,
+lists, bytes, ints, and numpy arrays with their dtype) and refuses every other global, so a crafted
+file under ``dataset.root`` cannot run code when it is loaded.
 """
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from attnbench.ablation.data import ArraySplit
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "LAYOUT", "find_cifar", "load_cifar"]
+__all__ = [
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "LAYOUT",
+    "CifarUnpickler",
+    "UnsafePickleError",
+    "find_cifar",
+    "load_cifar",
+]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -55,9 +68,72 @@ def find_cifar(name: str, root: str | Path | None) -> Path:
     )
 
 
+try:  # numpy >= 2
+    from numpy._core.multiarray import _reconstruct
+    from numpy._core.numeric import _frombuffer
+except ImportError:  # numpy 1
+    from numpy.core.multiarray import _reconstruct
+    from numpy.core.numeric import _frombuffer
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A CIFAR file asked for a global that the CIFAR format never holds."""
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles ``bytes`` at protocol <= 2, and for nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) refused")
+    return text.encode("latin1")
+
+
+# (module, name) a CIFAR pickle may reference -> what it is rebuilt with. The original files were
+# written by Python 2 and numpy 1 (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``,
+# ``numpy.dtype``); numpy 2 writes ``numpy._core``; protocol 5 writes ``_frombuffer`` instead of
+# ``_reconstruct``; Python 3 at protocol <= 2 writes bytes as ``_codecs.encode(str, "latin1")``.
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Reads one CIFAR python batch, admitting only the globals that rebuild a numpy array.
+
+    Args:
+        file: the open file.
+        path: its path, for the error message.
+    """
+
+    def __init__(self, file: Any, path: str | Path) -> None:
+        super().__init__(file, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _ALLOWED.get((module, name))
+        if found is None:
+            raise UnsafePickleError(
+                f"{self.path}: refused to load the global {module}.{name}, which a CIFAR batch never "
+                "holds; a CIFAR python batch is a pickled dict of bytes keys to a uint8 numpy array "
+                "(b'data') and lists of ints (the labels), and may reference only "
+                f"{', '.join(sorted(f'{m}.{n}' for m, n in _ALLOWED))}. This file does not come from the "
+                "CIFAR archive: replace it with the one in cifar-10/100-python.tar.gz"
+            )
+        return found
+
+
 def _read(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
+        batch = CifarUnpickler(f, path).load()
+    keys = (b"data", label_key.encode())
+    if not isinstance(batch, dict) or any(k not in batch for k in keys):
+        held = list(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(f"{path}: holds {held}; a CIFAR batch is a dict with the keys {list(keys)}")
     data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # (N, C, H, W)
     labels = np.asarray(batch[label_key.encode()], dtype=np.int64)
     return data, labels
