@@ -10,6 +10,7 @@ Exit codes: 0 every check passed, 1 a check failed, 2 the target (or a check nam
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import os
 import sys
@@ -40,6 +41,18 @@ def _looks_like_path(target: str) -> bool:
     return target.endswith(".py") or "/" in target or os.sep in target or Path(target).is_file()
 
 
+def _closest_file(target: str) -> str:
+    """``; did you mean 'x.py'?`` for the nearest ``.py`` file in the target's folder or the cwd."""
+    given = Path(target).expanduser()
+    candidates: dict[str, str] = {}  # file name -> the path to suggest, as the user would type it
+    for folder in (given.parent, Path(".")):
+        if folder.is_dir():
+            for f in sorted(folder.glob("*.py")):
+                candidates.setdefault(f.name, str(f))
+    close = difflib.get_close_matches(given.name, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {candidates[close[0]]!r}?" if close else ""
+
+
 def resolve_target(target: str) -> list[str]:
     """The mechanism names ``target`` stands for: itself if registered, or what its file registers.
 
@@ -49,7 +62,7 @@ def resolve_target(target: str) -> list[str]:
     if _looks_like_path(target):
         path = Path(target).expanduser()
         if not path.is_file():
-            raise TargetError(f"no such file: {target!r}")
+            raise TargetError(f"no such file: {target!r}{_closest_file(target)}")
         if path.suffix != ".py":
             raise TargetError(f"{target!r} is not a .py file; give a registered name or a plugin .py file")
         before = sys.dont_write_bytecode

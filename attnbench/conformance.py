@@ -163,17 +163,34 @@ def check_flops(cls: type[AttentionMechanism]) -> None:
     if report.uncounted:
         raise CheckFailure(
             f"the FLOP counter has no handle for {sorted(report.uncounted)}",
-            "register one with attnbench.register_flop_handle(op_name)",
+            "register one with attnbench.register_flop_handle(op_name), in the convention of docs/flops.md",
         )
     total = sum(analytic.values())
     rtol = getattr(cls, "flops_rtol", 0.0)
     rel = abs(total - report.total) / max(report.total, 1)
     if rel > rtol + 1e-12:
+        diff = report.total - total
         raise CheckFailure(
-            f"analytic {total:,} MACs vs counted {report.total:,} (off by {rel:.2%}, tolerance {rtol:.2%})",
-            "fix analytic_flops term by term against count_flops(...).by_module, or set flops_rtol "
-            "with the reason in the docstring",
+            f"analytic {total:,} MACs vs counted {report.total:,} at {SIZE}x{SIZE}, C = {DIM}, "
+            f"{HEADS} heads: the count is {abs(diff):,} MACs {'higher' if diff > 0 else 'lower'} "
+            f"(off by {_percent(rel)}, tolerance {_percent(rtol)}); "
+            f"counted by operator: {_listing(report.by_operator)}; "
+            f"analytic by term: {_listing(analytic)}",
+            "check analytic_flops term by term against count_flops(module, x).by_operator and "
+            ".by_module (docs/flops.md gives each operator's price), or set flops_rtol with the "
+            "reason in the docstring",
         )
+
+
+def _percent(fraction: float) -> str:
+    """``fraction`` as a percentage with three significant digits: never rounds a difference to 0."""
+    return f"{fraction * 100:.3g}%"
+
+
+def _listing(macs: dict[str, int]) -> str:
+    """``{name: MACs}`` as ``name 1,234, other 56`` (largest first)."""
+    items = sorted(macs.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v:,}" for k, v in items) or "nothing"
 
 
 def check_bad_parameter(cls: type[AttentionMechanism]) -> None:
@@ -202,10 +219,15 @@ def check_constraints(cls: type[AttentionMechanism]) -> None:
     """``check_input`` tells the truth: shapes it accepts run, shapes it refuses raise ``ValueError``.
 
     The runner and the study validator skip a point when ``check_input`` raises, so a shape that
-    passes it must run, and a refused one must be refused by ``forward`` too (through
-    ``_check_shape``) instead of failing deep inside. A wrong channel count must raise ``ValueError``.
+    passes it must run, and a refused one must be refused by the call too instead of failing deep
+    inside. A wrong channel count must raise ``ValueError``. The base class does both before
+    ``forward`` (its forward pre-hook); these failures mean a subclass went around it.
     """
     m = _build(cls).eval()
+    keep_check = (
+        "keep the base class's input check: call super().__init__(dim, num_heads) and do not "
+        "override _check_shape or remove the module's forward pre-hooks"
+    )
     bad_c = torch.zeros(1, SIZE, SIZE, DIM + 1)
     try:
         with torch.no_grad():
@@ -216,12 +238,12 @@ def check_constraints(cls: type[AttentionMechanism]) -> None:
         raise CheckFailure(
             f"a {tuple(bad_c.shape)} input (C = {DIM + 1}, built for {DIM}) raised {type(exc).__name__}, "
             "not ValueError",
-            "call self._check_shape(x) first in forward",
+            keep_check,
         ) from exc
     else:
         raise CheckFailure(
             f"a {tuple(bad_c.shape)} input (C = {DIM + 1}, built for {DIM}) was accepted",
-            "call self._check_shape(x) first in forward",
+            keep_check,
         )
     for H, W in CONSTRAINT_SHAPES:
         try:
@@ -256,12 +278,12 @@ def check_constraints(cls: type[AttentionMechanism]) -> None:
                 ) from exc
             raise CheckFailure(
                 f"check_input({H}, {W}) refuses the map but forward crashed with {what} instead",
-                "call self._check_shape(x) first in forward",
+                keep_check,
             ) from exc
         if refusal is not None:
             raise CheckFailure(
                 f"check_input({H}, {W}) refuses the map ({refusal}) but forward ran",
-                "call self._check_shape(x) first in forward, or accept the shape in check_input",
+                f"accept the shape in check_input, or {keep_check}",
             )
         if not isinstance(y, Tensor) or y.shape != x.shape:
             shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__

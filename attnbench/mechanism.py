@@ -114,6 +114,10 @@ class AttentionMechanism(nn.Module):
     and implements ``forward(x)`` on ``(B, H, W, C)`` tensors, ``analytic_flops(H, W)`` (its closed
     form cost in multiply-accumulates for batch 1, term by term) and, where some shapes cannot work,
     ``check_input(H, W)``.
+
+    The input is validated before ``forward`` runs: a tensor that is not ``(B, H, W, dim)`` raises a
+    ``ValueError`` naming the mechanism, the shape got and the layout expected, and then
+    ``check_input(H, W)`` is asked, so ``forward`` starts from a valid map and need not check it.
     """
 
     name: ClassVar[str] = ""
@@ -130,6 +134,12 @@ class AttentionMechanism(nn.Module):
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
+        # A forward pre-hook rather than an override of __call__: nn.Module.__call__ runs hooks on
+        # every path that calls the module (eager, the jit trace fvcore counts with, FlopCounterMode,
+        # torch.compile, which traces hooks like forward, and Module.compile, which replaces the
+        # call implementation an override of __call__ would bypass). A module-level function, not a
+        # bound method, so deepcopy and pickle of the module need nothing special.
+        self.register_forward_pre_hook(_validate_input, with_kwargs=True, prepend=True)
 
     @classmethod
     def hyperparameters(cls) -> dict[str, Param]:
@@ -164,9 +174,24 @@ class AttentionMechanism(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not define analytic_flops")
 
     def _check_shape(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[-1] != self.dim:
+        """Raise ``ValueError`` unless ``x`` is ``(B, H, W, dim)`` and ``check_input(H, W)`` passes.
+
+        The base class runs this before every ``forward``; calling it again in ``forward`` is harmless.
+        """
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[-1] != self.dim:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            label = f"{type(self).__name__} ({self.name!r})" if self.name else type(self).__name__
+            hint = ""
+            if isinstance(x, Tensor) and x.dim() == 4 and x.shape[1] == self.dim:
+                hint = "; this looks channels-first (B, C, H, W): pass x.permute(0, 2, 3, 1)"
             raise ValueError(
-                f"{type(self).__name__}: expected a channels-last (B, H, W, C={self.dim}) tensor, "
-                f"got shape {tuple(x.shape)}"
+                f"{label}: expected a channels-last (B, H, W, dim) tensor with dim = {self.dim}, "
+                f"got shape {got}{hint}"
             )
         self.check_input(x.shape[1], x.shape[2])
+
+
+def _validate_input(module: AttentionMechanism, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Forward pre-hook of every mechanism: the map's layout and ``check_input`` before ``forward``."""
+    x = args[0] if args else next(iter(kwargs.values()), None)
+    module._check_shape(x)

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -116,7 +117,7 @@ def test_healthy_test_mechanism_passes(fresh_registry, capsys):
     [
         (WrongShape, "shape", "returned (2, 27, 28, 32)", "return a (B, H, W, C) tensor"),
         (NoInputGradient, "gradients", "no (finite, non-zero) gradient reaches the input", "do not detach"),
-        (FlopsFarOff, "flops", "off by", "fix analytic_flops term by term"),
+        (FlopsFarOff, "flops", "off by", "check analytic_flops term by term"),
         (
             LyingConstraints,
             "constraints",
@@ -146,7 +147,26 @@ def test_flops_failure_gives_both_numbers(fresh_registry, capsys):
     m = FlopsFarOff(32, 2)
     analytic = sum(m.analytic_flops(28, 28).values())
     counted = analytic + 2 * 28**4 * 32
-    assert f"analytic {analytic:,} MACs vs counted {counted:,}" in row[1]
+    reason = row[1]
+    assert f"analytic {analytic:,} MACs vs counted {counted:,}" in reason
+    assert f"the count is {counted - analytic:,} MACs higher" in reason and "tolerance 0%" in reason
+    assert f"scaled_dot_product_attention {2 * 28**4 * 32:,}" in reason  # the operator the analytic missed
+    assert f"linear {4 * 28 * 28 * 32 * 32:,}" in reason and "analytic by term: qkv" in reason
+    assert "docs/flops.md" in reason
+
+
+def test_flops_failure_shows_a_tiny_difference_as_non_zero(fresh_registry, capsys):
+    class OffBy14(Healthy):
+        def analytic_flops(self, H: int, W: int) -> dict[str, int]:
+            return {**super().analytic_flops(H, W), "stray": 14}
+
+    _register("_t_offby14", OffBy14)
+    main_check("_t_offby14", checks=["flops"])
+    (row,) = _rows(capsys.readouterr().out).values()
+    counted = sum(Healthy(32, 2).analytic_flops(28, 28).values())
+    assert "the count is 14 MACs lower" in row[1]
+    assert f"(off by {14 / counted * 100:.3g}%, tolerance 0%)" in row[1]
+    assert "0.00%" not in row[1]
 
 
 def test_file_target_checks_every_mechanism_it_registers(fresh_registry, tmp_path, capsys):
@@ -202,6 +222,20 @@ def test_bad_target_exits_2_with_a_hint(capsys, target, message):
     assert message in captured.err and not captured.out
 
 
+def test_missing_file_suggests_the_closest_py_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_attention.py").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "pooled_sra.py").write_text("")
+    assert main_check("my_atention.py") == EXIT_BAD_TARGET
+    assert "no such file: 'my_atention.py'; did you mean 'my_attention.py'?" in capsys.readouterr().err
+    assert main_check("plugins/poold_sra.py") == EXIT_BAD_TARGET  # the given folder is searched too
+    assert "did you mean 'plugins/pooled_sra.py'?" in capsys.readouterr().err
+    assert main_check("unrelated.py") == EXIT_BAD_TARGET
+    assert "did you mean" not in capsys.readouterr().err
+
+
 def test_file_that_registers_nothing_or_fails_to_import(fresh_registry, tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("")
@@ -229,12 +263,24 @@ def test_unknown_check_name(capsys):
     assert "unknown check 'flopz'; did you mean 'flops'?" in capsys.readouterr().err
 
 
-def test_constraints_check_catches_refused_shape_that_runs(fresh_registry):
+def test_base_class_refuses_what_check_input_refuses(fresh_registry):
+    class NoCheckCall(Healthy):
+        def forward(self, x: Tensor) -> Tensor:  # never asks check_input: the base class does
+            return self.attend(x)
+
+    _register("_t_nocheckcall", NoCheckCall)
+    from attnbench.conformance import check_constraints
+
+    check_constraints(attnbench.get_mechanism("_t_nocheckcall"))
+    with pytest.raises(ValueError, match="smaller than min_size"):
+        NoCheckCall(32, 2)(torch.zeros(1, 1, 1, 32))
+
+
+def test_constraints_check_catches_a_mechanism_that_goes_around_the_base_check(fresh_registry):
     class Inconsistent(Healthy):
-        def forward(self, x: Tensor) -> Tensor:  # checks C itself but never asks check_input
+        def _check_shape(self, x: Tensor) -> None:  # checks C but never asks check_input
             if x.shape[-1] != self.dim:
                 raise ValueError(f"expected C = {self.dim}")
-            return self.attend(x)
 
     _register("_t_inconsistent", Inconsistent)
     from attnbench.conformance import CheckFailure, check_constraints
@@ -257,3 +303,54 @@ def test_bfloat16_failure_is_reported(fresh_registry, capsys):
 def test_example_plugin_file_passes(fresh_registry, capsys):
     assert main_check(str(ROOT / "examples" / "sra_attention.py")) == EXIT_OK
     assert f"sra: {len(CHECKS)} of {len(CHECKS)} checks passed" in capsys.readouterr().out
+
+
+# A PVT-v2-style spatial-reduction attention as a researcher writes it: no _check_shape, no
+# check_input, keys and values from an average-pooled map. Every check must pass as written.
+PVT_POOL = """
+import torch.nn.functional as F
+from torch import nn
+
+from attnbench import AttentionMechanism, register_mechanism
+
+
+@register_mechanism("_t_pvt_pool")
+class PoolSRA(AttentionMechanism):
+    def __init__(self, dim: int, num_heads: int, *, sr_ratio: int = 8) -> None:
+        super().__init__(dim, num_heads)
+        self.sr_ratio = sr_ratio
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        h, d = self.num_heads, self.head_dim
+        q = self.q(x).reshape(B, H * W, h, d).transpose(1, 2)
+        pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), self.sr_ratio, ceil_mode=True)
+        kv = self.kv(pooled.flatten(2).transpose(1, 2)).reshape(B, -1, 2, h, d).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1])
+        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+
+    def analytic_flops(self, H, W):
+        N, C, r = H * W, self.dim, self.sr_ratio
+        Nr = -(-H // r) * -(-W // r)
+        return {"q": N * C * C, "kv": 2 * Nr * C * C, "attention": 2 * N * Nr * C, "proj": N * C * C}
+"""
+
+
+def test_pvt_style_mechanism_without_boilerplate_passes_every_check(fresh_registry, tmp_path, capsys):
+    from attnbench.cli import main
+
+    plugin = tmp_path / "pvt_pool.py"
+    plugin.write_text(PVT_POOL)
+    assert main(["check", str(plugin)]) == EXIT_OK, capsys.readouterr().out
+    assert f"_t_pvt_pool: {len(CHECKS)} of {len(CHECKS)} checks passed" in capsys.readouterr().out
+    m = attnbench.build_mechanism("_t_pvt_pool", 32, 2)
+    wrong_c = r"PoolSRA \('_t_pvt_pool'\): expected a channels-last \(B, H, W, dim\) tensor with dim = 32"
+    with pytest.raises(ValueError, match=wrong_c + r", got shape \(1, 8, 8, 33\)"):
+        m(torch.zeros(1, 8, 8, 33))
+    with pytest.raises(ValueError, match=r"looks channels-first .*x.permute\(0, 2, 3, 1\)"):
+        m(torch.zeros(1, 32, 8, 8))
+    report = attnbench.count_flops(m, torch.zeros(1, 28, 28, 32))
+    assert report.convention_zero["aten::avg_pool2d"] == 1 and not report.uncounted
