@@ -37,3 +37,22 @@ def test_check_reports_fix_for_broken_mechanism(temp_registry):
 
     with pytest.raises(CheckFailure, match="channels-last"):
         CHECKS["shape"](Broken)
+
+
+@pytest.mark.parametrize("name", MECHANISMS)
+def test_wrong_input_is_refused_before_forward_naming_the_mechanism(name):
+    m = attnbench.build_mechanism(name, 32, 2)
+    with pytest.raises(
+        ValueError, match=rf"\('{name}'\): expected a channels-last \(B, H, W, dim\) .* \(1, 28, 28, 33\)"
+    ):
+        m(torch.zeros(1, 28, 28, 33))
+
+
+def test_input_check_runs_under_torch_compile():
+    m = attnbench.build_mechanism("vanilla", 32, 2).eval()
+    compiled = torch.compile(m, backend="eager")  # dynamo traces the pre-hook like forward
+    x = torch.randn(1, 14, 14, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), m(x))
+        with pytest.raises(ValueError, match="expected a channels-last"):
+            compiled(torch.randn(1, 14, 14, 33))
