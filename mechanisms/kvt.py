@@ -1,0 +1,90 @@
+"""k-NN attention, KVT (Wang et al., "KVT: k-NN Attention for Boosting Vision Transformers", ECCV 2022).
+
+The attention of the released code (``kNNAttention`` in ``KNN_VisionTransformer.py`` of
+damo-cv/KVT): global multi-head self-attention over all N = H·W tokens in which each query keeps
+only its ``topk`` highest scores:
+
+- one ``Linear(C -> 3C)`` for q, k and v, heads interleaved as in ViT/DeiT;
+- dense scores ``(q @ kᵀ) · head_dim^-0.5`` for every (query, key) pair, per head;
+- per query row, the ``topk`` largest scores are kept and every other score is set to -inf
+  (exactly ``topk`` survive, ties broken by ``torch.topk`` as in the released code), then softmax
+  over the row and the product with v;
+- output projection.
+
+The selection is non-differentiable as in the released code: gradients reach the kept scores only.
+``topk`` defaults to 100, the released ``kNNAttention`` default, used there with DeiT's 197 tokens
+(about half the keys). A map of N <= ``topk`` tokens keeps all of them, which is dense attention;
+the released code instead fails in ``torch.topk`` when ``topk`` > N. ``qkv_bias`` defaults to True,
+as in every DeiT model the KVT repository builds (``kNNAttention`` alone defaults to False). DeiT's
+class token is not part of the map here: every token is a patch.
+
+FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0). The convention: the masked
+dense work is counted in full (both N²·C attention products, as the released code computes every
+score and multiplies every masked zero), and the selection itself (``topk``, the scatter that
+builds the mask, the -inf fill) is free, like BRA's routing top-k and any other selection or
+indexing (docs/flops.md). So KVT costs exactly what global attention costs at every ``topk``; its
+savings, if any, are in accuracy, not arithmetic.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from attnbench import AttentionMechanism, check_param, register_mechanism
+
+__all__ = ["KNNAttention", "knn_attention"]
+
+
+def knn_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, scale: float) -> Tensor:
+    """Softmax attention in which each query row keeps its ``topk`` largest scores.
+
+    Args:
+        q, k, v: (B, heads, N, d).
+        topk: scores kept per query, 1 <= topk <= N.
+        scale: multiplies q·kᵀ before the selection.
+
+    Returns:
+        (B, heads, N, d).
+    """
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, h, N, N)
+    kept, index = scores.topk(topk, dim=-1)  # each (B, h, N, k)
+    masked = scores.new_full(scores.shape, float("-inf")).scatter(-1, index, kept)  # (B, h, N, N)
+    return masked.softmax(dim=-1) @ v  # (B, h, N, d)
+
+
+@register_mechanism("kvt")
+class KNNAttention(AttentionMechanism):
+    """Global multi-head self-attention keeping the top-k scores of each query.
+
+    Args:
+        dim: channels C.
+        num_heads: attention heads (DeiT-T: 3, DeiT-S: 6).
+        topk: keys kept per query (the released default, 100); min(topk, H·W) are kept on an
+            H x W map.
+        qkv_bias: bias in the q/k/v projection (True in the DeiT models KVT trains).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, topk: int = 100, qkv_bias: bool = True) -> None:
+        super().__init__(dim, num_heads)
+        check_param(topk >= 1, "topk", topk, "an int >= 1 (maps of at most topk tokens attend densely)")
+        self.topk = topk
+        self.qkv_bias = qkv_bias
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def kept(self, H: int, W: int) -> int:
+        """Keys each query keeps on an H x W map."""
+        return min(self.topk, H * W)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, H, W, C = x.shape
+        qkv = self.qkv(x).view(B, H * W, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, N, d)
+        out = knn_attention(q, k, v, self.kept(H, W), self.scale)  # (B, h, N, d)
+        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+
+    def analytic_flops(self, H: int, W: int) -> dict[str, int]:
+        """MACs for batch 1: projections 4·N·C², dense attention 2·N²·C; the top-k selection is free."""
+        N, C = H * W, self.dim
+        return {"qkv_proj": 3 * N * C * C, "attention": 2 * N * N * C, "out_proj": N * C * C}
