@@ -11,11 +11,12 @@ residual stream::
     return y + GridAttn(LN(x + y))
 
 so the host block's ``x + attn(LN(x))`` runs block attention, then grid attention on the block
-step's residual output, as MaxViT does. Left out: the MBConv, the FFN after each attention (the
-host block has one FFN after the mechanism, as it has for every mechanism) and, hence, the
-residual base of the grid step is the host-normalized map rather than the raw stream. The
-residual and LayerNorm between the two attentions are kept because without them grid attention
-would see only the block step's projected output, a different network from MaxViT's.
+step's residual output, as MaxViT does. Left out: the MBConv and the FFN after each attention
+(the host block has one FFN after the mechanism, as for every mechanism). One difference follows
+from the interface: the mechanism sees the host-normalized map, so the grid step normalizes
+``LN(x) + y`` where MaxViT normalizes ``x + y``. The residual and LayerNorm between the two
+attentions are kept because without them grid attention would see only the block step's projected
+output, a different network from MaxViT's.
 
 Each attention is timm's ``AttentionCl`` on a ``window_partition`` (block) or ``grid_partition``
 (grid) with ``RelPosBiasTf``, in the configuration of timm's ``maxvit_*_tf`` models, which load
@@ -30,7 +31,7 @@ the paper's released (TensorFlow) weights:
   ``Linear(C -> C)``; the LayerNorm before grid attention has eps 1e-5 (the TF models').
 
 ``window_size`` and ``grid_size`` default to 7 (P = G = 7 in every MaxViT at 224², where stage
-maps are multiples of 7). The released code requires the map to be a multiple of the partition;
+maps are multiples of 7). timm requires the map to be a multiple of the partition (it asserts);
 here any map works, in the way this repository's Swin does it, so that default parameters run on
 every map: along an axis no longer than the partition size, one group covers the whole axis; a
 longer axis that the size does not divide is zero-padded at bottom/right before the step's q/k/v
@@ -41,8 +42,8 @@ timm's (tests/test_maxvit.py checks it to 1e-5).
 FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0): per step, the projections
 4·Np·C² on its padded map of Np tokens and the two attention products 2·Np·n·C (n tokens per
 group), plus the LayerNorm at 5 MACs per element. The bias lookup is indexing, free; timm builds
-the same bias with two one-hot einsums, which fvcore would count (a few hundred thousand MACs for
-7x7 groups, independent of the map).
+the same bias with two one-hot einsums, which the counter would price at 39,494 MACs per head and
+step for 7x7 groups, whatever the map.
 """
 
 from __future__ import annotations
