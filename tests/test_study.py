@@ -1,4 +1,6 @@
-"""Study validation: every kind of problem is one line naming file, line and key; exit 2; nothing written."""
+"""Study validation: every kind of problem is one line naming file, line and key; exit 2; nothing
+written. The models and ablation kinds' own problems are in test_model_study.py and
+test_ablation_study.py, the JSON Schema in test_study_schema.py."""
 
 from __future__ import annotations
 
@@ -6,8 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from attnbench.cli import main
+from attnbench.registry import available_mechanisms
 from attnbench.study import Point, StudyError, load_study
 
 # line numbers matter: the cases below replace whole lines of this study
@@ -38,7 +42,9 @@ def study_text(**lines: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_invalid(tmp_path: Path, capsys, text: str) -> tuple[str, list[str]]:
+def run_invalid(tmp_path: Path, capsys, text: str, keep: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """``attnbench run`` of ``text``: exit 2, no traceback, nothing written beside the study and the
+    files it ``keep``s; returns the study's path and the problem lines."""
     study = tmp_path / "study.yaml"
     study.write_text(text)
     out = tmp_path / "out"
@@ -47,7 +53,7 @@ def run_invalid(tmp_path: Path, capsys, text: str) -> tuple[str, list[str]]:
     assert rc == 2
     assert "Traceback" not in err
     assert not out.exists()  # nothing written
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["study.yaml", *keep])
     return str(study), err.strip().splitlines()
 
 
@@ -268,3 +274,101 @@ def test_measure_and_passes_default_when_left_out(tmp_path):
     study = load_study(path)
     assert study.measure == ("flops", "params", "latency", "memory")
     assert study.passes == ("forward",)
+
+
+def test_a_list_item_given_twice_is_a_problem_at_its_index(tmp_path, capsys):
+    path, problems = run_invalid(tmp_path, capsys, study_text(l6="passes: [forward, forward]"))
+    assert problems == [f"{path}:6: passes[1]: 'forward' is listed twice"]
+
+
+def test_an_entry_whose_axes_fit_no_head_count_names_its_own_sweep(tmp_path, capsys):
+    text = BASE + "  - name: vanilla\n    sweep: {dim: [30], num_heads: [4]}\n"
+    path, problems = run_invalid(tmp_path, capsys, text)
+    assert problems == [
+        f"{path}:17: mechanisms[2].sweep.num_heads: no num_heads in [4] divides a dim in [30]"
+    ]
+    text = BASE + "  - name: vanilla\n    sweep: {num_heads: [3]}\n"  # with the study's dim 32
+    path, problems = run_invalid(tmp_path, capsys, text)
+    assert problems == [
+        f"{path}:17: mechanisms[2].sweep.num_heads: no num_heads in [3] divides a dim in [32]"
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# kind, threads and point_timeout_s
+
+
+def test_kind_threads_and_point_timeout_default(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(BASE)
+    study = load_study(path)
+    assert (study.kind, study.threads, study.point_timeout_s) == ("sweep", None, 900.0)
+    path.write_text(BASE + "threads: 2\npoint_timeout_s: 30\n")
+    assert (load_study(path).threads, load_study(path).point_timeout_s) == (2, 30.0)
+    path.write_text(BASE + "point_timeout_s: null\n")
+    assert load_study(path).point_timeout_s is None  # no limit
+
+
+def test_models_and_ablation_studies_have_the_new_keys_too(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("kind: models\nmodels: [swin_tiny_patch4_window7_224]\n")
+    study = load_study(path)
+    assert (study.kind, study.threads, study.point_timeout_s) == ("models", None, 900.0)
+    path = tmp_path / "a.yaml"
+    dataset = "{name: pathfinder, resolution: 32, difficulty: easy, train_size: 64, val_size: 32}"
+    path.write_text(f"dataset: {dataset}\ntrain: {{epochs: 1}}\nmechanisms: [vanilla]\n")
+    study = load_study(path)
+    assert (study.kind, study.threads, study.point_timeout_s) == ("ablation", None, 21600.0)  # trains
+    path.write_text(f"point_timeout_s: null\ndataset: {dataset}\nmechanisms: [vanilla]\n")
+    assert load_study(path).point_timeout_s is None
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", ".inf", "[10]"])
+def test_point_timeout_must_be_a_positive_number(tmp_path, capsys, value):
+    path, problems = run_invalid(tmp_path, capsys, BASE + f"point_timeout_s: {value}\n")
+    assert len(problems) == 1 and problems[0].startswith(
+        f"{path}:16: point_timeout_s: expected a positive "
+    ), problems
+
+
+def test_the_device_flag_is_named_in_its_problem(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("the problem is a missing CUDA device")
+    path = tmp_path / "s.yaml"
+    path.write_text(BASE)
+    with pytest.raises(StudyError) as info:
+        load_study(path, device="cuda")
+    assert info.value.problems == [
+        f"{path}:2: --device: cuda was asked for but torch.cuda.is_available() is False; use auto or cpu"
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plugins that fail while imported
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("import sys\nsys.exit(0)\n", "importing 'plug.py' called sys.exit(0)"),
+        ("import sys\nsys.exit()\n", "importing 'plug.py' called sys.exit()"),
+        ("raise RuntimeError('no GPU here')\n", "importing 'plug.py' failed: RuntimeError: no GPU here"),
+    ],
+)
+def test_a_plugin_that_exits_or_raises_is_a_study_problem(tmp_path, capsys, temp_registry, body, message):
+    (tmp_path / "plug.py").write_text(body)
+    text = study_text(l13="  - name: _test_from_plug") + "plugins: [plug.py]\n"
+    path, problems = run_invalid(tmp_path, capsys, text, keep=("plug.py",))
+    assert problems == [
+        f"{path}:13: mechanisms[0].name: unknown mechanism '_test_from_plug' (a plugin failed to load) "
+        f"(registered: {', '.join(available_mechanisms())})",
+        f"{path}:16: plugins[0]: {message}",
+    ]
+
+
+def test_ctrl_c_while_a_plugin_loads_still_stops(tmp_path, temp_registry):
+    (tmp_path / "plug.py").write_text("raise KeyboardInterrupt\n")
+    path = tmp_path / "s.yaml"
+    path.write_text(BASE + "plugins: [plug.py]\n")
+    with pytest.raises(KeyboardInterrupt):
+        load_study(path)

@@ -1,0 +1,118 @@
+"""The keys every kind of study has (name, device, threads, seed, point_timeout_s), and the timing
+keys of the kinds that time (repeats, warmup, max_time_s)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+import torch
+from pydantic import Field, ValidationInfo, field_validator
+
+from attnbench.study._fields import (
+    NonNegativeInt,
+    PositiveInt,
+    Seconds,
+    Section,
+    Text,
+    choice,
+    said,
+    worded,
+)
+
+__all__ = ["DEVICES", "DTYPES", "KINDS", "Header", "Timed", "resolve_device"]
+
+KINDS = ("sweep", "models", "ablation")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+POINT_TIMEOUT_S = 900.0  # sweep and models studies; an ablation trains for hours
+
+FolderName = Annotated[
+    str,
+    Field(strict=True, pattern=NAME_PATTERN),
+    worded(lambda value: f"{value!r} must be a folder-safe name (letters, digits, '.', '_', '-')"),
+]
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; others unchanged."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+_KIND_DOC = (
+    "sweep (the default): mechanisms over a product of shapes; models: whole timm models beside "
+    "their published numbers; ablation (the default when measure lists accuracy or a dataset is "
+    "given): one backbone trained per mechanism"
+)
+
+
+def kind_field(kind: str) -> Any:
+    """The ``kind`` key of a study of ``kind`` (its problems list every kind)."""
+    return Annotated[choice((kind,), listed=KINDS), Field(description=_KIND_DOC)]
+
+
+class Header(Section):
+    """The keys of every study file; the context gives the file (``path``) and the ``--device``."""
+
+    what: ClassVar[str] = "a YAML mapping of keys"
+
+    name: FolderName | None = Field(
+        None, description="the study's name, for its run folder (runs/<name>/); default: the file's stem"
+    )
+    description: Text = Field("", description="free text, kept with the results")
+    kind: str = Field("sweep", description=_KIND_DOC)  # each kind's model narrows it
+    device: choice(DEVICES, hints={"gpu": "cuda"}) = Field(  # type: ignore[valid-type]
+        "auto",
+        description="auto (cuda when available, else cpu), cpu or cuda; the CLI's --device overrides it",
+    )
+    threads: PositiveInt | None = Field(
+        None, description="CPU intra-op threads (torch.set_num_threads); default 1 on CPU"
+    )
+    seed: NonNegativeInt = Field(0, description="seed of weights and inputs")
+    point_timeout_s: Seconds | None = Field(
+        POINT_TIMEOUT_S,
+        description="seconds one point may take before its worker is killed and the point becomes an "
+        "error row; null: no limit",
+    )
+
+    @classmethod
+    def prepare(cls, data: dict[Any, Any], info: ValidationInfo) -> dict[Any, Any]:
+        context = info.context or {}
+        if data.get("name") is None and context.get("path") is not None:
+            data["name"] = context["path"].stem
+        if context.get("device") is not None:
+            data["device"] = context["device"]
+        return data
+
+    @field_validator("device")
+    @classmethod
+    def _cuda_is_there(cls, device: str) -> str:
+        if resolve_device(device) == "cuda" and not torch.cuda.is_available():
+            raise said("cuda was asked for but torch.cuda.is_available() is False; use auto or cpu")
+        return device
+
+    def header(self) -> dict[str, Any]:
+        """The dataclass fields every kind of validated study has."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "device": resolve_device(self.device),
+            "requested_device": self.device,
+            "threads": self.threads,
+            "seed": self.seed,
+            "point_timeout_s": None if self.point_timeout_s is None else float(self.point_timeout_s),
+        }
+
+
+class Timed(Header):
+    """The keys of a study that times (sweep and models)."""
+
+    repeats: PositiveInt = Field(20, description="timing samples per point and pass, after warmup")
+    warmup: NonNegativeInt = Field(3, description="untimed calls before sampling")
+    max_time_s: Seconds | None = Field(
+        None,
+        description="stop warm-up (after at least 1 call) and sampling (after at least 3 samples) of a "
+        "point once this many seconds are spent; null: no budget",
+    )

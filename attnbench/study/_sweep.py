@@ -1,0 +1,210 @@
+"""Sweep studies (``kind: sweep``, the default): mechanisms measured over a product of shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_core import InitErrorDetails
+
+from attnbench.registry import build_mechanism, get_mechanism
+from attnbench.study._axes import Sweep
+from attnbench.study._fields import OneOrMany, PositiveInt, choices, problem, said, worded
+from attnbench.study._header import DTYPES, Timed, kind_field, resolve_device
+from attnbench.study._mechanisms import MechanismEntry, MechanismSpec, PluginFile
+
+__all__ = ["MEASURES", "PASSES", "Point", "Study", "SweepFile"]
+
+MEASURES = ("flops", "params", "latency", "memory")
+PASSES = ("forward", "forward_backward")
+_PARAM_IN_MESSAGE = re.compile(r"parameter '(\w+)'")
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One configuration to measure (each is measured once per pass)."""
+
+    mechanism: str
+    params: tuple[tuple[str, Any], ...]  # as given in the study; defaults fill the rest
+    H: int
+    W: int
+    dim: int
+    num_heads: int
+    batch: int
+    dtype: str
+
+    def full_params(self) -> dict[str, Any]:
+        """Every hyper-parameter of the mechanism: the study's values over the defaults."""
+        declared = get_mechanism(self.mechanism).hyperparameters()
+        return {**{k: p.default for k, p in declared.items()}, **dict(self.params)}
+
+    @property
+    def label(self) -> str:
+        params = " ".join(f"{k}={v}" for k, v in self.params)
+        head = f"{self.mechanism} {params}".strip()
+        return f"{head} | {self.H}x{self.W} C{self.dim} h{self.num_heads} b{self.batch} {self.dtype}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A validated sweep study file."""
+
+    path: Path
+    name: str
+    description: str
+    device: str  # resolved: "cpu" or "cuda"
+    requested_device: str
+    dtypes: tuple[str, ...]
+    batches: tuple[int, ...]
+    measure: tuple[str, ...]
+    passes: tuple[str, ...]
+    repeats: int
+    warmup: int
+    max_time_s: float | None
+    threads: int | None  # None: not given (the runner uses 1 on CPU)
+    seed: int
+    resolutions: tuple[tuple[int, int], ...]
+    dims: tuple[int, ...]
+    heads: tuple[int, ...]
+    mechanisms: tuple[MechanismSpec, ...]
+    plugins: tuple[Path, ...]
+    text: str
+    point_timeout_s: float | None = 900.0  # None: no limit
+    kind: str = "sweep"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def points(self) -> list[Point]:
+        """The product of the sweep axes and each mechanism's parameter grid, in run order."""
+        out: list[Point] = []
+        for spec in self.mechanisms:
+            for params in spec.combinations():
+                frozen = tuple(params.items())
+                for dtype, batch, dim, heads, (H, W) in itertools.product(
+                    self.dtypes,
+                    self.batches,
+                    spec.dims or self.dims,
+                    spec.heads or self.heads,
+                    spec.resolutions or self.resolutions,
+                ):
+                    out.append(Point(spec.name, frozen, H, W, dim, heads, batch, dtype))
+        return out
+
+
+def build_problems(spec: MechanismSpec, sweep: Sweep | None) -> list[InitErrorDetails]:
+    """Build ``spec`` on CPU for every parameter combination: one that no ``(dim, num_heads)`` of the
+    sweep builds is a problem (at the parameter its message names); one that fails only for some
+    becomes skipped points at run time."""
+    dims = spec.dims or (tuple(sweep.dim) if sweep else ())
+    heads = spec.heads or (tuple(sweep.num_heads) if sweep else ())
+    pairs = [(d, h) for d in dims for h in heads if d % h == 0]
+    if not pairs:
+        if dims and heads and (spec.dims or spec.heads):  # the study's own sweep says so otherwise
+            axis = "num_heads" if spec.heads else "dim"
+            return [problem(("sweep", axis), f"no num_heads in {list(heads)} divides a dim in {list(dims)}")]
+        return []
+    found = []
+    for combo in spec.combinations():
+        errors = []
+        for dim, h in pairs:
+            try:
+                build_mechanism(spec.name, dim, h, **combo)
+            except ValueError as exc:
+                errors.append(str(exc))
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a mechanism that cannot be built at all
+                errors.append(f"building it failed: {type(exc).__name__}: {exc}")
+            else:
+                break
+        else:  # no (dim, num_heads) of the sweep builds this combination
+            message = errors[0]
+            match = _PARAM_IN_MESSAGE.search(message)
+            loc = ("params", match.group(1)) if match and match.group(1) in combo else ()
+            combo_text = ", ".join(f"{k}={v}" for k, v in combo.items())
+            found.append(problem(loc, f"with {combo_text}: {message}" if len(combo) > 1 else message))
+    return found
+
+
+class SweepFile(Timed):
+    """A sweep study: each mechanism (times its parameter grid) over the product of the sweep's axes,
+    dtype and batch, measured once per pass."""
+
+    say_missing: ClassVar[dict[str, str]] = {
+        "sweep": "missing; give resolution (or H and W), dim and num_heads",
+        "mechanisms": "missing; list at least one mechanism (see `attnbench list`)",
+    }
+    key_hints: ClassVar[dict[str, str]] = {
+        **{
+            k: "; a sweep study does not train (an ablation study does: kind: ablation)"
+            for k in ("dataset", "train", "backbone")
+        },
+        "models": "; whole models are a models study (kind: models)",
+    }
+
+    kind: kind_field("sweep") = "sweep"  # type: ignore[valid-type]
+    dtype: choices(tuple(DTYPES)) = Field(  # type: ignore[valid-type]
+        ["float32"], description="float32, bfloat16 or float16 (not on CPU), or a list of them"
+    )
+    batch: Annotated[list[PositiveInt], OneOrMany("give at least one positive int")] = Field(
+        [1], description="batch size, or a list of them"
+    )
+    measure: choices(MEASURES) = Field(  # type: ignore[valid-type]
+        list(MEASURES), description="what to measure: flops (fvcore MACs), params, latency, memory"
+    )
+    passes: choices(PASSES) = Field(  # type: ignore[valid-type]
+        ["forward"], description="forward, and forward_backward (a training step's forward and backward)"
+    )
+    sweep: Sweep = Field(description="the axes; points are their product (with dtype and batch)")
+    plugins: Annotated[list[PluginFile], worded("a list of .py files")] = Field(
+        [], description=".py files that register mechanisms, relative to the study file"
+    )
+    mechanisms: Annotated[
+        list[MechanismEntry],
+        Field(min_length=1),
+        worded(lambda value: "expected a non-empty list of mechanisms (- name: bra)"),
+    ] = Field(description="registered mechanisms (see `attnbench list`): a name, or name, params and sweep")
+
+    @field_validator("dtype")
+    @classmethod
+    def _float16_needs_a_gpu(cls, dtypes: list[str], info: ValidationInfo) -> list[str]:
+        device = info.data.get("device")
+        if device is not None and resolve_device(device) == "cpu" and "float16" in dtypes:
+            raise said(
+                "float16 is not supported on CPU (the device resolves to cpu); use bfloat16 or float32"
+            )
+        return dtypes
+
+    @field_validator("mechanisms", mode="wrap")
+    @classmethod
+    def _built_for_the_sweep(cls, value: Any, handler: Any, info: ValidationInfo) -> list[MechanismSpec]:
+        sweep = info.data.get("sweep")  # None: the sweep has problems of its own
+        if info.context is not None:
+            info.context["check_entry"] = lambda spec, entry: build_problems(spec, sweep)
+        return handler(value)
+
+    def study(self, path: Path, text: str) -> Study:
+        return Study(
+            path=path,
+            **self.header(),
+            dtypes=tuple(self.dtype),
+            batches=tuple(self.batch),
+            measure=tuple(self.measure),
+            passes=tuple(self.passes),
+            repeats=self.repeats,
+            warmup=self.warmup,
+            max_time_s=None if self.max_time_s is None else float(self.max_time_s),
+            resolutions=tuple(self.sweep.resolutions or ()),
+            dims=tuple(self.sweep.dim),
+            heads=tuple(self.sweep.num_heads),
+            mechanisms=tuple(self.mechanisms),
+            plugins=tuple(self.plugins),
+            text=text,
+        )
