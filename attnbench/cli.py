@@ -213,12 +213,44 @@ def _add_new(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_new)
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from attnbench.study import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"attnbench schema: cannot write {args.out}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"schema written: {args.out}")
+    return 0
+
+
+def _add_schema(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of study files (for editors: validation and completion)",
+        description="Print (or write to FILE) the JSON Schema of a study file of any kind, with the "
+        "parameters of every registered mechanism. studies/study.schema.json is its output; a study "
+        "file whose first line is `# yaml-language-server: $schema=study.schema.json` is checked as "
+        "you type by editors with the YAML language server.",
+    )
+    p.add_argument("-o", "--out", type=Path, metavar="FILE", help="write the schema to FILE instead")
+    p.set_defaults(func=_cmd_schema)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_list,
     _add_run,
     _add_report,
     _add_check,
     _add_new,
+    _add_schema,
 ]
 
 
