@@ -11,6 +11,11 @@ only its ``topk`` highest scores:
   over the row and the product with v;
 - output projection.
 
+The masked softmax is computed as the softmax of the ``topk`` kept scores scattered into a zeroed
+N x N score buffer: the same numbers (a -inf score contributes an exact zero) from two N x N
+tensors where the released code builds five (scores, mask, -inf fill, masked scores, softmax);
+about 1e-7 apart from it in float32, from the order of the softmax sum.
+
 The selection is non-differentiable as in the released code: gradients reach the kept scores only.
 ``topk`` defaults to 100, the released ``kNNAttention`` default, used there with DeiT's 197 tokens
 (about half the keys). A map of N <= ``topk`` tokens keeps all of them, which is dense attention;
@@ -20,14 +25,16 @@ class token is not part of the map here: every token is a patch.
 
 FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0). The convention: the masked
 dense work is counted in full (both N²·C attention products, as the released code computes every
-score and multiplies every masked zero), and the selection itself (``topk``, the scatter that
-builds the mask, the -inf fill) is free, like BRA's routing top-k and any other selection or
-indexing (docs/flops.md). So KVT costs exactly what global attention costs at every ``topk``; its
-savings, if any, are in accuracy, not arithmetic.
+score and multiplies every masked zero), and the selection itself (``topk``, the softmax over
+the kept scores and their scatter into the N x N weights) is free, like BRA's routing top-k and any
+other selection, indexing or normalising exponential (docs/flops.md). So KVT costs exactly what
+global attention costs at every ``topk``; its savings, if any, are in accuracy, not arithmetic. In
+time it costs more: ``torch.topk`` over every N-long score row dominates on CPU.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from attnbench import AttentionMechanism, check_param, register_mechanism
@@ -46,10 +53,13 @@ def knn_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, scale: float) -> T
     Returns:
         (B, heads, N, d).
     """
-    scores = (q @ k.transpose(-2, -1)) * scale  # (B, h, N, N)
+    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, h, N, N)
     kept, index = scores.topk(topk, dim=-1)  # each (B, h, N, k)
-    masked = scores.new_full(scores.shape, float("-inf")).scatter(-1, index, kept)  # (B, h, N, N)
-    return masked.softmax(dim=-1) @ v  # (B, h, N, d)
+    # softmax over a row whose other scores are -inf is the softmax of the kept scores with exact
+    # zeros elsewhere; topk's backward needs only the indices, so the score buffer is zeroed and
+    # reused as the scatter's base (out of place: the FLOP counter has no entry for scatter_)
+    weights = scores.zero_().scatter(-1, index, kept.softmax(dim=-1))  # (B, h, N, N)
+    return weights @ v  # (B, h, N, d)
 
 
 @register_mechanism("kvt")
