@@ -107,29 +107,19 @@ def load_study(path: str | Path, *, device: str | None = None) -> Study | Models
     """
     shown = str(path)
     path = Path(path)
-    root, text, problems = read(path, shown)
-    if root is None:
-        raise StudyError(problems)
-    context: dict[str, Any] = {"path": path, "device": device}
-    try:
-        checked = _STUDY_FILE.validate_python(root, context=context)
-    except ValidationError as exc:
-        found = []
-        for error in exc.errors():
-            key, line = locate(root, error["loc"][1:])  # the first part is the kind's tag
-            if device is not None and key == "device":
-                key = "--device"
-            found.append(
-                (
-                    line,
-                    f"{shown}:{line}: {key}: {message_of(error)}"
-                    if key
-                    else f"{shown}:{line}: {message_of(error)}",
-                )
-            )
-        problems += [p for _, p in sorted(found, key=lambda lp: lp[0])]
+    root, text, problems = read(path)
+    if root is not None:
+        try:
+            checked = _STUDY_FILE.validate_python(root, context={"path": path, "device": device})
+        except ValidationError as exc:
+            for error in exc.errors():
+                key, line = locate(root, error["loc"][1:])  # the first part is the kind's tag
+                if device is not None and key == "device":
+                    key = "--device"
+                problems.append((line, f"{key}: {message_of(error)}" if key else message_of(error)))
     if problems:
-        raise StudyError(list(dict.fromkeys(problems)))
+        lines = (f"{shown}:{line}: {said}" for line, said in sorted(problems, key=lambda p: p[0]))
+        raise StudyError(list(dict.fromkeys(lines)))
     return checked.study(path, text)
 
 

@@ -66,12 +66,12 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
 
 
-def read(path: Path, shown: str) -> tuple[Map | None, str, list[str]]:
-    """(the root mapping or None, the text, problems as ``FILE:LINE: ...`` lines) of a study file."""
+def read(path: Path) -> tuple[Map | None, str, list[tuple[int, str]]]:
+    """(the root mapping or None, the text, problems as (line, text)) of a study file."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, "", [f"{shown}:0: cannot read the study file: {exc}"]
+        return None, "", [(0, f"cannot read the study file: {exc}")]
     loader = _LineLoader(text)
     try:
         root = loader.get_single_data()
@@ -81,19 +81,15 @@ def read(path: Path, shown: str) -> tuple[Map | None, str, list[str]]:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         context = getattr(exc, "context", None)
         detail = f"{context}, {problem}" if context else problem
-        return None, text, [f"{shown}:{line}: YAML syntax error: {detail}"]
+        return None, text, [(line, f"YAML syntax error: {detail}")]
     finally:
         loader.dispose()
     if not isinstance(root, Map):
-        return (
-            None,
-            text,
-            [f"{shown}:1: the study must be a YAML mapping of keys (name, sweep, mechanisms, ...)"],
-        )
-    problems = [
-        f"{shown}:{line}: {key}: duplicate key (the later value would win)" for line, key in loader.duplicates
+        return None, text, [(1, "the study must be a YAML mapping of keys (name, sweep, mechanisms, ...)")]
+    duplicates = [
+        (line, f"{key}: duplicate key (the later value would win)") for line, key in loader.duplicates
     ]
-    return root, text, problems
+    return root, text, duplicates
 
 
 def locate(root: Map, loc: Sequence[str | int]) -> tuple[str, int]:
