@@ -98,6 +98,7 @@ CONVENTION_ZERO = frozenset(
     pad constant_pad_nd reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d
     replication_pad2d replication_pad3d _pad_circular _pad_enum roll
     pixel_shuffle pixel_unshuffle channel_shuffle
+    softplus softplus_ scatter_ scatter_add_ index_add_
     """.split()
 )
 

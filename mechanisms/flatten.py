@@ -38,9 +38,7 @@ FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0). The thr
 ``matmul``: q·mean(k) is N·C MACs, kᵀv and q(kᵀv) N·C·head_dim each; the depthwise conv is
 N·C·kernel_size². The focusing function (relu, powers, norms, divisions), the mean and the softplus
 are element-wise or reductions, free; the positional-encoding interpolation, where it runs, is 4 MACs
-per output element. ``softplus`` is not on the FLOP counter's free list, so while FLOPs are counted
-(``attnbench.flops.is_counting()``) it is computed as ``log(1 + exp(scale))``, the same function
-from operators that are; outside counting the module calls ``F.softplus`` as the release does.
+per output element. ``softplus`` is element-wise and free, like the other activations.
 """
 
 from __future__ import annotations
@@ -50,7 +48,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbench import AttentionMechanism, check_param, register_mechanism
-from attnbench.flops import is_counting
 
 __all__ = ["FocusedLinearAttention", "focus"]
 
@@ -111,9 +108,7 @@ class FocusedLinearAttention(AttentionMechanism):
         return table.flatten(2).transpose(1, 2)
 
     def channel_scale(self) -> Tensor:
-        """softplus(scale), (1, 1, C); from free operators while FLOPs are counted."""
-        if is_counting():
-            return torch.log(1 + torch.exp(self.scale))
+        """softplus(scale), (1, 1, C)."""
         return F.softplus(self.scale)
 
     def forward(self, x: Tensor) -> Tensor:
