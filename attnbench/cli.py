@@ -6,11 +6,13 @@ new function there):
 - ``attnbench list``: every registered mechanism, its docstring's first line and its parameters
   with types and defaults;
 - ``attnbench run STUDY.yaml [--out DIR] [--fresh] [--device auto|cpu|cuda] [--quiet] [--no-report]
-  [--executor local|ray] [--address ADDR]``: validate the study (exit 2 with one line per problem),
-  then measure it, here or on a Ray cluster, into a resumable run folder and write its report;
+  [--retry-errors] [--isolation process|none] [--executor local|ray] [--address ADDR]``: validate
+  the study (exit 2 with one line per problem), then measure it, each point in a watched worker
+  process or on a Ray cluster, into a resumable run folder (default runs/<name>) and write its report;
 - ``attnbench report RUN_DIR``: tables, plots, the BRA formula check and index.html of a run;
 - ``attnbench check NAME_OR_FILE``: the conformance suite on one mechanism, as a pass/fail table;
-- ``attnbench new NAME``: a skeleton mechanism file that passes ``check``.
+- ``attnbench new NAME``: a skeleton mechanism file that passes ``check``;
+- ``attnbench schema [-o FILE]``: the JSON Schema of study files (for an editor).
 
 Exit codes: 0 done, 2 bad study or usage, 130 interrupted (Ctrl-C).
 
@@ -67,12 +69,32 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import shlex
+
+    command = ["attnbench", "run", str(args.study)]
+    if args.out is not None:
+        command += ["--out", str(args.out)]
+    if args.device is not None:
+        command += ["--device", args.device]
+    if args.executor != "local":
+        command += ["--executor", args.executor] + (["--address", args.address] if args.address else [])
+    if args.isolation != "process":
+        command += ["--isolation", args.isolation]
+    try:
+        return _run(args, command)
+    except KeyboardInterrupt:  # while importing or validating: nothing was measured
+        again = shlex.join(command)
+        print(f"\nattnbench: interrupted before measuring; run again with: {again}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace, command: list[str]) -> int:
     from attnbench.executors import ExecutorError, make_executor
     from attnbench.runner import run_study
     from attnbench.study import StudyError, load_study
 
     try:
-        executor = make_executor(args.executor, args.address)
+        executor = make_executor(args.executor, args.address, args.isolation)
     except (ValueError, ImportError) as exc:
         print(f"attnbench run: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -82,12 +104,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
-    command = ["attnbench", "run", str(args.study)]
-    if args.out is not None:
-        command += ["--out", str(args.out)]
-    if args.device is not None:
-        command += ["--device", args.device]
-    command += executor.resume_args()
     try:
         return run_study(
             study,
@@ -97,6 +113,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             report=not args.no_report,
             command=command,
             executor=executor,
+            retry_errors=args.retry_errors,
         )
     except ExecutorError as exc:
         print(f"attnbench run: {exc}", file=sys.stderr)
@@ -107,12 +124,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run a study file (resumes an earlier run into the same folder)",
-        description="Validate STUDY.yaml, then measure every point into DIR/results.csv and "
-        "DIR/manifest.json. Re-running resumes: rows already ok or skipped are kept, error rows "
-        "are retried.",
+        description="Validate STUDY.yaml, then measure every point into DIR/results.db (SQLite; "
+        "DIR/results.csv is an export) and DIR/manifest.json, each point in a watched worker process. "
+        "Re-running resumes: rows already ok or skipped are kept, error rows are retried once.",
     )
     p.add_argument("study", type=Path, metavar="STUDY.yaml")
-    p.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: results/<study name>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="run folder (default: runs/<study name>; the shipped reference runs under results/ are written "
+        "only when named here)",
+    )
     p.add_argument(
         "--fresh", action="store_true", help="move an existing run folder aside to DIR.old-<time>, start over"
     )
@@ -120,10 +143,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     p.add_argument("--no-report", action="store_true", help="do not write the report after the run")
     p.add_argument(
+        "--retry-errors", action="store_true", help="measure again error rows that already failed twice"
+    )
+    p.add_argument(
+        "--isolation",
+        choices=("process", "none"),
+        default="process",
+        help="process: each point in a watched worker process, so a crash, an OOM kill or a hang past "
+        "point_timeout_s becomes an error row (default); none: in this process, for debugging",
+    )
+    p.add_argument(
         "--executor",
         choices=("local", "ray"),
         default="local",
-        help="local: measure in this process (default); ray: each point a task on a Ray cluster",
+        help="local: measure on this machine (default); ray: each point a task on a Ray cluster",
     )
     p.add_argument(
         "--address",
@@ -137,8 +170,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from attnbench.report import report_from_args
 
-    if not (args.run_dir / "results.csv").is_file():
-        print(f"attnbench report: {args.run_dir} has no results.csv; give a run folder", file=sys.stderr)
+    if not any((args.run_dir / name).is_file() for name in ("results.db", "results.csv")):
+        print(
+            f"attnbench report: {args.run_dir} has no results.db or results.csv; give a run folder",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     try:
         index = report_from_args(args)

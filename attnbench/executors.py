@@ -1,20 +1,18 @@
-"""Where a study's points are measured: in this process (local) or as tasks on a Ray cluster.
+"""Where jobs run: in a watched worker process (the default), in this process, or as Ray tasks.
 
-The driver (:func:`attnbench.runner.run_study`) decides which points still need rows (resume),
-hands them to an executor, and writes every row the executor yields to the results store; so the
-store, the columns, the ``point_id`` keys and the resume rules are the same for every executor.
+An executor runs self-contained jobs (a picklable top-level function and its arguments) and reports
+what they send back; it knows nothing of study kinds, rows or the runner.
 
-- :class:`LocalExecutor` (the default) measures the points one after the other in this process.
-- :class:`RayExecutor` makes each point (all its passes, as one local step does) a Ray task.
-  CUDA studies: one GPU per task, so one measuring task per GPU at a time; GPU workers serve a
-  single task (``max_calls=1``), so a task never inherits another GPU's CUDA context. CPU
-  studies: ``threads`` Ray CPUs per task and torch pinned to ``threads`` in the worker; tasks on
-  one node still share its caches and memory bandwidth (start the node with ``--num-cpus`` equal
-  to ``threads`` for one task at a time). Rows stream back as tasks finish. A task that raises
-  or whose worker dies is retried once by Ray, then its passes become ``error`` rows; the study
-  goes on. Before submitting, one probe task per eligible node collects its environment: the
-  nodes must agree on the environment key (device name, torch and CUDA versions), which enters
-  every ``point_id`` as on a local run, and each task checks its own node against it.
+- :class:`LocalExecutor` with ``isolation="process"`` (the default) runs each job in one
+  :class:`attnbench.worker.Worker` child process, reused across jobs and replaced when it dies:
+  a job killed by a signal (the OOM killer), one past its timeout, or one that calls
+  ``sys.exit`` becomes a failure of that job only. ``isolation="none"`` runs jobs in this process
+  (for debugging: no timeout, and a crash takes the run down).
+- :class:`RayExecutor` makes each job a Ray task. CUDA: one GPU per task, a GPU worker serves one
+  task only (``max_calls=1``). CPU: ``threads`` Ray CPUs per task. A task that raises or whose
+  worker dies is retried once by Ray, then it is a failure. Before submitting, one probe per
+  eligible node collects its environment: the nodes must agree on the environment key (device
+  name, torch and CUDA versions), and each task checks its own node against it.
 """
 
 from __future__ import annotations
@@ -22,31 +20,27 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
-import os
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from attnbench.environment import collect_environment, environment_id, environment_key, physical_cpu_cores
-from attnbench.registry import load_plugin
-from attnbench.runner import _Context, _measure_point, _message, _now
-from attnbench.study import Point, Study
-from attnbench.timing import fixed_threads
-
-__all__ = ["EXECUTORS", "Executor", "ExecutorError", "LocalExecutor", "RayExecutor", "Setup", "make_executor"]
+__all__ = [
+    "EXECUTORS",
+    "ISOLATIONS",
+    "Executor",
+    "ExecutorError",
+    "Job",
+    "LocalExecutor",
+    "RayExecutor",
+    "make_executor",
+]
 
 EXECUTORS = ("local", "ray")
+ISOLATIONS = ("process", "none")
 RAY_RETRIES = 1  # a failing task runs at most 1 + RAY_RETRIES times
 PROBE_TIMEOUT_S = 300.0
-
-Job = tuple[Point, list[str]]  # a point and the passes it still needs
 
 
 class ExecutorError(RuntimeError):
@@ -54,13 +48,23 @@ class ExecutorError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Job:
+    """One unit of work: ``fn(*args)``, which may send objects back with :func:`attnbench.worker.emit`."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    label: str
+    timeout_s: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Setup:
-    """What an executor found before measuring.
+    """What an executor found before running jobs.
 
     Attributes:
-        threads: CPU intra-op threads every point is measured with (part of each ``point_id``).
-        env: the environment record of the machines that measure (``collect_environment``).
-        where: appended to the driver's first line, e.g. ``", via Ray on 2 nodes: a, b"``.
+        threads: CPU intra-op threads every job runs with.
+        env: the environment record of the machines that run jobs.
+        where: appended to the runner's first line, e.g. ``", via Ray on 2 nodes: a, b"``.
     """
 
     threads: int
@@ -68,32 +72,54 @@ class Setup:
     where: str = ""
 
 
+# What an executor reports, through ``on_event(job index, what, value)``: ("emit", object) for each
+# object the job emits, as soon as it arrives, then exactly one of ("done", None) or
+# ("failed", attnbench.worker.Failure).
+OnEvent = Callable[[int, str, Any], None]
+
+
+def default_threads(threads: int | None, device: str) -> int:
+    """The study's threads, else 1 on CPU (timings on a shared machine) and all physical cores on CUDA."""
+    if threads is not None:
+        return threads
+    if device == "cpu":
+        return 1
+    from attnbench.environment import physical_cpu_cores
+
+    return physical_cpu_cores()
+
+
+def _environment(device: str, threads: int) -> dict[str, Any]:
+    import torch
+
+    from attnbench.environment import collect_environment
+    from attnbench.timing import fixed_threads
+
+    with fixed_threads(threads):
+        env = collect_environment(torch.device(device))
+    return env
+
+
 class Executor(abc.ABC):
-    """Measures jobs (point, passes) and yields their rows; the driver stores them."""
+    """Runs jobs and reports their events."""
 
     name: str
 
     @abc.abstractmethod
-    def start(self, study: Study, device: torch.device) -> contextlib.AbstractContextManager[Setup]:
-        """A context holding whatever measuring needs (a cluster connection); yields the :class:`Setup`."""
+    def start(self, threads: int | None, device: str) -> contextlib.AbstractContextManager[Setup]:
+        """A context holding what running needs (workers, a cluster connection); yields the :class:`Setup`."""
 
     @abc.abstractmethod
     def run(
-        self,
-        ctx: _Context,
-        jobs: list[Job],
-        *,
-        describe: Callable[[str], Any],
-        manifest: dict[str, Any],
-    ) -> Iterator[dict[str, Any]]:
-        """Rows of ``jobs``, yielded as they are measured; closing the iterator stops outstanding work.
+        self, jobs: list[Job], *, on_event: OnEvent, describe: Callable[[str], Any], manifest: dict[str, Any]
+    ) -> None:
+        """Run ``jobs``, reporting each event as it happens; an exception (Ctrl-C) stops outstanding work.
 
         Args:
-            ctx: the run's shared context (study, device, threads, environment, protocol).
-            jobs: the points to measure, each with the passes still missing.
-            describe: takes a short progress text (the progress bar's description).
-            manifest: the run's manifest; the executor may note where rows were measured (the
-                driver writes it).
+            jobs: what to run.
+            on_event: called with (job index, what, value), see ``OnEvent``.
+            describe: takes a short progress text.
+            manifest: the run's manifest; the executor may note where jobs ran (the runner writes it).
         """
 
     def resume_args(self) -> list[str]:
@@ -102,43 +128,62 @@ class Executor(abc.ABC):
 
 
 class LocalExecutor(Executor):
-    """Every point in this process, one after the other, with ``threads`` intra-op threads."""
+    """Jobs one after the other on this machine, in a watched worker process or in this process.
+
+    Args:
+        isolation: ``process`` (a :class:`attnbench.worker.Worker`) or ``none`` (this process).
+    """
 
     name = "local"
 
+    def __init__(self, isolation: str = "process") -> None:
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation {isolation!r} is not one of {list(ISOLATIONS)}")
+        self.isolation = isolation
+        self._worker: Any = None
+
+    def resume_args(self) -> list[str]:
+        return [] if self.isolation == "process" else ["--isolation", self.isolation]
+
     @contextlib.contextmanager
-    def start(self, study: Study, device: torch.device) -> Iterator[Setup]:
-        threads = study.threads if study.threads is not None else physical_cpu_cores()
-        with fixed_threads(threads):
-            env = collect_environment(device)
-        yield Setup(threads=threads, env=env)
+    def start(self, threads: int | None, device: str) -> Iterator[Setup]:
+        from attnbench.worker import InlineWorker, Worker
+
+        threads = default_threads(threads, device)
+        env = _environment(device, threads)
+        process = self.isolation == "process"
+        self._worker = Worker(timeout_setting="point_timeout_s") if process else InlineWorker()
+        try:
+            yield Setup(
+                threads=threads, env=env, where="" if self.isolation == "process" else ", in this process"
+            )
+        finally:
+            self._worker.close()
+            self._worker = None
 
     def run(
-        self,
-        ctx: _Context,
-        jobs: list[Job],
-        *,
-        describe: Callable[[str], Any],
-        manifest: dict[str, Any],
-    ) -> Iterator[dict[str, Any]]:
-        for point, passes in jobs:
-            describe(f"{point.label} {'+'.join(passes)}")
-            yield from _measure_point(ctx, point, passes)
+        self, jobs: list[Job], *, on_event: OnEvent, describe: Callable[[str], Any], manifest: dict[str, Any]
+    ) -> None:
+        manifest["runs"][-1]["executor"] = {"name": self.name, "isolation": self.isolation}
+        for i, job in enumerate(jobs):
+            describe(job.label)
+            outcome, value = self._worker.call(
+                job.fn, job.args, timeout_s=job.timeout_s, on_emit=lambda obj, i=i: on_event(i, "emit", obj)
+            )
+            on_event(i, *(("done", None) if outcome == "result" else ("failed", value)))
 
 
 # ---------------------------------------------------------------------------------------------
-# What runs on a Ray worker
+# Ray
 
 
-_worker_envs: dict[tuple[str, int | None], dict[str, Any]] = {}
+_worker_envs: dict[tuple[str, int], dict[str, Any]] = {}
 
 
-def _worker_environment(device: str, threads: int | None) -> dict[str, Any]:
-    """This worker's environment under ``threads`` threads, collected once per process."""
+def _worker_environment(device: str, threads: int) -> dict[str, Any]:
     key = (device, threads)
     if key not in _worker_envs:
-        with fixed_threads(threads):
-            _worker_envs[key] = collect_environment(torch.device(device))
+        _worker_envs[key] = _environment(device, threads)
     return _worker_envs[key]
 
 
@@ -152,50 +197,27 @@ def _identity() -> dict[str, str]:
     }
 
 
-def _load_plugin_sources(sources: list[tuple[str, str]]) -> None:
-    """Load the study's plugins from the source text the driver sent (the driver's paths may not
-    exist on this node); each lands in a folder named by its hash, so reloading is a no-op."""
-    root = Path(tempfile.gettempdir()) / "attnbench-plugins"
-    for name, text in sources:
-        path = root / hashlib.sha256(text.encode()).hexdigest()[:16] / name
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)  # workers of one node may race to write the same file
-        load_plugin(path)
-
-
-def _probe_task(device: str, threads: int | None) -> dict[str, Any]:
+def _probe_task(device: str, threads: int) -> dict[str, Any]:
     """Ray task: the environment of the node it runs on."""
     return {**_identity(), "env": _worker_environment(device, threads)}
 
 
-def _measure_task(
-    study: Study,
-    point: Point,
-    passes: list[str],
-    device: str,
-    threads: int,
-    env_key: dict[str, Any],
-    plugins: list[tuple[str, str]],
+def _ray_job(
+    fn: Callable[..., Any], args: tuple[Any, ...], device: str, threads: int, env_key: dict[str, Any]
 ) -> dict[str, Any]:
-    """Ray task: the rows of one point, measured as the local executor would."""
-    _load_plugin_sources(plugins)
-    with fixed_threads(threads):
-        env = _worker_environment(device, threads)
-        if environment_key(env) != env_key:
-            raise ExecutorError(
-                f"node {socket.gethostname()} has environment {environment_key(env)}, but the study "
-                f"measures on {env_key}; it joined after the probe or differs from the other nodes"
-            )
-        ctx = _Context(study, torch.device(device), threads, env)
-        rows = list(_measure_point(ctx, point, passes))
-    return {**_identity(), "env": env, "rows": rows}
+    """Ray task: run one job as the inline worker would, collecting what it emits."""
+    from attnbench.environment import environment_key
+    from attnbench.worker import InlineWorker
 
-
-# ---------------------------------------------------------------------------------------------
-# The driver side of Ray
+    env = _worker_environment(device, threads)
+    if environment_key(env) != env_key:
+        raise ExecutorError(
+            f"node {socket.gethostname()} has environment {environment_key(env)}, but the study measures on "
+            f"{env_key}; it joined after the probe or differs from the other nodes"
+        )
+    emitted: list[Any] = []
+    outcome, value = InlineWorker().call(fn, args, on_emit=emitted.append)
+    return {**_identity(), "env": env, "emitted": emitted, "outcome": outcome, "value": value}
 
 
 def _import_ray():
@@ -203,8 +225,8 @@ def _import_ray():
         import ray
     except ImportError as exc:
         raise ImportError(
-            'the Ray executor needs ray: pip install "attnbench[ray]" (or "ray>=2.9") on the driver '
-            "and on every node"
+            'the Ray executor needs ray: pip install "attnbench[ray]" (or "ray>=2.9") on the driver and '
+            "on every node"
         ) from exc
     return ray
 
@@ -212,27 +234,24 @@ def _import_ray():
 def _cause(exc: BaseException) -> str:
     """The message of a failed task: the worker's exception, not Ray's wrapper around it."""
     cause = getattr(exc, "cause", None)
-    return _message(cause if isinstance(cause, BaseException) else exc)
-
-
-def _error_row(ctx: _Context, point: Point, pass_: str, message: str) -> dict[str, Any]:
-    row = ctx.base_row(point, pass_)
-    row.update(status="error", error=message, timestamp=_now())
-    return row
+    exc = cause if isinstance(cause, BaseException) else exc
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
 
 
 def _env_line(env: dict[str, Any]) -> str:
+    from attnbench.environment import environment_key
+
     key = environment_key(env)
     return f"{key['device_name']}, torch {key['torch_version']}, cuda {key['cuda_version']}"
 
 
 class RayExecutor(Executor):
-    """Each point a Ray task; rows come back to the driver as tasks finish.
+    """Each job a Ray task; events come back to the driver as tasks finish.
 
     Args:
         address: a running cluster, as ``ray.init(address=...)`` takes it (``HOST:6379``, or
-            ``auto`` for the cluster this machine joined); None starts a local Ray instance for the
-            run. A Ray already initialized in this process is used as it is.
+            ``auto``); None starts a local Ray instance for the run. A Ray already initialized in
+            this process is used as it is.
         probe_timeout_s: how long to wait for every eligible node to report its environment.
     """
 
@@ -244,15 +263,17 @@ class RayExecutor(Executor):
         self.probe_timeout_s = probe_timeout_s
         self.submitted = 0  # tasks submitted by the last run()
         self.cancelled = 0  # tasks cancelled when the last run() was closed early
+        self._device = "cpu"
+        self._threads = 1
         self._workers: list[dict[str, Any]] = []
-        self._keys: dict[str, str] = {}  # node id -> manifest key, this run
-        self._measured: set[str] = set()  # nodes that returned a task, this run
+        self._keys: dict[str, str] = {}
+        self._measured: set[str] = set()
 
     def resume_args(self) -> list[str]:
         return ["--executor", "ray"] + (["--address", self.address] if self.address else [])
 
     @contextlib.contextmanager
-    def start(self, study: Study, device: torch.device) -> Iterator[Setup]:
+    def start(self, threads: int | None, device: str) -> Iterator[Setup]:
         ray = self._ray
         started = False
         if not ray.is_initialized():
@@ -264,23 +285,26 @@ class RayExecutor(Executor):
             except Exception as exc:  # noqa: BLE001 - reported as a usage problem
                 where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
                 raise ExecutorError(
-                    f"cannot start or reach {where}: {_message(exc)} (start a cluster with "
-                    "`ray start --head`, then pass --address HOST:6379)"
+                    f"cannot start or reach {where}: {_cause(exc)} (start a cluster with `ray start --head`, "
+                    "then pass --address HOST:6379)"
                 ) from exc
             started = True
         try:
-            yield self._probe(study, device)
+            yield self._probe(threads, device)
         finally:
             if started:
                 ray.shutdown()
 
-    def _probe(self, study: Study, device: torch.device) -> Setup:
+    def _probe(self, threads: int | None, device: str) -> Setup:
         """Environment of every node that can run a task; they must share one environment key."""
-        ray = self._ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        cuda = device.type == "cuda"
-        need_cpus = 1 if cuda or study.threads is None else study.threads
+        from attnbench.environment import environment_key
+
+        ray = self._ray
+        cuda = device == "cuda"
+        want_threads = default_threads(threads, device) if threads is not None or not cuda else None
+        need_cpus = 1 if cuda else want_threads
         nodes = [n for n in ray.nodes() if n.get("Alive")]
 
         def fits(node: dict[str, Any]) -> bool:
@@ -292,16 +316,16 @@ class RayExecutor(Executor):
             want = "1 GPU and 1 CPU" if cuda else f"{need_cpus} CPUs (the study's threads)"
             have = "; ".join(f"{n.get('NodeManagerHostname')}: {n.get('Resources', {})}" for n in nodes)
             raise ExecutorError(f"no node of the Ray cluster offers {want}; nodes: {have or 'none'}")
-        # max_calls=1 on GPU tasks: a worker that initialized CUDA never serves another GPU
         options: dict[str, Any] = {"num_cpus": 0, "num_gpus": 1, "max_calls": 1} if cuda else {"num_cpus": 0}
         probe = ray.remote(**options)(_probe_task)
+        probe_threads = want_threads or 1
         refs = [
             probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-                device.type, study.threads
+                device, probe_threads
             )
             for n in eligible
         ]
-        ready, missing = ray.wait(refs, num_returns=len(refs), timeout=self.probe_timeout_s)
+        _, missing = ray.wait(refs, num_returns=len(refs), timeout=self.probe_timeout_s)
         if missing:
             late = [eligible[refs.index(r)].get("NodeManagerHostname") for r in missing]
             for ref in missing:
@@ -323,111 +347,86 @@ class RayExecutor(Executor):
         if len(keys) > 1:
             lines = "; ".join(f"{r['host']}: {_env_line(r['env'])}" for r in reports)
             raise ExecutorError(
-                "the nodes that can run this study differ in device or software, so their numbers "
-                f"would mix: {lines}. Run one kind of machine per study (start the others with "
-                "`ray start --num-gpus 0` / `--num-cpus 0`, or use another cluster)"
+                "the nodes that can run this study differ in device or software, so their numbers would "
+                f"mix: {lines}. Run one kind of machine per study (start the others with `ray start "
+                "--num-gpus 0` / `--num-cpus 0`, or use another cluster)"
             )
-        threads = study.threads
-        if threads is None:  # the fewest physical cores of any eligible node (and Ray CPUs, on CPU)
-            counts = [r["env"]["cpu_physical_cores"] for r in reports]
-            if not cuda:
-                counts += [int(n["Resources"]["CPU"]) for n in eligible]
-            threads = min(counts)
-        self._workers = [{**r, "env": {**r["env"], "torch_threads": threads}} for r in reports]
+        if want_threads is None:  # CUDA: the fewest physical cores of any eligible node
+            want_threads = min(r["env"]["cpu_physical_cores"] for r in reports)
+        self._device, self._threads = device, want_threads
+        self._workers = [{**r, "env": {**r["env"], "torch_threads": want_threads}} for r in reports]
         hosts = ", ".join(sorted({r["host"] for r in reports}))
         return Setup(
-            threads=threads,
+            threads=want_threads,
             env=self._workers[0]["env"],
             where=f", via Ray on {len(reports)} node{'s' if len(reports) > 1 else ''}: {hosts}",
         )
 
     def run(
-        self,
-        ctx: _Context,
-        jobs: list[Job],
-        *,
-        describe: Callable[[str], Any],
-        manifest: dict[str, Any],
-    ) -> Iterator[dict[str, Any]]:
+        self, jobs: list[Job], *, on_event: OnEvent, describe: Callable[[str], Any], manifest: dict[str, Any]
+    ) -> None:
+        from attnbench.environment import environment_key
+        from attnbench.worker import Failure
+
         ray = self._ray
-        cuda = ctx.device.type == "cuda"
+        cuda = self._device == "cuda"
         manifest["runs"][-1]["executor"] = {
             "name": self.name,
             "address": self.address,
             "ray_version": ray.__version__,
-            "task_resources": {"GPU": 1, "CPU": 1} if cuda else {"CPU": ctx.threads},
+            "task_resources": {"GPU": 1, "CPU": 1} if cuda else {"CPU": self._threads},
             "retries": RAY_RETRIES,
         }
         workers = manifest.setdefault("workers", {})
-        measured_by = manifest.setdefault("measured_by", {})
+        ran_on = manifest.setdefault("measured_by", {})
         self.submitted = self.cancelled = 0
         self._keys, self._measured = {}, set()
         for report in self._workers:
             self._worker_key(workers, report, measured=False)
         if not jobs:
             return
-
         resources: dict[str, Any] = (
-            {"num_gpus": 1, "num_cpus": 1, "max_calls": 1} if cuda else {"num_cpus": ctx.threads}
+            {"num_gpus": 1, "num_cpus": 1, "max_calls": 1} if cuda else {"num_cpus": self._threads}
         )
-        task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=True, **resources)(_measure_task)
-        study_ref = ray.put(ctx.study)
-        plugins = [(p.name, p.read_text(encoding="utf-8")) for p in ctx.study.plugins]
-        pending: dict[Any, Job] = {}  # task -> its job, until its rows are yielded
+        task = ray.remote(max_retries=RAY_RETRIES, retry_exceptions=True, **resources)(_ray_job)
+        env_key = environment_key(self._workers[0]["env"])
+        pending: dict[Any, int] = {}
         try:
-            for point, passes in jobs:
-                args = (point, passes, ctx.device.type, ctx.threads, ctx.env_key, plugins)
-                pending[task.remote(study_ref, *args)] = (point, passes)
+            for i, job in enumerate(jobs):
+                pending[task.remote(job.fn, job.args, self._device, self._threads, env_key)] = i
             self.submitted = len(pending)
             describe(f"{len(pending)} tasks submitted")
             refs = list(pending)
             while refs:
                 ready, refs = ray.wait(refs, num_returns=1)
                 for ref in ready:
-                    point, passes = pending.pop(ref)
+                    i = pending.pop(ref)
                     try:
                         result = ray.get(ref)
-                    except Exception as exc:  # noqa: BLE001 - every attempt failed: error rows
-                        failed = f"ray task failed {1 + RAY_RETRIES} times; last: {_cause(exc)}"
-                        rows = [_error_row(ctx, point, p, failed) for p in passes]
+                    except Exception as exc:  # noqa: BLE001 - every attempt failed
+                        failure = Failure(
+                            "exception", f"ray task failed {1 + RAY_RETRIES} times; last: {_cause(exc)}"
+                        )
+                        on_event(i, "failed", failure)
+                        continue
+                    ran_on[jobs[i].label] = self._worker_key(workers, result, measured=True)
+                    describe(f"{len(pending)} left; done {jobs[i].label}")
+                    for obj in result["emitted"]:
+                        on_event(i, "emit", obj)
+                    if result["outcome"] == "result":
+                        on_event(i, "done", None)
                     else:
-                        rows = self._accept(ctx, point, result, workers, measured_by)
-                    describe(f"{len(pending)} left; done {point.label}")
-                    yield from rows
+                        on_event(i, "failed", result["value"])
         finally:
             self.cancelled = len(pending)
             for ref in pending:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
 
-    def _accept(
-        self,
-        ctx: _Context,
-        point: Point,
-        result: dict[str, Any],
-        workers: dict[str, Any],
-        measured_by: dict[str, str],
-    ) -> list[dict[str, Any]]:
-        """The task's rows, each checked to carry the ``point_id`` the driver expects."""
-        key = self._worker_key(workers, result, measured=True)
-        rows = []
-        for row in result["rows"]:
-            expected = ctx.point_id(point, row["pass"])
-            if row.get("point_id") != expected:
-                row = _error_row(
-                    ctx,
-                    point,
-                    row["pass"],
-                    f"worker {key} computed point_id {row.get('point_id')} instead of {expected}: "
-                    "attnbench or the mechanism code differs between the driver and that node",
-                )
-            measured_by[expected] = key
-            rows.append(row)
-        return rows
-
     def _worker_key(self, workers: dict[str, Any], report: dict[str, Any], *, measured: bool) -> str:
-        """The manifest key of a node (its host name). Its record comes from the probe, then from
-        the first task it measured (the environment as the task saw it, threads pinned)."""
+        """The manifest key of a node (its host name); its record is the environment as a task saw it."""
+        from attnbench.environment import environment_id
+
         node = report["node_id"]
         if node not in self._keys:
             key = report["host"]
@@ -447,11 +446,11 @@ class RayExecutor(Executor):
         return key
 
 
-def make_executor(name: str, address: str | None = None) -> Executor:
+def make_executor(name: str, address: str | None = None, isolation: str = "process") -> Executor:
     """The executor called ``name`` (``local`` or ``ray``).
 
     Raises:
-        ValueError: unknown name, or an address for the local executor.
+        ValueError: unknown name or isolation, or an address for the local executor.
         ImportError: ``ray`` without ray installed.
     """
     if name not in EXECUTORS:
@@ -459,5 +458,5 @@ def make_executor(name: str, address: str | None = None) -> Executor:
     if name == "local":
         if address is not None:
             raise ValueError(f"address {address!r} needs the ray executor (--executor ray)")
-        return LocalExecutor()
+        return LocalExecutor(isolation)
     return RayExecutor(address)

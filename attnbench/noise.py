@@ -2,7 +2,8 @@
 machine passes for a quiet one.
 
 Around every timed row the measuring process reads the 1-minute load average and the kernel's CPU
-counters (``/proc/stat``: busy and steal time of all cores) and its own CPU time. From them:
+counters (``/proc/stat``: busy and steal time of all cores) and its own CPU time; the counters are
+read over at least half a second (back to the previous row's end when a row is quicker). From them:
 
 - ``load_avg``: the 1-minute load average when the row started (includes this run's own threads);
 - ``other_cpu``: the average number of cores that *other* processes kept busy while the row was
@@ -35,6 +36,7 @@ IQR_LIMIT = 0.10  # IQR / median above this: the samples disagree
 OTHER_CPU_LIMIT = 0.5  # cores kept busy by other processes during the row
 STEAL_LIMIT = 2.0  # % of CPU time stolen by the hypervisor
 LOAD_RISE_LIMIT = 1.0  # without /proc/stat: rise of the 1-minute load average during the row
+MIN_WINDOW_S = 0.5  # CPU counters over a shorter span are mostly tick rounding
 
 
 def load_average() -> float | None:
@@ -76,23 +78,29 @@ def snapshot() -> Snapshot:
     return Snapshot(time.perf_counter(), t.user + t.system, load_average(), _proc_stat())
 
 
-def noise_columns(before: Snapshot, after: Snapshot) -> dict[str, Any]:
-    """``load_avg``, ``load_avg_end``, ``other_cpu`` and ``steal_pct`` of the time between two snapshots."""
+def noise_columns(before: Snapshot, after: Snapshot, window: Snapshot | None = None) -> dict[str, Any]:
+    """``load_avg``, ``load_avg_end``, ``other_cpu`` and ``steal_pct`` of the time between two snapshots.
+
+    The kernel counts CPU time in ticks (10 ms), too coarse for a row timed in a few milliseconds:
+    ``window`` (an earlier snapshot, e.g. the previous row's end) widens the span the CPU counters
+    are read over; below ``MIN_WINDOW_S`` they are not read at all (``other_cpu`` empty).
+    """
     out: dict[str, Any] = {
         "load_avg": before.load,
         "load_avg_end": after.load,
         "other_cpu": None,
         "steal_pct": None,
     }
+    before = window if window is not None and window.wall < before.wall else before
     wall = after.wall - before.wall
-    if before.stat is None or after.stat is None or wall <= 0:
+    if before.stat is None or after.stat is None or wall < MIN_WINDOW_S:
         return out
     hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     busy = (after.stat[0] - before.stat[0]) / hz
     steal = (after.stat[1] - before.stat[1]) / hz
     own = after.own_cpu - before.own_cpu
     cores = os.cpu_count() or 1
-    out["other_cpu"] = round(max(0.0, busy - steal - own) / wall, 3)
+    out["other_cpu"] = round(min(float(cores), max(0.0, busy - steal - own) / wall), 3)
     out["steal_pct"] = round(100.0 * steal / (wall * cores), 3)
     return out
 
@@ -124,7 +132,8 @@ def busy_warning(threads: int, device: str) -> str | None:
     if idle >= threads:
         return None
     return (
-        f"the machine is busy: load average {load:.2f} on {cores} cores leaves {max(idle, 0):.1f} idle, fewer "
-        f"than the study's {threads} thread(s); timings will be slow and noisy (rows are marked unstable). "
+        f"the machine is busy: load average {load:.2f} on {cores} cores leaves {max(idle, 0):.1f} idle, "
+        f"fewer than the study's {threads} thread(s); timings will be slow and noisy (rows are marked "
+        "unstable). "
         "Check `uptime` and measure on a quiet machine before publishing"
     )

@@ -132,6 +132,23 @@ def move_aside(run_dir: Path) -> Path | None:
     return target
 
 
+def check_run_dir(run_dir: Path) -> None:
+    """Say in one line why ``run_dir`` cannot be a run folder, creating nothing.
+
+    Raises:
+        StoreError: ``run_dir`` is a file, or holds a folder where ``results.csv`` or ``results.db``
+            should be.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise StoreError(f"{run_dir} is a file, not a folder; give --out a folder (new or a run folder)")
+    for name in (CSV_NAME, DB_NAME, MANIFEST_NAME):
+        if (run_dir / name).is_dir():
+            raise StoreError(
+                f"{run_dir / name} is a folder; attnbench writes a file there: move it away, or give "
+                "another --out"
+            )
+
+
 def prepare_run_dir(run_dir: Path) -> None:
     """Create the run folder, or say in one line why it cannot be one.
 
@@ -139,20 +156,13 @@ def prepare_run_dir(run_dir: Path) -> None:
         StoreError: ``run_dir`` is a file, cannot be created or written, or holds a directory
             where ``results.csv`` or ``results.db`` should be.
     """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise StoreError(f"{run_dir} is a file, not a folder; give --out a folder (new or a run folder)")
+    check_run_dir(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {run_dir} ({_describe(exc)}); give --out a writable folder") from exc
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise StoreError(f"cannot write to {run_dir} (read-only or not yours); give --out a writable folder")
-    for name in (CSV_NAME, DB_NAME, MANIFEST_NAME):
-        if (run_dir / name).is_dir():
-            raise StoreError(
-                f"{run_dir / name} is a folder; attnbench writes a file there: move it away, or give "
-                "another --out"
-            )
 
 
 class RunLock:
@@ -367,7 +377,8 @@ class ResultsStore:
                 self._db.execute(
                     "INSERT INTO rows (point_id, pass, status, written, data) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (point_id, pass) DO UPDATE SET status = excluded.status, "
-                    f"attempts = rows.attempts + {int(attempt)}, written = excluded.written, data = excluded.data",
+                    f"attempts = rows.attempts + {int(attempt)}, written = excluded.written, "
+                    "data = excluded.data",
                     (str(point_id), str(pass_), status, _now(), json.dumps(data)),
                 )
         except sqlite3.Error as exc:
@@ -405,7 +416,8 @@ class ResultsStore:
             for row in rows:
                 data = {k: (v if v != "" else None) for k, v in row.items()}
                 self._db.execute(
-                    "INSERT OR REPLACE INTO rows (point_id, pass, status, written, data) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO rows (point_id, pass, status, written, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     (row["point_id"], row["pass"], row["status"], _now(), json.dumps(data)),
                 )
         if rows:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import attnbench.ablation_study as ablation_study
-from attnbench.ablation_study import AblationStudy
+import attnbench.kinds.ablation as ablation_kind
 from attnbench.cli import main
-from attnbench.study import StudyError, load_study
+from attnbench.study import AblationStudy, StudyError, load_study
+
+IN_PROCESS = ["--isolation", "none"]  # the tests below patch training in this process
 
 # Line numbers matter: the validation cases replace whole lines.
 BASE = """\
@@ -128,20 +129,22 @@ def test_run_gives_rows_resumes_without_training_and_reports(tmp_path, capsys, m
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(ablation_study, "train_and_evaluate", no_training)
+    monkeypatch.setattr(ablation_kind, "train_and_evaluate", no_training)
     capsys.readouterr()
-    assert main(["run", str(path), "--out", str(out), "--no-report"]) == 0
-    assert "resuming: 2 runs already finished are kept" in capsys.readouterr().out
+    assert main(["run", str(path), "--out", str(out), "--no-report", *IN_PROCESS]) == 0
+    assert "resuming: 2 runs already measured are kept" in capsys.readouterr().out
     assert _rows(out) == rows  # kept as they were, timestamps included
 
 
+@pytest.mark.slow  # trains twice; test_run_gives_rows... keeps an ablation run in the default suite
 def test_a_kept_workdir_is_read_back_not_retrained(tmp_path):
     """A finished training whose row is missing (a copied folder) gives its row from result.json."""
     path = _study_with_cache(tmp_path, line_11="  - swin", line_12="")
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
     first = _rows(out)
-    (out / "results.csv").unlink()
+    for name in ("results.db", "results.csv"):  # the rows are gone, the trained workdirs are not
+        (out / name).unlink()
     assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
     again = _rows(out)
     assert [r["top1"] for r in again] == [r["top1"] for r in first]
@@ -150,38 +153,38 @@ def test_a_kept_workdir_is_read_back_not_retrained(tmp_path):
 
 def test_a_failing_run_is_an_error_row_and_the_study_goes_on(tmp_path, monkeypatch):
     path = _study_with_cache(tmp_path)
-    real = ablation_study.train_and_evaluate
+    real = ablation_kind.train_and_evaluate
 
     def fail_bra(mechanism, *args, **kwargs):
         if mechanism == "bra":
             raise RuntimeError("boom")
         return real(mechanism, *args, **kwargs)
 
-    monkeypatch.setattr(ablation_study, "train_and_evaluate", fail_bra)
+    monkeypatch.setattr(ablation_kind, "train_and_evaluate", fail_bra)
     out = tmp_path / "run"
-    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report", *IN_PROCESS]) == 0
     rows = {r["mechanism"]: r for r in _rows(out)}
     assert rows["vanilla"]["status"] == "ok"
     assert rows["bra"]["status"] == "error" and "RuntimeError: boom" in rows["bra"]["error"]
     assert rows["bra"]["top1"] == "" and int(rows["bra"]["flops"]) > 0  # counted without training
 
-    monkeypatch.setattr(ablation_study, "train_and_evaluate", real)
-    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
+    monkeypatch.setattr(ablation_kind, "train_and_evaluate", real)
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report", *IN_PROCESS]) == 0
     assert {r["mechanism"]: r["status"] for r in _rows(out)} == {"vanilla": "ok", "bra": "ok"}  # retried
 
 
 def test_ctrl_c_exits_130_and_keeps_what_finished(tmp_path, monkeypatch, capsys):
     path = _study_with_cache(tmp_path)
-    real = ablation_study.train_and_evaluate
+    real = ablation_kind.train_and_evaluate
 
     def interrupt_bra(mechanism, *args, **kwargs):
         if mechanism == "bra":
             raise KeyboardInterrupt
         return real(mechanism, *args, **kwargs)
 
-    monkeypatch.setattr(ablation_study, "train_and_evaluate", interrupt_bra)
+    monkeypatch.setattr(ablation_kind, "train_and_evaluate", interrupt_bra)
     out = tmp_path / "run"
-    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 130
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report", *IN_PROCESS]) == 130
     assert [r["mechanism"] for r in _rows(out)] == ["vanilla"]
     assert "resume with: attnbench run" in capsys.readouterr().err
 
@@ -193,5 +196,5 @@ def test_other_executors_are_refused(tmp_path, capsys):
     class Remote:
         name = "ray"
 
-    with pytest.raises(ExecutorError, match="--executor ray is for sweep studies"):
+    with pytest.raises(ExecutorError, match="run it with --executor local, not --executor ray"):
         run_study(load_study(_write(tmp_path)), out_dir=tmp_path / "run", executor=Remote())  # type: ignore[arg-type]

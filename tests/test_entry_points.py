@@ -24,6 +24,7 @@ import attnbench
 import mechanisms
 from attnbench import registry
 from attnbench.conformance import run_checks
+from attnbench.executors import LocalExecutor
 from attnbench.runner import run_study
 from attnbench.study import load_study
 
@@ -73,7 +74,16 @@ def _measure(tmp_path: Path, plugins: str = "") -> list[dict[str, str]]:
     study_file.write_text(TINY_STUDY.format(name="ways", plugins=plugins), encoding="utf-8")
     study = load_study(study_file)
     out = io.StringIO()
-    code = run_study(study, out_dir=tmp_path / "run", quiet=True, report=False, stdout=out, stderr=out)
+    # in this process: the registrations these tests patch live here, not in a worker
+    code = run_study(
+        study,
+        out_dir=tmp_path / "run",
+        quiet=True,
+        report=False,
+        stdout=out,
+        stderr=out,
+        executor=LocalExecutor("none"),
+    )
     assert code == 0, out.getvalue()
     with open(tmp_path / "run" / "results.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))

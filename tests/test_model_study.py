@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-import attnbench.model_study as model_study
+import attnbench.kinds.models as models_kind
 from attnbench.cli import main
-from attnbench.executors import ExecutorError
-from attnbench.model_study import ModelSpec, ModelsStudy, model_point_id
+from attnbench.kinds.models import model_point_id
 from attnbench.report import write_report
 from attnbench.runner import run_study
-from attnbench.study import StudyError, load_study
+from attnbench.store import ResultsStore
+from attnbench.study import ModelSpec, ModelsStudy, StudyError, load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -292,14 +292,10 @@ def test_best_throughput_and_memory_are_bold(tiny_run, tmp_path):
     _, run_dir = tiny_run
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    columns, rows = read_rows(copy)
-    fast = dict(
-        rows[0], point_id="f" * 16, model="test_vit", kwargs="{}", throughput="1000.0", peak_mem_mb="2.5"
-    )
-    with open(copy / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows([*rows, fast])
+    store = ResultsStore(copy)
+    fast = dict(store.rows()[0], point_id="f" * 16, model="test_vit", kwargs="{}", throughput=1000.0)
+    store.add({**fast, "peak_mem_mb": 2.5})
+    store.close()
     write_report(copy, plots=False)
     md = (copy / "tables" / "models.md").read_text()
     line = next(line for line in md.splitlines() if line.startswith("| test_vit"))
@@ -333,17 +329,17 @@ def test_ctrl_c_saves_the_rows_and_exits_130(tmp_path, capsys, monkeypatch):
         study_text(l9="measure: [params]", l11="  - name: test_vit", l16="  - name: biformer_tiny")
     )
     calls = []
-    real = model_study.measure_entry
+    real = models_kind._measure_entry
 
-    def interrupt_second(run, spec):
-        calls.append(spec.label)
+    def interrupt_second(kind, ctx, task):
+        calls.append(task.label)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(run, spec)
+        return real(kind, ctx, task)
 
-    monkeypatch.setattr(model_study, "measure_entry", interrupt_second)
+    monkeypatch.setattr(models_kind, "_measure_entry", interrupt_second)
     run_dir = tmp_path / "run"
-    assert main(["run", str(path), "--out", str(run_dir)]) == 130
+    assert main(["run", str(path), "--out", str(run_dir), "--isolation", "none"]) == 130
     err = capsys.readouterr().err
     assert "resume with: attnbench run" in err and str(run_dir) in err
     _, rows = read_rows(run_dir)
@@ -351,26 +347,24 @@ def test_ctrl_c_saves_the_rows_and_exits_130(tmp_path, capsys, monkeypatch):
     assert json.loads((run_dir / "manifest.json").read_text())["runs"][-1]["status"] == "interrupted"
     resumed = []
     monkeypatch.setattr(
-        model_study, "measure_entry", lambda run, spec: resumed.append(spec.name) or real(run, spec)
+        models_kind,
+        "_measure_entry",
+        lambda kind, ctx, task: resumed.append(task.payload.name) or real(kind, ctx, task),
     )
-    assert main(["run", str(path), "--out", str(run_dir), "--quiet", "--no-report"]) == 0
+    args = ["run", str(path), "--out", str(run_dir), "--quiet", "--no-report", "--isolation", "none"]
+    assert main(args) == 0
     _, rows = read_rows(run_dir)
     assert [(r["model"], r["status"]) for r in rows] == [("test_vit", "ok"), ("biformer_tiny", "ok")]
     assert resumed == ["biformer_tiny"]  # the first model is not measured again
 
 
-def test_other_executors_and_sweep_folders_are_refused(tmp_path, capsys):
+def test_a_folder_of_another_kind_is_refused(tmp_path, capsys):
     path = tmp_path / "study.yaml"
     path.write_text(BASE)
     study = load_study(path)
-
-    class Remote:
-        name = "ray"
-
-    with pytest.raises(ExecutorError, match="--executor ray is for sweep studies"):
-        run_study(study, out_dir=tmp_path / "run", executor=Remote())
     sweep = tmp_path / "sweep"
-    sweep.mkdir()
-    (sweep / "results.csv").write_text("point_id,mechanism,H,W\n")
+    sweep.mkdir()  # a sweep run of an older attnbench: a CSV of mechanism rows
+    header = "point_id,pass,status,mechanism,H,W\n"
+    (sweep / "results.csv").write_text(header + "ab" * 8 + ",forward,ok,vanilla,8,8\n")
     assert run_study(study, out_dir=sweep, quiet=True) == 2
-    assert "holds a sweep run" in capsys.readouterr().err
+    assert "holds a sweep run; give this models study its own folder" in capsys.readouterr().err

@@ -22,7 +22,10 @@ from attnbench.study import load_study
 ray = pytest.importorskip("ray")
 
 # columns that legitimately differ between two measurements of the same point
-MEASURED = {"latency_ms", "latency_iqr_ms", "latency_samples_ms", "throughput", "peak_mem_mb", "timestamp"}
+MEASURED = {
+    *("latency_ms", "latency_iqr_ms", "latency_samples_ms", "throughput", "peak_mem_mb", "timestamp"),
+    *("load_avg", "load_avg_end", "other_cpu", "steal_pct", "unstable", "unstable_why"),  # the noise guard
+}
 
 PLUGIN = '''\
 import os
@@ -130,6 +133,7 @@ def both_runs(ray_instance, tmp_path_factory):
     registry._REGISTRY.update(saved)
 
 
+@pytest.mark.slow  # a local Ray instance and several tasks: tens of seconds
 def test_ray_rows_equal_local_rows(both_runs):
     _, local_dir, ray_dir, executor = both_runs
     assert executor.submitted == 3  # one task per point, both passes in it
@@ -156,6 +160,7 @@ def test_ray_rows_equal_local_rows(both_runs):
     assert all("RuntimeError: boom in forward" in r["error"] and r["params"] != "" for r in boom)
 
 
+@pytest.mark.slow  # a local Ray instance and several tasks: tens of seconds
 def test_ray_manifest_records_the_workers(both_runs):
     _, _, ray_dir, _ = both_runs
     _, rows = read_rows(ray_dir)
@@ -168,10 +173,11 @@ def test_ray_manifest_records_the_workers(both_runs):
     worker = m["workers"][host]
     assert worker["env_id"] == run["env_id"] == next(iter(rows.values()))["env_id"]
     assert worker["environment"]["torch_threads"] == 1 and worker["environment"]["device_type"] == "cpu"
-    assert m["measured_by"] == {pid: host for pid in rows}
+    assert len(m["measured_by"]) == 3 and set(m["measured_by"].values()) == {host}  # one entry per task
     assert m["environments"][run["env_id"]]["torch_version"] == torch.__version__
 
 
+@pytest.mark.slow  # a local Ray instance and several tasks: tens of seconds
 def test_ray_rerun_submits_only_unfinished_points(both_runs, tmp_path):
     study, _, ray_dir, _ = both_runs
     run_dir = tmp_path / "ray"
@@ -188,6 +194,7 @@ def test_ray_rerun_submits_only_unfinished_points(both_runs, tmp_path):
     assert manifest(run_dir)["runs"][-1]["rows_written"] == 2
 
 
+@pytest.mark.slow  # a local Ray instance and several tasks: tens of seconds
 def test_a_crashing_task_is_retried_once_then_an_error_row(ray_instance, tmp_path, temp_registry):
     path = write_study(
         tmp_path,
@@ -210,6 +217,7 @@ def test_a_crashing_task_is_retried_once_then_an_error_row(ray_instance, tmp_pat
     assert len(attempts) == 2 and len(set(attempts)) == 2  # two worker processes, one attempt each
 
 
+@pytest.mark.slow  # a local Ray instance and several tasks: tens of seconds
 def test_ctrl_c_cancels_outstanding_tasks_and_the_rerun_finishes(
     ray_instance, tmp_path, temp_registry, monkeypatch
 ):
@@ -248,6 +256,7 @@ def test_ctrl_c_cancels_outstanding_tasks_and_the_rerun_finishes(
     assert {pid: rows[pid] for pid in first} == first  # the saved row was kept as it was
 
 
+@pytest.mark.slow  # a local Ray instance and several tasks: tens of seconds
 def test_a_study_no_node_can_run_is_refused_before_anything_is_written(ray_instance, tmp_path, temp_registry):
     path = write_study(tmp_path, mechanism="_ray_unused2", mechanisms="  - vanilla")
     path.write_text(path.read_text().replace("threads: 1", "threads: 64"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from attnbench.report._document import Table, best_mask
 from attnbench.report._results import load_results, mechanism_labels
 from attnbench.report.plots import MECHANISM_COLORS, mechanism_styles
 from attnbench.report.tables import comparison_tables
+from attnbench.store import ResultsStore
 
 FAKE = "synthetic-test-data: timings and memory are FAKE"
 BASE = {"batch": 4, "dtype": "float32", "device": "cpu", "error": "", "study": FAKE}
@@ -67,8 +69,13 @@ def small_rows() -> list[dict]:
 
 
 def write_run(run_dir: Path, rows: list[dict], note: str = FAKE) -> Path:
+    """A run folder holding ``rows``, written through the store as a run writes them."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(run_dir / "results.csv", index=False)
+    store = ResultsStore(run_dir)
+    for i, row in enumerate(rows):
+        clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        store.add({"point_id": f"{i:016x}", "status": "ok", "pass": "forward", **clean})
+    store.close()
     (run_dir / "manifest.json").write_text(
         json.dumps({"note": note, "environments": {"cpu": {"torch": "x"}}})
     )
@@ -213,7 +220,7 @@ def test_labels_name_only_the_parameters_that_vary(tmp_path):
 
 
 def test_missing_results_file_says_what_to_pass(tmp_path):
-    with pytest.raises(FileNotFoundError, match="results.csv"):
+    with pytest.raises(FileNotFoundError, match="results.db or results.csv"):
         write_report(tmp_path)
 
 

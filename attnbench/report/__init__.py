@@ -155,7 +155,7 @@ def _summary(results: pd.DataFrame, df: pd.DataFrame, run_dir: Path) -> Doc:
     doc = Doc()
     counts = results["status"].value_counts()
     doc.para(
-        f"`{run_dir.name}`: {len(results)} rows in `results.csv` ("
+        f"`{run_dir.name}`: {len(results)} rows in `results.db` ("
         + ", ".join(f"{n} {s or 'no status'}" for s, n in counts.items())
         + f"); {len(df)} after the filters. Mechanisms: "
         + ", ".join(f"`{m}`" for m in dict.fromkeys(df["mechanism"]))
@@ -163,6 +163,17 @@ def _summary(results: pd.DataFrame, df: pd.DataFrame, run_dir: Path) -> Doc:
         + ", ".join(dict.fromkeys(resolution_label(h, w) for h, w in zip(df["H"], df["W"])))
         + "."
     )
+    if results.attrs.get("left_out"):
+        doc.para(f"**Rows left out:** {results.attrs['left_out']}.")
+    if "unstable" in df.columns:
+        unstable = df[df["unstable"].astype(str).isin(["1", "1.0", "True"])]
+        if not unstable.empty:
+            doc.para(
+                f"**{len(unstable)} timed row(s) are unstable** (their IQR exceeds 10 % of the median, or "
+                "other work kept the machine busy while they were timed; column `unstable_why`): their "
+                "latency, throughput and memory cells are marked with † in the tables. Measure on a quiet "
+                "machine before publishing them."
+            )
     doc.para(
         "Conventions: FLOPs are multiply-accumulates of one image (batch 1) counted by fvcore "
         "(1 MAC = 1 FLOP, the convention of the BiFormer, Swin and DAT papers); latency is the median of "

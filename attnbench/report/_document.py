@@ -126,6 +126,7 @@ _LATEX_SPECIAL = {
     "^": r"\textasciicircum{}",
     "×": r"$\times$",
     "±": r"$\pm$",
+    "†": r"\textsuperscript{\dag}",
     "²": r"$^2$",
     "⁴": r"$^4$",
     "≈": r"$\approx$",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -12,8 +11,7 @@ from typing import Any
 import pandas as pd
 
 from attnbench.registry import get_mechanism
-from attnbench.results import BASE_COLUMNS, MEASURE_COLUMNS
-from attnbench.results import load_results as read_results_csv
+from attnbench.store import load_rows, read_manifest
 
 __all__ = [
     "FIXED_COLUMNS",
@@ -27,8 +25,13 @@ __all__ = [
     "varying",
 ]
 
-# Columns of results.csv that are not mechanism parameters: the store's own, accuracy, and ours.
-FIXED_COLUMNS = frozenset([*BASE_COLUMNS, *MEASURE_COLUMNS, "top1", "top5", "seed", "oom", "label"])
+# Columns of a sweep row that are not mechanism parameters (the kind's own, accuracy, and ours).
+FIXED_COLUMNS = frozenset(
+    """point_id env_id study mechanism H W C num_heads batch dtype device pass status error flops flops_torch
+    flops_analytic flops_uncounted params latency_ms latency_iqr_ms latency_n latency_samples_ms throughput
+    peak_mem_mb mem_method timestamp protocol_id threads load_avg load_avg_end other_cpu steal_pct unstable
+    unstable_why top1 top5 seed oom label""".split()
+)
 NUMERIC_COLUMNS = (
     "H W C num_heads batch flops flops_torch flops_analytic params latency_ms latency_iqr_ms "
     "throughput peak_mem_mb top1 top5 seed"
@@ -37,21 +40,64 @@ REQUIRED_COLUMNS = ("mechanism", "H", "W", "C", "num_heads", "pass", "status")
 _OOM = re.compile(r"out of memory|\boom\b|memoryerror|can(?:no|')t allocate|not enough memory", re.IGNORECASE)
 
 
-def load_results(run_dir: str | Path) -> pd.DataFrame:
-    """The rows of ``run_dir/results.csv``; numeric columns as numbers, parameters as written.
+def rows_frame(run_dir: str | Path) -> pd.DataFrame:
+    """Every stored row of a run folder (``results.db``, or a ``results.csv`` alone) as a DataFrame,
+    restricted to one measurement protocol (see :func:`one_protocol`).
 
     Raises:
-        FileNotFoundError: no ``results.csv`` in ``run_dir``.
+        FileNotFoundError: the folder holds no results.
+    """
+    columns, rows = load_rows(run_dir)
+    df = pd.DataFrame(rows, columns=columns or None)
+    if df.empty and columns:
+        df = pd.DataFrame(columns=columns)
+    return one_protocol(df, read_manifest(run_dir).get("protocol_id"))
+
+
+def one_protocol(df: pd.DataFrame, preferred: str | None) -> pd.DataFrame:
+    """The rows of one protocol (``protocol_id``: measurement settings, device and environment), so
+    that no table averages numbers that are not comparable. The latest run's protocol is kept, else
+    the one with most rows; ``df.attrs["left_out"]`` says what was left out and why."""
+    if "protocol_id" not in df.columns or df.empty:
+        return df
+    ids = df["protocol_id"].fillna("(older run, no protocol recorded)")
+    if ids.nunique() <= 1:
+        return df
+    keep = preferred if preferred in set(ids) else ids.value_counts().index[0]
+    left = df[ids != keep]
+    kept = df[ids == keep].copy()
+
+    def settings(part: pd.DataFrame) -> str:
+        values = []
+        for col in ("threads", "env_id", "device", "dtype"):
+            if col in part.columns:
+                values.append(f"{col} {', '.join(sorted({plain(v) for v in part[col].dropna()})) or '-'}")
+        return "; ".join(values)
+
+    kept.attrs["left_out"] = (
+        f"{len(left)} of {len(df)} rows were measured under another protocol ({settings(left)}) than the "
+        f"{len(kept)} shown ({settings(kept)}); they are left out of tables and plots so that no cell mixes "
+        "them, and stay in results.db"
+    )
+    return kept
+
+
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    """The rows of a run folder (one protocol); numeric columns as numbers, parameters as written.
+
+    Raises:
+        FileNotFoundError: the folder holds no results.
         ValueError: a required column is missing.
     """
-    path = Path(run_dir) / "results.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass the folder a run wrote (it holds results.csv)")
-    df = read_results_csv(run_dir)
+    path = Path(run_dir)
+    df = rows_frame(run_dir)
+    for col in df.columns:  # a CSV-only folder gives text; numbers were written as numbers
+        if df[col].dtype == object:
+            df[col] = df[col].where(df[col].notna(), None)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
-            f"{path}: missing column(s) {missing}; results.csv needs at least {REQUIRED_COLUMNS}"
+            f"{path}: missing column(s) {missing}; a sweep run's rows need at least {REQUIRED_COLUMNS}"
         )
     for col in NUMERIC_COLUMNS:
         if col in df.columns:
@@ -67,8 +113,7 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
 
 def load_manifest(run_dir: str | Path) -> dict[str, Any]:
     """``run_dir/manifest.json`` as a dict (empty when the file is absent)."""
-    path = Path(run_dir) / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_manifest(run_dir)
 
 
 def filter_rows(

@@ -24,7 +24,7 @@ from attnbench.report._document import Doc, Table, best_mask
 from attnbench.report._results import decimals_for, load_manifest, plain
 from attnbench.report.html import index_html
 from attnbench.report.plots import EXTRA_COLORS, EXTRA_MARKERS, MECHANISM_COLORS, RC, save
-from attnbench.results import load_results
+from attnbench.store import load_rows
 
 __all__ = ["is_models_run", "models_tables", "plot_models", "write_models_report"]
 
@@ -42,17 +42,18 @@ PLOT_NAME = "models_speed_vs_gmacs"
 
 
 def is_models_run(run_dir: str | Path) -> bool:
-    """True when ``run_dir/results.csv`` holds model rows (a ``kind: models`` run)."""
-    path = Path(run_dir) / "results.csv"
-    if not path.is_file():
+    """True when ``run_dir`` holds model rows (a ``kind: models`` run)."""
+    try:
+        header, _ = load_rows(run_dir)
+    except (FileNotFoundError, ValueError):
         return False
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().strip().split(",")
     return "model" in header and "mechanism" not in header
 
 
 def _load(run_dir: Path) -> pd.DataFrame:
-    df = load_results(run_dir)
+    from attnbench.report._results import rows_frame
+
+    df = rows_frame(run_dir)
     for col in NUMERIC:
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")

@@ -80,8 +80,10 @@ def _column(
     missing: list[str],
     spreads: list[float] | None = None,
     unit: tuple[float, str] | None = None,
+    unstable: list[bool] | None = None,
 ) -> tuple[str, list[str], list[bool]]:
-    """Header, cell texts and bold marks of one numeric column; ``missing`` fills NaN cells."""
+    """Header, cell texts and bold marks of one numeric column; ``missing`` fills NaN cells; a timed
+    value from an ``unstable`` row is marked †."""
     metric = METRICS[metric_key]
     finite = [v for v in values if not math.isnan(v)]
     div, unit_text = unit or _unit(metric, values)
@@ -95,12 +97,26 @@ def _column(
         text = f"{v / div:.{decimals}f}"
         if spreads is not None and not math.isnan(spreads[i]):
             text += f" ± {spreads[i] / div:.{decimals}f}"
+        if unstable is not None and unstable[i] and metric_key in TIMED:
+            text += UNSTABLE_MARK
         cells.append(text)
     if metric.higher_is_better is None:
         bold = [False] * len(values)
     else:
         bold = best_mask([None if math.isnan(v) else v for v in values], metric.higher_is_better)
     return header, cells, bold
+
+
+UNSTABLE_MARK = "†"
+TIMED = ("latency_ms", "latency_iqr_ms", "throughput", "peak_mem_mb")
+UNSTABLE_NOTE = "†: unstable timing (IQR > 10% of the median, or a busy machine; see unstable_why)."
+
+
+def _is_unstable(rows: pd.DataFrame) -> bool:
+    """True when any timed row among ``rows`` is marked unstable by the noise guard."""
+    if "unstable" not in rows.columns:
+        return False
+    return bool(pd.to_numeric(rows["unstable"], errors="coerce").fillna(0).astype(bool).any())
 
 
 def _status_word(rows: pd.DataFrame) -> str:
@@ -201,11 +217,12 @@ def comparison_tables(
     for gvalues, g in at.groupby(groups, sort=False) if groups else [((), at)]:
         gvalues = gvalues if isinstance(gvalues, tuple) else (gvalues,)
         keys = ["label", *in_label]
-        labels, values, spreads, missing = (
+        labels, values, spreads, missing, shaky = (
             [],
             {c: [] for c in cols},
             {c: [] for c in cols},
             {c: [] for c in cols},
+            [],
         )
         for key, rows in g.groupby(keys, sort=False):
             key = key if isinstance(key, tuple) else (key,)
@@ -213,6 +230,7 @@ def comparison_tables(
             ok = rows[rows["status"] == "ok"]
             use = ok if not ok.empty else rows
             word = "—" if not ok.empty else _status_word(rows)
+            shaky.append(_is_unstable(use))
             for c in cols:
                 series = _as_percent(use[c]) if c in ACCURACY else use[c]
                 values[c].append(float(series.mean()) if series.notna().any() else math.nan)
@@ -227,6 +245,7 @@ def comparison_tables(
                 [values[c][i] for i in order],
                 [missing[c][i] for i in order],
                 spreads=[spreads[c][i] for i in order] if c in ACCURACY else None,
+                unstable=[shaky[i] for i in order],
             )
             header.append(h)
             body_cols.append(cells)
@@ -238,6 +257,8 @@ def comparison_tables(
         notes = ["FLOPs: multiply-accumulates of one image (batch 1), fvcore convention (1 MAC = 1 FLOP)."]
         if any(c in ACCURACY for c in cols):
             notes.append("Accuracy: mean ± std over seeds where several were run.")
+        if any(shaky) and any(c in TIMED for c in cols):
+            notes.append(UNSTABLE_NOTE)
         tables.append(
             Table(
                 name=name,
@@ -278,18 +299,20 @@ def sweep_tables(
         for gvalues, g in df.groupby(group, sort=False) if group else [((), df)]:
             gvalues = gvalues if isinstance(gvalues, tuple) else (gvalues,)
             keys = ["label", *in_label]
-            labels, grid, words = [], [], []
+            labels, grid, words, shaky = [], [], [], []
             for key, rows in g.groupby(keys, sort=False):
                 key = key if isinstance(key, tuple) else (key,)
                 labels.append(" · ".join(plain(k) for k in key))
-                line, wline = [], []
+                line, wline, sline = [], [], []
                 for H, W in res:
                     cell = rows[(rows["H"] == H) & (rows["W"] == W)]
                     ok = cell if flops_like else cell[cell["status"] == "ok"]
                     line.append(float(ok[metric].mean()) if ok[metric].notna().any() else math.nan)
                     wline.append(_status_word(cell) if not cell.empty else "—")
+                    sline.append(_is_unstable(ok))
                 grid.append(line)
                 words.append(wline)
+                shaky.append(sline)
             order = list(range(len(labels)))
             if sort is not None and sort.lstrip("-") in ("mechanism", "label"):
                 order = sorted(order, key=lambda i: labels[i], reverse=sort.startswith("-"))
@@ -298,7 +321,11 @@ def sweep_tables(
             columns_text, columns_bold = [], []
             for j in range(len(res)):
                 _, cells, bold = _column(
-                    metric, [grid[i][j] for i in order], [words[i][j] for i in order], unit=unit
+                    metric,
+                    [grid[i][j] for i in order],
+                    [words[i][j] for i in order],
+                    unit=unit,
+                    unstable=[shaky[i][j] for i in order],
                 )
                 columns_text.append(cells)
                 columns_bold.append(bold)
@@ -312,7 +339,8 @@ def sweep_tables(
                     rows=[[labels[i], *(col[r] for col in columns_text)] for r, i in enumerate(order)],
                     bold=[[False, *(col[r] for col in columns_bold)] for r in range(len(order))],
                     note=("fvcore MACs of one image (batch 1). " if flops_like else "")
-                    + "OOM: out of memory; —: not run.",
+                    + "OOM: out of memory; —: not run."
+                    + (f" {UNSTABLE_NOTE}" if metric in TIMED and any(any(x) for x in shaky) else ""),
                 )
             )
     return tables

@@ -1,0 +1,362 @@
+"""Sweep studies: every mechanism over a grid of shapes and parameters, one row per point and pass.
+
+Per point (mechanism, parameters, H, W, C, heads, batch, dtype), seeded with the study's seed:
+
+1. build the mechanism on CPU in fp32 and ask ``check_input(H, W)``; a ``ValueError`` from either
+   makes the point's rows ``skipped`` with the reason;
+2. ``params``: the number of parameter elements;
+3. ``flops``: :func:`attnbench.count_flops` of one forward at batch 1 in fp32 on the run device
+   (fvcore MACs, the FlopCounterMode cross-check halved to MACs, uncounted operators), and the sum
+   of ``analytic_flops(H, W)``; counted once per shape in a worker and shared by both pass rows;
+4. the module and a ``randn`` input are cast to the device and dtype (no autocast), then per pass:
+   ``forward`` is eval mode under ``torch.no_grad()``; ``forward_backward`` is train mode, the input
+   requiring grad, ``out.float().sum().backward()`` with gradients set to None first. One untimed
+   probe call first: its output must have the input's shape and be finite, else the row is an
+   ``error``; then latency (:func:`attnbench.timing.time_function`) with the noise guard, and peak
+   memory (:func:`attnbench.memory.peak_memory`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnbench.flops import count_flops
+from attnbench.kinds import Kind, RunContext, Task
+from attnbench.kinds._common import (
+    NOISE_DOCS,
+    check_output,
+    finish,
+    free,
+    measure_speed,
+    message,
+    param_column,
+    table_text,
+)
+from attnbench.memory import module_bytes, tensor_bytes
+from attnbench.registry import build_mechanism, get_mechanism
+from attnbench.study import DTYPES, Point
+from attnbench.worker import emit
+
+__all__ = ["COLUMN_DOCS", "KIND", "point_id"]
+
+_HEAD = {
+    "point_id": "hash of the point's full config (all mechanism params, shape, batch, dtype, pass, device, "
+    "protocol) and the environment key; the resume key",
+    "env_id": "key into manifest.json 'environments'",
+    "study": "study name",
+    "mechanism": "registered mechanism name",
+    "H": "input height (tokens)",
+    "W": "input width (tokens)",
+    "C": "channels (dim)",
+    "num_heads": "attention heads",
+    "batch": "batch size of the timing and memory passes",
+    "dtype": "dtype the module and input were cast to (no autocast)",
+    "device": "cpu or cuda",
+    "pass": "forward (eval, no_grad) or forward_backward (train, loss = out.float().sum(), backward)",
+}
+_TAIL = {
+    "status": "ok | skipped (impossible point, reason in error) | error (message in error)",
+    "error": "why the row is skipped or failed; empty when ok",
+    "flops": "MACs of one forward pass at batch 1, fp32, fvcore convention (1 MAC = 1 FLOP), "
+    "attnbench.count_flops; same value in both pass rows",
+    "flops_torch": "torch FlopCounterMode total of the same forward, halved to MACs",
+    "flops_analytic": "sum of the mechanism's analytic_flops(H, W), MACs, batch 1",
+    "flops_uncounted": "JSON {operator: calls} that no FLOP handle counted (non-empty: flops may be low)",
+    "params": "number of parameters (elements)",
+    "latency_ms": "median of the timing samples, milliseconds, at the row's batch",
+    "latency_iqr_ms": "inter-quartile range (p75 - p25) of the samples, milliseconds",
+    "latency_n": "number of timing samples",
+    "latency_samples_ms": "JSON list of every sample, milliseconds",
+    "throughput": "images per second = batch / median latency",
+    "peak_mem_mb": "peak memory of one pass in MiB (2^20 bytes), by mem_method",
+    "mem_method": "how peak_mem_mb was measured (see manifest.json 'memory_methods')",
+    **NOISE_DOCS,
+    "timestamp": "UTC time the row was written",
+}
+COLUMN_DOCS = {
+    **_HEAD,
+    "n_win": "BRA: regions per side (S)",
+    "topk": "BRA: routed regions per query (k)",
+    **_TAIL,
+}
+_FIXED = [*_HEAD, *_TAIL]
+
+_flops_cache: dict[tuple, dict[str, Any]] = {}  # per worker process: FLOPs do not depend on batch or dtype
+
+
+def point_id(point: Point, pass_: str, device: str, proto: dict[str, Any], env_key: dict[str, Any]) -> str:
+    """Hash of the point's full configuration (defaults included), the pass, protocol and environment."""
+    config = {
+        "mechanism": point.mechanism,
+        "params": point.full_params(),
+        "H": point.H,
+        "W": point.W,
+        "C": point.dim,
+        "num_heads": point.num_heads,
+        "batch": point.batch,
+        "dtype": point.dtype,
+        "pass": pass_,
+        "device": device,
+        "protocol": proto,
+        "environment": env_key,
+    }
+    blob = json.dumps(config, sort_keys=True, default=repr).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class SweepKind(Kind):
+    name = "sweep"
+
+    def columns(self, study: Any) -> dict[str, str]:
+        out = dict(_HEAD)
+        out["n_win"], out["topk"] = COLUMN_DOCS["n_win"], COLUMN_DOCS["topk"]
+        for spec in study.mechanisms:
+            for pname in get_mechanism(spec.name).hyperparameters():
+                out.setdefault(param_column(pname, _FIXED), f"{spec.name} parameter {pname}")
+        return {**out, **_TAIL}
+
+    def protocol(self, study: Any, threads: int) -> dict[str, Any]:
+        return {
+            "measure": sorted(study.measure),
+            "repeats": study.repeats,
+            "warmup": study.warmup,
+            "max_time_s": study.max_time_s,
+            "threads": threads,
+            "seed": study.seed,
+        }
+
+    def tasks(self, ctx: RunContext) -> list[Task]:
+        proto, key = ctx.protocol, ctx.env_key
+        out, seen = [], set()
+        for point in ctx.study.points():
+            rows = tuple((point_id(point, p, ctx.device, proto, key), p) for p in ctx.study.passes)
+            if rows in seen:
+                continue
+            seen.add(rows)
+            out.append(Task(point.label, rows, point))
+        return out
+
+    def describe(self, ctx: RunContext, n_tasks: int) -> str:
+        s = ctx.study
+        return (
+            f"study {s.name!r}: {n_tasks} points x {len(s.passes)} passes = {n_tasks * len(s.passes)} rows "
+            f"on {ctx.device} ({ctx.env['device_name']}, {ctx.threads} threads)"
+        )
+
+    def base_row(self, ctx: RunContext, point: Point, pass_: str, pid: str) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "point_id": pid,
+            "env_id": ctx.env_id,
+            "study": ctx.study.name,
+            "mechanism": point.mechanism,
+            "H": point.H,
+            "W": point.W,
+            "C": point.dim,
+            "num_heads": point.num_heads,
+            "batch": point.batch,
+            "dtype": point.dtype,
+            "device": ctx.device,
+            "pass": pass_,
+            "protocol_id": ctx.protocol_id,
+            "threads": ctx.threads,
+        }
+        for pname, value in point.full_params().items():
+            row[param_column(pname, _FIXED)] = "None" if value is None else value
+        return row
+
+    def error_rows(
+        self, ctx: RunContext, task: Task, missing: list[str], message: str
+    ) -> list[dict[str, Any]]:
+        ids = dict((p, pid) for pid, p in task.rows)
+        return [finish(self.base_row(ctx, task.payload, p, ids[p]), "error", [message]) for p in missing]
+
+    def measure(self, ctx: RunContext, task: Task) -> None:
+        for row in _measure_point(self, ctx, task):
+            emit(("row", row))
+
+    def manifest(self, ctx: RunContext) -> dict[str, Any]:
+        return {
+            "protocol_text": {
+                "passes": list(ctx.study.passes),
+                "flops": "fvcore MACs (1 MAC = 1 FLOP) of one forward at batch 1 in fp32 on the run device; "
+                "flops_torch = FlopCounterMode / 2",
+                "latency": "untimed probe call (its output checked: the input's shape, finite), `warmup` "
+                "untimed calls (fewer once max_time_s is spent, at least 1), then `repeats` samples (fewer "
+                "if max_time_s is spent, at least 3); CUDA events with synchronization on cuda, "
+                "time.perf_counter on cpu with torch.set_num_threads(threads); median and IQR in ms",
+                "memory": "one call after timing; see memory_methods",
+            }
+        }
+
+    def summary_table(self, rows: list[dict[str, Any]]) -> str:
+        def col(name: str) -> list[Any]:
+            return [r.get(name) for r in rows]
+
+        def num(name: str, scale: float = 1.0, digits: int = 3) -> list[Any]:
+            return [None if v is None else round(float(v) / scale, digits) for v in col(name)]
+
+        return table_text(
+            {
+                "mechanism": col("mechanism"),
+                "HxW": [f"{r.get('H')}x{r.get('W')}" for r in rows],
+                "C/h": [f"{r.get('C')}/{r.get('num_heads')}" for r in rows],
+                "batch": col("batch"),
+                "dtype": col("dtype"),
+                "pass": col("pass"),
+                "status": col("status"),
+                "GMACs(fvcore)": num("flops", 1e9, 4),
+                "ms(median)": num("latency_ms"),
+                "IQR ms": num("latency_iqr_ms"),
+                "peak MiB": num("peak_mem_mb", 1, 2),
+                "note": [(r.get("error") or r.get("unstable_why") or "")[:60] for r in rows],
+            }
+        )
+
+
+def _make_step(module: nn.Module, x: torch.Tensor, pass_: str, keep: list[Any]):
+    """The call to time for a pass; the first call's output is put in ``keep`` (the probe checks it)."""
+    if pass_ == "forward":
+        module.eval()
+
+        def step() -> None:
+            with torch.no_grad():
+                out = module(x)
+            if not keep:
+                keep.append(out)
+
+        return step, x
+    module.train()
+    x_grad = x.detach().requires_grad_(True)
+
+    def step_backward() -> None:
+        module.zero_grad(set_to_none=True)
+        x_grad.grad = None
+        out = module(x_grad)
+        if not keep:
+            keep.append(out.detach())
+        out.float().sum().backward()
+
+    return step_backward, x_grad
+
+
+def _count_flops(ctx: RunContext, point: Point, module: nn.Module) -> dict[str, Any]:
+    """FLOP columns of one forward at batch 1 in fp32 on the run device, cached per shape."""
+    params = tuple(sorted(point.full_params().items()))
+    key = (point.mechanism, params, point.H, point.W, point.dim, point.num_heads, ctx.device)
+    if key in _flops_cache:
+        return _flops_cache[key]
+    out: dict[str, Any] = {}
+    errors = []
+    counted = None
+    try:
+        counted = module if ctx.device == "cpu" else copy.deepcopy(module).to(ctx.device)
+        x1 = torch.randn(1, point.H, point.W, point.dim, device=ctx.device)
+        report = count_flops(counted, x1)
+        out.update(
+            flops=report.total,
+            flops_torch=report.torch_total,
+            flops_uncounted=json.dumps(report.uncounted, sort_keys=True),
+        )
+    except Exception as exc:  # noqa: BLE001 - recorded in the row
+        errors.append(f"flops: {message(exc)}")
+    try:
+        out["flops_analytic"] = sum(module.analytic_flops(point.H, point.W).values())
+    except NotImplementedError:
+        out["flops_analytic"] = None
+    except Exception as exc:  # noqa: BLE001 - recorded in the row
+        errors.append(f"flops_analytic: {message(exc)}")
+    del counted
+    out["_errors"] = errors
+    _flops_cache[key] = out
+    return out
+
+
+def _measure_point(kind: SweepKind, ctx: RunContext, task: Task):
+    """Rows of one point, one per pass, yielded as soon as each is measured."""
+    study, device, point = ctx.study, torch.device(ctx.device), task.payload
+    rows = {p: kind.base_row(ctx, point, p, pid) for pid, p in task.rows}
+    passes = list(rows)
+
+    torch.manual_seed(study.seed)
+    try:
+        module = build_mechanism(point.mechanism, point.dim, point.num_heads, **dict(point.params))
+        module.check_input(point.H, point.W)
+    except ValueError as exc:  # the point is impossible for this mechanism
+        for p in passes:
+            yield finish(rows[p], "skipped", [message(exc)])
+        return
+    except Exception as exc:  # noqa: BLE001 - a failing build is an error row, the run goes on
+        free(device)
+        for p in passes:
+            yield finish(rows[p], "error", [f"build: {message(exc)}"])
+        return
+
+    shared: dict[str, Any] = {}
+    shared_errors: list[str] = []
+    if "params" in study.measure:
+        shared["params"] = sum(p.numel() for p in module.parameters())
+    if "flops" in study.measure:
+        flops = _count_flops(ctx, point, module)
+        shared.update({k: v for k, v in flops.items() if k != "_errors"})
+        shared_errors.extend(flops["_errors"])
+    for row in rows.values():
+        row.update(shared)
+
+    if "latency" not in study.measure and "memory" not in study.measure:
+        for p in passes:
+            yield finish(rows[p], "error" if shared_errors else "ok", list(shared_errors))
+        return
+
+    try:
+        module.to(device=device, dtype=DTYPES[point.dtype])
+        gen = torch.Generator().manual_seed(study.seed)
+        x = torch.randn(point.batch, point.H, point.W, point.dim, generator=gen)
+        x = x.to(device=device, dtype=DTYPES[point.dtype])
+    except Exception as exc:  # noqa: BLE001 - e.g. out of memory: recorded, the run goes on
+        failed = message(exc)
+        module = x = None
+        free(device)
+        for p in passes:
+            yield finish(rows[p], "error", [*shared_errors, failed])
+        return
+
+    try:
+        for p in passes:
+            row, errors = rows[p], list(shared_errors)
+            keep: list[Any] = []
+            step, x_used = _make_step(module, x, p, keep)
+            try:
+                step()  # probe: a missing backward or an OOM fails here, untimed
+            except Exception as exc:  # noqa: BLE001 - recorded in the row
+                errors.append(f"{p}: {message(exc)}")
+            else:
+                bad = check_output(keep[0] if keep else None, tuple(x.shape))
+                keep[:] = [None]  # the output is checked; drop it, and take no more
+                if bad is not None:
+                    errors.append(f"{p}: {bad}")
+                else:
+
+                    def held_bytes(m: nn.Module = module, x_in: torch.Tensor = x_used) -> int:
+                        # gradients dropped: the memory call starts from weights + input only
+                        m.zero_grad(set_to_none=True)
+                        x_in.grad = None
+                        return module_bytes(m) + tensor_bytes([x_in])
+
+                    measure_speed(step, study, device, point.batch, held_bytes, row, errors)
+            del step, x_used
+            module.zero_grad(set_to_none=True)
+            if len(errors) > len(shared_errors):
+                free(device)
+            yield finish(row, "error" if errors else "ok", errors)
+    finally:
+        del module, x
+        free(device, collect=False)
+
+
+KIND = SweepKind()
