@@ -293,7 +293,7 @@ class _Run:
             for row in kind.error_rows(ctx, task, missing, reason):
                 save(i, row)
 
-        jobs = [Job(run_task, (ctx, t), t.label, getattr(study, "point_timeout_s", None)) for t in todo]
+        jobs = [Job(run_task, (kind, ctx, t), t.label, getattr(study, "point_timeout_s", None)) for t in todo]
         try:
             self.executor.run(jobs, on_event=on_event, describe=bar.set_description_str, manifest=manifest)
         except KeyboardInterrupt:

@@ -37,6 +37,7 @@ CAUSES = ("exception", "signal", "timeout", "exit")
 MESSAGE_CHARS = 500  # the longest Failure.message
 STOP_GRACE_S = 5.0  # close(): how long an idle child may take to leave when asked
 KILL_GRACE_S = 2.0  # between SIGTERM and SIGKILL, and the longest wait for a killed child
+STARTUP_S = 300.0  # the most a new child may take to import a task's modules
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _STOP = pickle.dumps(None, protocol=_PROTOCOL)  # the parent's "no more calls"
@@ -135,6 +136,7 @@ def _child_main(conn: multiprocessing.connection.Connection) -> None:
         else:
             if task is None:
                 return
+            send(("started",))  # the task's modules are imported: its time limit starts now
             reply = _run(task, send)
         try:
             data = pickle.dumps(reply, protocol=_PROTOCOL)
@@ -267,7 +269,8 @@ class Worker:
             fn: a picklable top-level function.
             args: its positional arguments (pickled).
             kwargs: its keyword arguments (pickled).
-            timeout_s: seconds from the start of the call; then the child is killed (SIGTERM,
+            timeout_s: seconds from the start of ``fn`` (a new child's start-up and imports do
+                not count; they have ``STARTUP_S`` at least); then the child is killed (SIGTERM,
                 SIGKILL after ``KILL_GRACE_S``) and the call fails with cause "timeout". None: no
                 limit.
             on_emit: called with each emitted object; an exception it raises (KeyboardInterrupt
@@ -284,7 +287,9 @@ class Worker:
             task = pickle.dumps((fn, tuple(args), dict(kwargs or {})), protocol=_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - a task that cannot be sent fails like one that raised
             return "failed", _raised(exc, "the task could not be sent to the worker (pickled): ")
-        deadline = None if timeout_s is None else start + timeout_s
+        # Until the child has imported the task's modules (a new child imports torch: seconds on a
+        # busy machine) only a generous start-up limit applies; timeout_s runs from the task's start.
+        deadline = None if timeout_s is None else start + max(timeout_s, STARTUP_S)
         try:
             if self._process is not None and not self._process.is_alive():
                 self._end("kill")  # it died while idle
@@ -327,7 +332,9 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - e.g. an emitted class this process cannot import
                 self._end("kill")
                 return "failed", _raised(exc, "a message from the worker could not be read (unpickled): ")
-            if kind == "emit":
+            if kind == "started":
+                deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            elif kind == "emit":
                 if on_emit is not None:
                     on_emit(fields[0])
             elif kind == "result":

@@ -156,13 +156,17 @@ def kind_of(study: Any) -> Kind:
     return get_kind(getattr(study, "kind", "sweep"))
 
 
-def run_task(ctx: RunContext, task: Task) -> None:
-    """Measure one task, wherever an executor runs it: loads the study's plugins, fixes the threads."""
+def run_task(kind: Kind, ctx: RunContext, task: Task) -> None:
+    """Measure one task, wherever an executor runs it: loads the study's plugins, fixes the threads.
+
+    ``kind`` travels as an object, so a worker imports the kind's module (torch and the measuring
+    code) while it reads the job, before the job's time limit starts.
+    """
     from attnbench.timing import fixed_threads
 
     _load_plugins(ctx.plugins)
     with fixed_threads(ctx.threads):
-        get_kind(ctx.kind).measure(ctx, task)
+        kind.measure(ctx, task)
 
 
 def _load_plugins(plugins: tuple[tuple[str, str], ...]) -> None:

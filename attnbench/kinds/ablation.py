@@ -23,7 +23,7 @@ from attnbench.ablation.train import TrainConfig
 from attnbench.flops import count_flops
 from attnbench.kinds import Kind, RunContext, Task
 from attnbench.kinds._common import NOISE_DOCS, finish, free, measure_speed, message, param_column, table_text
-from attnbench.registry import get_mechanism
+from attnbench.registry import available_mechanisms, get_mechanism
 from attnbench.worker import emit
 
 __all__ = ["ABLATION_COLUMN_DOCS", "KIND"]
@@ -288,5 +288,9 @@ def _train_row(kind: AblationKind, ctx: RunContext, task: Task) -> dict[str, Any
         row.pop("params", None)
     return finish(row, "error" if errors else "ok", errors)
 
+
+# Workers read this module before a task starts: load the registered mechanisms (NATTEN and all)
+# then, so that their import is not charged to the first point's time limit.
+available_mechanisms()
 
 KIND = AblationKind()
