@@ -99,6 +99,13 @@ def check_param(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise ValueError(f"parameter {name!r} = {value!r} is out of range; allowed: {allowed}")
 
 
+class _RegistryName:
+    """Class attribute that reads as the class's registry ``name`` until a subclass sets its own."""
+
+    def __get__(self, obj: object, owner: type) -> str:
+        return owner.name
+
+
 class AttentionMechanism(nn.Module):
     """Base class of every attention mechanism in attnbench.
 
@@ -121,6 +128,12 @@ class AttentionMechanism(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    #: The name papers use, plain text ("BRA", "Swin"); reports show it in every table and plot.
+    #: Default: the registry name.
+    display_name: ClassVar[str] = _RegistryName()  # type: ignore[assignment]
+    #: Short symbols of parameters for labels, e.g. ``{"n_win": "S", "topk": "k"}`` gives
+    #: "BRA (S=7, k=4)"; plain text, ``_`` starts a subscript in LaTeX, Greek letters are allowed.
+    param_symbols: ClassVar[dict[str, str]] = {}
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()

@@ -92,6 +92,9 @@ class AgentAttention(AttentionMechanism):
         qkv_bias: bias in the q/k/v projection (True in Agent-Swin and Agent-PVT).
     """
 
+    display_name = "Agent"
+    param_symbols = {"agent_num": "n"}
+
     def __init__(
         self,
         dim: int,

@@ -72,6 +72,8 @@ class AxialAttention(AttentionMechanism):
         qkv_bias: bias in the q/k/v projections.
     """
 
+    display_name = "Axial"
+
     def __init__(
         self,
         dim: int,

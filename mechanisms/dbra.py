@@ -133,6 +133,9 @@ class DeformableBiLevelRoutingAttention(AttentionMechanism):
             must be multiples of S.
     """
 
+    display_name = "DBRA"
+    param_symbols = {"n_win": "S", "topk": "k"}
+
     def __init__(
         self,
         dim: int,

@@ -126,6 +126,9 @@ class DeformableAttention(AttentionMechanism):
         no_off: sample at the reference points (DAT's no-offset ablation; offset net frozen, unused).
     """
 
+    display_name = "DAT"
+    param_symbols = {"n_groups": "G", "offset_stride": "r", "offset_range_factor": "s", "offset_kernel": "k"}
+
     def __init__(
         self,
         dim: int,

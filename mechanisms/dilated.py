@@ -31,6 +31,9 @@ class DilatedNeighborhoodAttention(NeighborhoodAttentionBase):
         backend: "auto" (natten on CUDA where it can run, else tiled), "natten", "tiled" or "torch".
     """
 
+    display_name = "DiNAT"
+    param_symbols = {"kernel_size": "k", "dilation": "δ"}
+
     def __init__(
         self,
         dim: int,

@@ -74,6 +74,9 @@ class FocusedLinearAttention(AttentionMechanism):
         qkv_bias: bias in the q/k/v projection (True in FLatten-Swin and FLatten-PVT).
     """
 
+    display_name = "FLatten"
+    param_symbols = {"focusing_factor": "p", "kernel_size": "k"}
+
     def __init__(
         self,
         dim: int,

@@ -74,6 +74,9 @@ class KNNAttention(AttentionMechanism):
         qkv_bias: bias in the q/k/v projection (True in the DeiT models KVT trains).
     """
 
+    display_name = "KVT"
+    param_symbols = {"topk": "k"}
+
     def __init__(self, dim: int, num_heads: int, *, topk: int = 100, qkv_bias: bool = True) -> None:
         super().__init__(dim, num_heads)
         check_param(topk >= 1, "topk", topk, "an int >= 1 (maps of at most topk tokens attend densely)")

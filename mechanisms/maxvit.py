@@ -155,6 +155,9 @@ class MaxViTAttention(AttentionMechanism):
         qkv_bias: bias in the q/k/v projections (True in MaxViT).
     """
 
+    display_name = "MaxViT"
+    param_symbols = {"window_size": "P", "grid_size": "G"}
+
     def __init__(
         self,
         dim: int,

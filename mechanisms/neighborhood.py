@@ -359,6 +359,9 @@ class NeighborhoodAttention(NeighborhoodAttentionBase):
         backend: "auto" (natten on CUDA where it can run, else tiled), "natten", "tiled" or "torch".
     """
 
+    display_name = "NAT"
+    param_symbols = {"kernel_size": "k"}
+
     def __init__(
         self,
         dim: int,

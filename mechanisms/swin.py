@@ -107,6 +107,9 @@ class SwinWindowAttention(AttentionMechanism):
         qkv_bias: bias in the q/k/v projection (True in Swin).
     """
 
+    display_name = "Swin"
+    param_symbols = {"window_size": "M"}
+
     def __init__(
         self,
         dim: int,

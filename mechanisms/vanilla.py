@@ -22,6 +22,8 @@ class VanillaAttention(AttentionMechanism):
         qkv_bias: bias in the q/k/v projection (ViT and Swin use one).
     """
 
+    display_name = "Global"
+
     def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True) -> None:
         super().__init__(dim, num_heads)
         self.qkv_bias = qkv_bias

@@ -124,6 +124,9 @@ class BiLevelRoutingAttention(AttentionMechanism):
         backend: "auto" or one of :data:`BACKENDS` ("reference" is the released gather algorithm).
     """
 
+    display_name = "BRA"
+    param_symbols = {"n_win": "S", "topk": "k"}
+
     def __init__(
         self,
         dim: int,
