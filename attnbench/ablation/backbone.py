@@ -102,6 +102,12 @@ _STL_PARAMS = {
         offset_stride=(8, 4, 2, 1),
         q_size=(56, 28, 14, 7),
     ),
+    # agents and position tables sized to each stage's map; MaxViT's 7x7 block and grid; KVT keeps a
+    # quarter of each map's tokens (the last stage's 49 are all kept: dense)
+    "agent": _per_stage(agent_num=(9, 16, 49, 49), bias_size=(56, 28, 14, 7)),
+    "flatten": _per_stage(pe_size=(56, 28, 14, 7)),
+    "maxvit": _per_stage(window_size=(7, 7, 7, 7)),
+    "kvt": _per_stage(topk=(784, 196, 49, 49)),
 }
 
 _S32_PARAMS = {
@@ -120,6 +126,10 @@ _S32_PARAMS = {
         offset_stride=(4, 2, 1, 1),
         q_size=(32, 16, 8, 4),
     ),
+    "agent": _per_stage(agent_num=(9, 16, 16, 16), bias_size=(32, 16, 8, 4)),
+    "flatten": _per_stage(pe_size=(32, 16, 8, 4)),
+    "maxvit": _per_stage(window_size=(8, 8, 4, 4)),
+    "kvt": _per_stage(topk=(256, 64, 16, 16)),
 }
 
 _NANO_PARAMS = {  # stage 4 is global; its column is unused
@@ -135,6 +145,10 @@ _NANO_PARAMS = {  # stage 4 is global; its column is unused
         offset_stride=(4, 2, 1, 1),
         q_size=(16, 8, 4, 2),
     ),
+    "agent": _per_stage(agent_num=(9, 16, 4, 4), bias_size=(16, 8, 4, 2)),
+    "flatten": _per_stage(pe_size=(16, 8, 4, 2)),
+    "maxvit": _per_stage(window_size=(4, 4, 2, 2)),
+    "kvt": _per_stage(topk=(64, 16, 4, 4)),
 }
 
 PRESETS: dict[str, Preset] = {
