@@ -29,6 +29,7 @@ _LAZY = {
     "AttentionMechanism": "attnbench.mechanism",
     "Param": "attnbench.mechanism",
     "check_param": "attnbench.mechanism",
+    "phase": "attnbench.phases",
     "available_mechanisms": "attnbench.registry",
     "build_mechanism": "attnbench.registry",
     "get_mechanism": "attnbench.registry",
@@ -46,6 +47,7 @@ __all__ = [
     "count_flops",
     "get_mechanism",
     "load_plugin",
+    "phase",
     "register_flop_handle",
     "register_mechanism",
 ]
@@ -53,6 +55,7 @@ __all__ = [
 if TYPE_CHECKING:
     from attnbench.flops import FlopReport, count_flops, register_flop_handle
     from attnbench.mechanism import AttentionMechanism, Param, check_param
+    from attnbench.phases import phase
     from attnbench.registry import (
         available_mechanisms,
         build_mechanism,

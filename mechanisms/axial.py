@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 
 __all__ = ["AxialAttention", "stripe_attention"]
 
@@ -125,14 +125,21 @@ class AxialAttention(AttentionMechanism):
         self._check_shape(x)
         m, s = self.num_heads, self.stripe
         if self.mode == "sequential":
-            x = self._merge(stripe_attention(*self._heads(self.qkv_row(x), m), "row", s))  # (B, H, W, C)
-            x = self._merge(stripe_attention(*self._heads(self.qkv_col(x), m), "col", s))  # (B, H, W, C)
-            return self.proj(x)
+            with phase("rows"):
+                x = self._merge(stripe_attention(*self._heads(self.qkv_row(x), m), "row", s))  # (B, H, W, C)
+            with phase("columns"):
+                x = self._merge(stripe_attention(*self._heads(self.qkv_col(x), m), "col", s))  # (B, H, W, C)
+            with phase("projections"):
+                return self.proj(x)
         B, H, W, C = x.shape
-        qkv = self.qkv(x).view(B, H, W, 3, 2, C // 2)  # channel halves: rows | columns
-        rows = stripe_attention(*self._heads(qkv[..., 0, :].reshape(B, H, W, -1), m // 2), "row", s)
-        cols = stripe_attention(*self._heads(qkv[..., 1, :].reshape(B, H, W, -1), m // 2), "col", s)
-        return self.proj(torch.cat([self._merge(rows), self._merge(cols)], dim=-1))
+        with phase("projections"):
+            qkv = self.qkv(x).view(B, H, W, 3, 2, C // 2)  # channel halves: rows | columns
+        with phase("rows"):
+            rows = stripe_attention(*self._heads(qkv[..., 0, :].reshape(B, H, W, -1), m // 2), "row", s)
+        with phase("columns"):
+            cols = stripe_attention(*self._heads(qkv[..., 1, :].reshape(B, H, W, -1), m // 2), "col", s)
+        with phase("projections"):
+            return self.proj(torch.cat([self._merge(rows), self._merge(cols)], dim=-1))
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: projections, then QKᵀ and AV over s·W keys (rows) and s·H keys (columns)."""

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 from mechanisms.bra import TopkRouting, from_regions, to_regions
 from mechanisms.deformable import ChannelLayerNorm, centre_grid, corner_grid, relative_position_bias
 
@@ -235,16 +235,19 @@ class DeformableBiLevelRoutingAttention(AttentionMechanism):
         if (H, W) != (H_in, W_in):
             x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))  # zeros at bottom/right, before qkv
         x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
-        q, kv = self.qkv_conv(x).split([C, 2 * C], dim=1)  # (B, C, H, W), (B, 2C, H, W)
+        with phase("projections"):
+            q, kv = self.qkv_conv(x).split([C, 2 * C], dim=1)  # (B, C, H, W), (B, 2C, H, W)
 
         # agents: the block input sampled at deformed centres of the coarse grid
-        offset = self.conv_offset_q(q.reshape(B * g, C // g, H, W))  # (B·g, 1, Hk, Wk)
-        Hk, Wk = offset.shape[-2:]
-        ref = centre_grid(Hk, Wk, x)  # (Hk, Wk, 2)
-        pos = (ref + offset.permute(0, 2, 3, 1)).clamp(-1.0, 1.0)  # (B·g, Hk, Wk, 2): one offset for y and x
-        agents = F.grid_sample(
-            x.reshape(B * g, C // g, H, W), pos.flip(-1), mode="bilinear", align_corners=True
-        ).reshape(B, C, Hk, Wk)
+        with phase("offsets"):
+            offset = self.conv_offset_q(q.reshape(B * g, C // g, H, W))  # (B·g, 1, Hk, Wk)
+            Hk, Wk = offset.shape[-2:]
+            ref = centre_grid(Hk, Wk, x)  # (Hk, Wk, 2)
+            pos = (ref + offset.permute(0, 2, 3, 1)).clamp(-1.0, 1.0)  # (B·g, Hk, Wk, 2): one offset, y and x
+        with phase("sampling"):
+            agents = F.grid_sample(
+                x.reshape(B * g, C // g, H, W), pos.flip(-1), mode="bilinear", align_corners=True
+            ).reshape(B, C, Hk, Wk)
         lce = self.lepe1(kv[:, C:]) if self.lepe1 is not None else None  # (B, C, Hk, Wk)
         Hg, Wg = self._pad(Hk), self._pad(Wk)
         if (Hg, Wg) != (Hk, Wk):
@@ -253,25 +256,29 @@ class DeformableBiLevelRoutingAttention(AttentionMechanism):
             pos = F.pad(pos, (0, 0, 0, Wg - Wk, 0, Hg - Hk))
 
         # agents routed to regions of the full-resolution keys
-        q_agents = to_regions(self.proj_q(agents).permute(0, 2, 3, 1).contiguous(), S)  # (B, S², a, C)
-        kv_r = to_regions(kv.permute(0, 2, 3, 1).contiguous(), S)  # (B, S², M, 2C)
-        idx = self.router(q_agents.mean(dim=2), kv_r[..., :C].mean(dim=2))  # (B, S², k)
-        out = routed_attention(q_agents, kv_r, idx, m, self.scale)  # (B, S², a, C)
-        out = from_regions(out, S, Hg, Wg).permute(0, 3, 1, 2)  # (B, C, Hg, Wg)
-        if lce is not None:
-            out = out + lce
-        agents = agents + self.unifyheads1(out)
-        agents = agents + self.mlp(self.norm2(agents.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
-        agents = self.norm(agents.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C, Hg, Wg)
+        with phase("agent routing"):
+            q_agents = to_regions(self.proj_q(agents).permute(0, 2, 3, 1).contiguous(), S)  # (B, S², a, C)
+            kv_r = to_regions(kv.permute(0, 2, 3, 1).contiguous(), S)  # (B, S², M, 2C)
+            idx = self.router(q_agents.mean(dim=2), kv_r[..., :C].mean(dim=2))  # (B, S², k)
+        with phase("agent attention"):
+            out = routed_attention(q_agents, kv_r, idx, m, self.scale)  # (B, S², a, C)
+            out = from_regions(out, S, Hg, Wg).permute(0, 3, 1, 2)  # (B, C, Hg, Wg)
+            if lce is not None:
+                out = out + lce
+            agents = agents + self.unifyheads1(out)
+            agents = agents + self.mlp(self.norm2(agents.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+            agents = self.norm(agents.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C, Hg, Wg)
 
         # every full-resolution query over the refined agents
-        Ns, d = Hg * Wg, self.head_dim
-        k = self.proj_k(agents).reshape(B, m, d, Ns).transpose(-2, -1)  # (B, m, Ns, d)
-        v = self.proj_v(agents).reshape(B, m, d, Ns).transpose(-2, -1)  # (B, m, Ns, d)
-        q = q.reshape(B, m, d, H * W).transpose(-2, -1)  # (B, m, HW, d)
-        bias = relative_position_bias(self.rpe_table, corner_grid(H, W, x), pos, g)  # (B, m, HW, Ns)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, m, HW, d)
-        out = self.proj_out(out.transpose(-2, -1).reshape(B, C, H, W)).permute(0, 2, 3, 1)
+        with phase("attention"):
+            Ns, d = Hg * Wg, self.head_dim
+            k = self.proj_k(agents).reshape(B, m, d, Ns).transpose(-2, -1)  # (B, m, Ns, d)
+            v = self.proj_v(agents).reshape(B, m, d, Ns).transpose(-2, -1)  # (B, m, Ns, d)
+            q = q.reshape(B, m, d, H * W).transpose(-2, -1)  # (B, m, HW, d)
+            bias = relative_position_bias(self.rpe_table, corner_grid(H, W, x), pos, g)  # (B, m, HW, Ns)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, m, HW, d)
+        with phase("projections"):
+            out = self.proj_out(out.transpose(-2, -1).reshape(B, C, H, W)).permute(0, 2, 3, 1)
         return out[:, :H_in, :W_in]
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:

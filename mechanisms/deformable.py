@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 
 __all__ = [
     "ChannelLayerNorm",
@@ -200,21 +200,27 @@ class DeformableAttention(AttentionMechanism):
         B, H, W, C = x.shape
         g, m, d = self.n_groups, self.num_heads, self.head_dim
         x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
-        q = self.proj_q(x)  # (B, C, H, W)
-        pos = self.sample_positions(q)  # (B·g, Hk, Wk, 2)
+        with phase("projections"):
+            q = self.proj_q(x)  # (B, C, H, W)
+        with phase("offsets"):
+            pos = self.sample_positions(q)  # (B·g, Hk, Wk, 2)
         Hk, Wk = pos.shape[1:3]
-        x_s = F.grid_sample(
-            x.reshape(B * g, C // g, H, W), pos.flip(-1), mode="bilinear", align_corners=True
-        )  # (B·g, C/g, Hk, Wk)
-        x_s = x_s.reshape(B, C, Hk, Wk)
-        k = self.proj_k(x_s).reshape(B, m, d, Hk * Wk).transpose(-2, -1)  # (B, m, Ns, d)
-        v = self.proj_v(x_s).reshape(B, m, d, Hk * Wk).transpose(-2, -1)  # (B, m, Ns, d)
+        with phase("sampling"):
+            x_s = F.grid_sample(
+                x.reshape(B * g, C // g, H, W), pos.flip(-1), mode="bilinear", align_corners=True
+            )  # (B·g, C/g, Hk, Wk)
+            x_s = x_s.reshape(B, C, Hk, Wk)
+        with phase("projections"):
+            k = self.proj_k(x_s).reshape(B, m, d, Hk * Wk).transpose(-2, -1)  # (B, m, Ns, d)
+            v = self.proj_v(x_s).reshape(B, m, d, Hk * Wk).transpose(-2, -1)  # (B, m, Ns, d)
         q = q.reshape(B, m, d, H * W).transpose(-2, -1)  # (B, m, HW, d)
-        bias = None
-        if self.rpe_table is not None:
-            bias = relative_position_bias(self.rpe_table, centre_grid(H, W, x), pos, g)  # (B, m, HW, Ns)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, m, HW, d)
-        out = self.proj_out(out.transpose(-2, -1).reshape(B, C, H, W))
+        with phase("attention"):
+            bias = None
+            if self.rpe_table is not None:
+                bias = relative_position_bias(self.rpe_table, centre_grid(H, W, x), pos, g)  # (B, m, HW, Ns)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, m, HW, d)
+        with phase("projections"):
+            out = self.proj_out(out.transpose(-2, -1).reshape(B, C, H, W))
         return out.permute(0, 2, 3, 1)
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, register_mechanism
+from attnbench import AttentionMechanism, phase, register_mechanism
 
 
 @register_mechanism("vanilla")
@@ -33,10 +33,13 @@ class VanillaAttention(AttentionMechanism):
     def forward(self, x: Tensor) -> Tensor:
         self._check_shape(x)
         B, H, W, C = x.shape
-        qkv = self.qkv(x).view(B, H * W, 3, self.num_heads, self.head_dim)
+        with phase("projections"):
+            qkv = self.qkv(x).view(B, H * W, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, HW, head_dim)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, head_dim)
-        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+        with phase("attention"):
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, head_dim)
+        with phase("projections"):
+            return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: projections 4·N·C², attention 2·N²·C (QKᵀ and AV)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import time
 from typing import Any
 
 import torch
@@ -38,7 +39,10 @@ from attnbench.kinds._common import (
     param_column,
     table_text,
 )
+from attnbench.kinds._frontier import max_batch
 from attnbench.memory import module_bytes, tensor_bytes
+from attnbench.peak import peak_gmacs_s
+from attnbench.phases import collect, phase
 from attnbench.registry import available_mechanisms, build_mechanism, get_mechanism
 from attnbench.study import DTYPES, Point
 from attnbench.worker import emit
@@ -59,6 +63,7 @@ _HEAD = {
     "dtype": "dtype the module and input were cast to (no autocast)",
     "device": "cpu or cuda",
     "pass": "forward (eval, no_grad) or forward_backward (train, loss = out.float().sum(), backward)",
+    "compile": "none (eager) or the torch.compile mode the module ran under",
 }
 _TAIL = {
     "status": "ok | skipped (impossible point, reason in error) | error (message in error)",
@@ -76,6 +81,22 @@ _TAIL = {
     "throughput": "images per second = batch / median latency",
     "peak_mem_mb": "peak memory of one pass in MiB (2^20 bytes), by mem_method",
     "mem_method": "how peak_mem_mb was measured (see manifest.json 'memory_methods')",
+    "compile_s": "seconds of the first (compiling) call of a torch.compile'd module, outside the latency "
+    "samples; empty for eager",
+    "graph_breaks": "torch._dynamo.explain graph breaks of the module at this shape (counted once per "
+    "mechanism, params and shape; compiled points only)",
+    "pass_macs": "MACs of the timed call: flops x batch for forward, 3 x flops x batch for forward_backward "
+    "(a backward costs about twice its forward)",
+    "achieved_gmacs_s": "pass_macs / median latency, in GMAC/s",
+    "peak_gmacs_s": "the machine's dense-matmul peak for this device, dtype and threads, GMAC/s "
+    "(attnbench.peak; method in manifest.json)",
+    "efficiency": "achieved_gmacs_s / peak_gmacs_s",
+    "phases_ms": "JSON {phase: ms} of one profiled call (attnbench.phase marks; other = unmarked time; "
+    "backward for the backward of forward_backward); apart from the timed samples; eager points only",
+    "max_batch": "the largest batch whose call fits memory_budget_mib (doubling then bisection up to "
+    "max_batch_cap; each probe in a worker process of its own; 0: not even batch 1); eager points only",
+    "max_batch_peak_mb": "peak memory at max_batch, MiB, by mem_method",
+    "max_batch_budget_mb": "the budget max_batch was searched under, MiB",
     **NOISE_DOCS,
     "timestamp": "UTC time the row was written",
 }
@@ -88,6 +109,7 @@ COLUMN_DOCS = {
 _FIXED = [*_HEAD, *_TAIL]
 
 _flops_cache: dict[tuple, dict[str, Any]] = {}  # per worker process: FLOPs do not depend on batch or dtype
+_breaks_cache: dict[tuple, int] = {}  # per worker process: graph breaks of a mechanism at a shape
 
 
 def point_id(point: Point, pass_: str, device: str, proto: dict[str, Any], env_key: dict[str, Any]) -> str:
@@ -106,6 +128,8 @@ def point_id(point: Point, pass_: str, device: str, proto: dict[str, Any], env_k
         "protocol": proto,
         "environment": env_key,
     }
+    if point.compile != "none":  # eager points keep the ids they had before the compile axis
+        config["compile"] = point.compile
     blob = json.dumps(config, sort_keys=True, default=repr).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -129,6 +153,11 @@ class SweepKind(Kind):
             "max_time_s": study.max_time_s,
             "threads": threads,
             "seed": study.seed,
+            **(
+                {"memory_budget_mib": study.memory_budget_mib, "max_batch_cap": study.max_batch_cap}
+                if "max_batch" in study.measure
+                else {}
+            ),
         }
 
     def tasks(self, ctx: RunContext) -> list[Task]:
@@ -163,6 +192,7 @@ class SweepKind(Kind):
             "dtype": point.dtype,
             "device": ctx.device,
             "pass": pass_,
+            "compile": point.compile,
             "protocol_id": ctx.protocol_id,
             "threads": ctx.threads,
         }
@@ -219,28 +249,32 @@ class SweepKind(Kind):
         )
 
 
-def _make_step(module: nn.Module, x: torch.Tensor, pass_: str, keep: list[Any]):
-    """The call to time for a pass; the first call's output is put in ``keep`` (the probe checks it)."""
+def _make_step(module: nn.Module, x: torch.Tensor, pass_: str, keep: list[Any], compile_mode: str = "none"):
+    """The call to time for a pass; the first call's output is put in ``keep`` (the probe checks it).
+
+    With a ``compile_mode`` the module runs under ``torch.compile`` (its first call compiles).
+    """
+    module.train(pass_ != "forward")
+    run = module if compile_mode == "none" else torch.compile(module, mode=compile_mode)
     if pass_ == "forward":
-        module.eval()
 
         def step() -> None:
             with torch.no_grad():
-                out = module(x)
+                out = run(x)
             if not keep:
                 keep.append(out)
 
         return step, x
-    module.train()
     x_grad = x.detach().requires_grad_(True)
 
     def step_backward() -> None:
         module.zero_grad(set_to_none=True)
         x_grad.grad = None
-        out = module(x_grad)
+        out = run(x_grad)
         if not keep:
             keep.append(out.detach())
-        out.float().sum().backward()
+        with phase("backward"):
+            out.float().sum().backward()
 
     return step_backward, x_grad
 
@@ -308,7 +342,7 @@ def _measure_point(kind: SweepKind, ctx: RunContext, task: Task):
     for row in rows.values():
         row.update(shared)
 
-    if "latency" not in study.measure and "memory" not in study.measure:
+    if not set(study.measure) & {"latency", "memory", "phases", "max_batch"}:  # nothing runs the module
         for p in passes:
             yield finish(rows[p], "error" if shared_errors else "ok", list(shared_errors))
         return
@@ -329,27 +363,7 @@ def _measure_point(kind: SweepKind, ctx: RunContext, task: Task):
     try:
         for p in passes:
             row, errors = rows[p], list(shared_errors)
-            keep: list[Any] = []
-            step, x_used = _make_step(module, x, p, keep)
-            try:
-                step()  # probe: a missing backward or an OOM fails here, untimed
-            except Exception as exc:  # noqa: BLE001 - recorded in the row
-                errors.append(f"{p}: {message(exc)}")
-            else:
-                bad = check_output(keep[0] if keep else None, tuple(x.shape))
-                keep[:] = [None]  # the output is checked; drop it, and take no more
-                if bad is not None:
-                    errors.append(f"{p}: {bad}")
-                else:
-
-                    def held_bytes(m: nn.Module = module, x_in: torch.Tensor = x_used) -> int:
-                        # gradients dropped: the memory call starts from weights + input only
-                        m.zero_grad(set_to_none=True)
-                        x_in.grad = None
-                        return module_bytes(m) + tensor_bytes([x_in])
-
-                    measure_speed(step, study, device, point.batch, held_bytes, row, errors)
-            del step, x_used
+            _measure_pass(ctx, point, p, module, x, row, errors)
             module.zero_grad(set_to_none=True)
             if len(errors) > len(shared_errors):
                 free(device)
@@ -357,6 +371,98 @@ def _measure_point(kind: SweepKind, ctx: RunContext, task: Task):
     finally:
         del module, x
         free(device, collect=False)
+
+
+def _measure_pass(
+    ctx: RunContext,
+    point: Point,
+    pass_: str,
+    module: nn.Module,
+    x: torch.Tensor,
+    row: dict,
+    errors: list[str],
+) -> None:
+    """One pass of one point into ``row``: probe (compiling, if asked), output check, latency with
+    efficiency, memory, phases and max batch, as the study measures them."""
+    study, device = ctx.study, torch.device(ctx.device)
+    keep: list[Any] = []
+    mode = point.compile
+    if mode != "none":
+        torch._dynamo.reset()  # a clean compile for every point: no reuse, no recompile limit
+    step, x_used = _make_step(module, x, pass_, keep, mode)
+    t0 = time.perf_counter()
+    try:
+        step()  # probe: a missing backward, an OOM or a failing compile fails here, untimed
+    except Exception as exc:  # noqa: BLE001 - recorded in the row
+        stage = f"{pass_} (compile {mode})" if mode != "none" else pass_
+        errors.append(f"{stage}: {message(exc)}")
+        return
+    if mode != "none":
+        row["compile_s"] = round(time.perf_counter() - t0, 3)
+        row["graph_breaks"] = _graph_breaks(point, module, x)
+    bad = check_output(keep[0] if keep else None, tuple(x.shape))
+    keep[:] = [None]  # the output is checked; drop it, and take no more
+    if bad is not None:
+        errors.append(f"{pass_}: {bad}")
+        return
+
+    def held_bytes(m: nn.Module = module, x_in: torch.Tensor = x_used) -> int:
+        # gradients dropped: the memory call starts from weights + input only
+        m.zero_grad(set_to_none=True)
+        x_in.grad = None
+        return module_bytes(m) + tensor_bytes([x_in])
+
+    measure_speed(step, study, device, point.batch, held_bytes, row, errors)
+    _efficiency(ctx, point, pass_, row)
+    if "phases" in study.measure and mode == "none":  # compiled code runs no phase marks
+        try:
+            with collect(device) as phases:
+                step()
+            row["phases_ms"] = json.dumps({k: round(v, 4) for k, v in phases.items()})
+        except Exception as exc:  # noqa: BLE001 - recorded in the row
+            errors.append(f"phases: {message(exc)}")
+    if "max_batch" in study.measure and mode == "none":  # probes run eager: once per point
+        try:
+            row.update(max_batch(ctx, point, pass_))
+        except Exception as exc:  # noqa: BLE001 - recorded in the row
+            errors.append(f"max_batch: {message(exc)}")
+
+
+def _graph_breaks(point: Point, module: nn.Module, x: torch.Tensor) -> int | None:
+    """Graph breaks of ``module`` at the point's shape (torch._dynamo.explain), counted once."""
+    key = (
+        point.mechanism,
+        tuple(sorted(point.full_params().items())),
+        point.H,
+        point.W,
+        point.dim,
+        point.num_heads,
+    )
+    if key not in _breaks_cache:
+        try:
+            with torch.no_grad():
+                _breaks_cache[key] = torch._dynamo.explain(module)(x[:1]).graph_break_count
+        except Exception:  # noqa: BLE001 - explain itself can fail where compile worked: left empty
+            return None
+        finally:
+            torch._dynamo.reset()
+    return _breaks_cache[key]
+
+
+def _efficiency(ctx: RunContext, point: Point, pass_: str, row: dict[str, Any]) -> None:
+    """``pass_macs``, ``achieved_gmacs_s``, ``peak_gmacs_s`` and ``efficiency`` of a timed row."""
+    flops, latency = row.get("flops"), row.get("latency_ms")
+    if flops is None or not latency:
+        return
+    macs = flops * point.batch * (3 if pass_ == "forward_backward" else 1)
+    achieved = macs / (latency / 1e3) / 1e9
+    peak = peak_gmacs_s(ctx.device, point.dtype, ctx.threads, ctx.env_id)["peak_gmacs_s"]
+    row.update(
+        pass_macs=macs,
+        achieved_gmacs_s=round(achieved, 4),
+        peak_gmacs_s=peak,
+        efficiency=round(achieved / peak, 6) if peak else None,
+    )
 
 
 # Workers read this module before a task starts: load the registered mechanisms (NATTEN and all)

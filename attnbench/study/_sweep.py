@@ -18,10 +18,12 @@ from attnbench.study._fields import OneOrMany, PositiveInt, choices, problem, sa
 from attnbench.study._header import DTYPES, Timed, kind_field, resolve_device
 from attnbench.study._mechanisms import MechanismEntry, MechanismSpec, PluginFile
 
-__all__ = ["MEASURES", "PASSES", "Point", "Study", "SweepFile"]
+__all__ = ["COMPILE_MODES", "MEASURES", "PASSES", "Point", "Study", "SweepFile"]
 
-MEASURES = ("flops", "params", "latency", "memory")
+MEASURES = ("flops", "params", "latency", "memory", "phases", "max_batch")
+DEFAULT_MEASURES = ("flops", "params", "latency", "memory")
 PASSES = ("forward", "forward_backward")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 _PARAM_IN_MESSAGE = re.compile(r"parameter '(\w+)'")
 
 
@@ -37,6 +39,7 @@ class Point:
     num_heads: int
     batch: int
     dtype: str
+    compile: str = "none"  # a torch.compile mode, or none (eager)
 
     def full_params(self) -> dict[str, Any]:
         """Every hyper-parameter of the mechanism: the study's values over the defaults."""
@@ -47,7 +50,8 @@ class Point:
     def label(self) -> str:
         params = " ".join(f"{k}={v}" for k, v in self.params)
         head = f"{self.mechanism} {params}".strip()
-        return f"{head} | {self.H}x{self.W} C{self.dim} h{self.num_heads} b{self.batch} {self.dtype}"
+        mode = "" if self.compile == "none" else f" compile={self.compile}"
+        return f"{head} | {self.H}x{self.W} C{self.dim} h{self.num_heads} b{self.batch} {self.dtype}{mode}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +80,9 @@ class Study:
     text: str
     point_timeout_s: float | None = 900.0  # None: no limit
     kind: str = "sweep"
+    compiles: tuple[str, ...] = ("none",)  # torch.compile modes, each a point of its own
+    memory_budget_mib: float | None = None  # max_batch: the budget (None on CUDA: the free memory)
+    max_batch_cap: int = 1024  # max_batch: the largest batch tried
 
     @property
     def sha256(self) -> str:
@@ -87,14 +94,15 @@ class Study:
         for spec in self.mechanisms:
             for params in spec.combinations():
                 frozen = tuple(params.items())
-                for dtype, batch, dim, heads, (H, W) in itertools.product(
+                for dtype, batch, dim, heads, (H, W), mode in itertools.product(
                     self.dtypes,
                     self.batches,
                     spec.dims or self.dims,
                     spec.heads or self.heads,
                     spec.resolutions or self.resolutions,
+                    self.compiles,
                 ):
-                    out.append(Point(spec.name, frozen, H, W, dim, heads, batch, dtype))
+                    out.append(Point(spec.name, frozen, H, W, dim, heads, batch, dtype, mode))
         return out
 
 
@@ -157,8 +165,22 @@ class SweepFile(Timed):
         [1], description="batch size, or a list of them"
     )
     measure: choices(MEASURES) = Field(  # type: ignore[valid-type]
-        list(MEASURES), description="what to measure: flops (fvcore MACs), params, latency, memory"
+        list(DEFAULT_MEASURES),
+        description="what to measure: flops (fvcore MACs), params, latency, memory, phases (one profiled "
+        "call split by attnbench.phase), max_batch (the largest batch within memory_budget_mib)",
     )
+    compile: choices(COMPILE_MODES) = Field(  # type: ignore[valid-type]
+        ["none"],
+        description="torch.compile modes to measure, each a point of its own: none (eager), default, "
+        "reduce-overhead, max-autotune",
+    )
+    memory_budget_mib: Annotated[float, Field(gt=0)] | None = Field(
+        None,
+        validate_default=True,
+        description="max_batch: the memory a point may use, MiB; required on CPU, default on CUDA: the "
+        "device's free memory",
+    )
+    max_batch_cap: PositiveInt = Field(1024, description="max_batch: the largest batch tried")
     passes: choices(PASSES) = Field(  # type: ignore[valid-type]
         ["forward"], description="forward, and forward_backward (a training step's forward and backward)"
     )
@@ -181,6 +203,21 @@ class SweepFile(Timed):
                 "float16 is not supported on CPU (the device resolves to cpu); use bfloat16 or float32"
             )
         return dtypes
+
+    @field_validator("memory_budget_mib")
+    @classmethod
+    def _a_budget_on_cpu(cls, budget: float | None, info: ValidationInfo) -> float | None:
+        device, measure = info.data.get("device"), info.data.get("measure") or ()
+        if (
+            budget is None
+            and "max_batch" in measure
+            and device is not None
+            and resolve_device(device) == "cpu"
+        ):
+            raise said(
+                "max_batch on CPU needs a memory budget: give memory_budget_mib (the MiB one point may use)"
+            )
+        return budget
 
     @field_validator("mechanisms", mode="wrap")
     @classmethod
@@ -207,4 +244,7 @@ class SweepFile(Timed):
             mechanisms=tuple(self.mechanisms),
             plugins=tuple(self.plugins),
             text=text,
+            compiles=tuple(self.compile),
+            memory_budget_mib=self.memory_budget_mib,
+            max_batch_cap=self.max_batch_cap,
         )

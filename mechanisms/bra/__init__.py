@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 from attnbench.flops import is_counting
 from mechanisms.bra import bmm, flex, masked, reference, sdpa
 from mechanisms.bra.layout import from_regions, to_regions
@@ -188,19 +188,23 @@ class BiLevelRoutingAttention(AttentionMechanism):
             x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))  # zeros at bottom/right, before qkv
 
         qk = self.qk_dim
-        qkv = self.qkv(x)  # (B, H, W, 2·qk + C), channels q | k | v
-        with torch.no_grad():  # routing is on detached region means (released behaviour)
+        with phase("projections"):
+            qkv = self.qkv(x)  # (B, H, W, 2·qk + C), channels q | k | v
+        with phase("routing"), torch.no_grad():  # routing is on detached region means (released behaviour)
             h, w = H // S, W // S
             # two one-axis sums (a strided mean over (h, w) at once is ~10x slower on CPU), in fp32
             # and rounded once at the end, as mean() does for bf16 inputs
             region_qk = qkv[..., : 2 * qk].view(B, S, h, S, w, 2 * qk).sum(2, dtype=torch.float32)
             region_qk = region_qk.sum(3).div_(h * w).to(qkv.dtype)
             region_qk = region_qk.reshape(B, S * S, 2 * qk)  # (B, S², 2·qk) region means
-        idx = self.router(region_qk[..., :qk], region_qk[..., qk:])  # (B, S², k)
-        out, v = self.attn(qkv, idx)  # (B, H, W, C) each
+            idx = self.router(region_qk[..., :qk], region_qk[..., qk:])  # (B, S², k)
+        with phase("attention"):  # a backend marks its gather and layout copies inside
+            out, v = self.attn(qkv, idx)  # (B, H, W, C) each
         if self.lepe is not None:
-            out = out + self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # LCE, (B, H, W, C)
-        out = self.wo(out)
+            with phase("lce"):
+                out = out + self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # LCE, (B, H, W, C)
+        with phase("projections"):
+            out = self.wo(out)
         return out[:, :H_in, :W_in].contiguous()
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:

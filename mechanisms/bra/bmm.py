@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from attnbench import phase
 from mechanisms.bra.layout import map_as_region_heads, region_heads, region_heads_as_map
 
 # auto uses bmm only while each query sees at most this many keys (k·M): there the (M x k·M) score
@@ -66,13 +67,15 @@ class _RoutedAttention(torch.autograd.Function):
         B, H, W, Ct = qkv.shape
         C, S, m, k = Ct - 2 * qk_dim, n_win, num_heads, idx.shape[-1]
         q, kk, v = qkv.split([qk_dim, qk_dim, C], dim=-1)
-        qh = region_heads(q, S, m)  # (B·S²·m, M, qk/m)
-        kh = region_heads(kk, S, m)  # (B·S²·m, M, qk/m)
-        vh = region_heads(v, S, m)  # (B·S²·m, M, C/m)
+        with phase("layout"):
+            qh = region_heads(q, S, m)  # (B·S²·m, M, qk/m)
+            kh = region_heads(kk, S, m)  # (B·S²·m, M, qk/m)
+            vh = region_heads(v, S, m)  # (B·S²·m, M, C/m)
         G, M = qh.shape[:2]
-        rows = routed_rows(idx, m)  # (G·k,)
-        k_sel = kh.index_select(0, rows).view(G, k * M, -1)  # (G, k·M, qk/m)
-        v_sel = vh.index_select(0, rows).view(G, k * M, -1)  # (G, k·M, C/m)
+        with phase("gather"):
+            rows = routed_rows(idx, m)  # (G·k,)
+            k_sel = kh.index_select(0, rows).view(G, k * M, -1)  # (G, k·M, qk/m)
+            v_sel = vh.index_select(0, rows).view(G, k * M, -1)  # (G, k·M, C/m)
         k_shape, v_shape = kh.shape, vh.shape
         del kh, vh  # not needed again: the peak is lower without them
         logits = torch.baddbmm(qh.new_empty(1, 1, 1), qh, k_sel.transpose(1, 2), beta=0, alpha=scale)
@@ -81,8 +84,9 @@ class _RoutedAttention(torch.autograd.Function):
         else:
             p = torch.softmax(logits, -1, out=logits)  # (G, M, k·M), in place
         o = torch.bmm(p, v_sel)  # (G, M, C/m)
-        out = qkv.new_empty(B, H, W, C)
-        map_as_region_heads(out, S, m).copy_(region_heads_as_map(o, B, S, H, W))
+        with phase("layout"):
+            out = qkv.new_empty(B, H, W, C)
+            map_as_region_heads(out, S, m).copy_(region_heads_as_map(o, B, S, H, W))
         ctx.save_for_backward(qh, k_sel, v_sel, p, o, rows)
         ctx.geometry = (B, H, W, C, n_win, num_heads, qk_dim, scale, k_shape, v_shape)
         return out, v.contiguous()

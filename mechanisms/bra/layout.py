@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from attnbench import phase
+
 
 def to_regions(x: Tensor, n_win: int) -> Tensor:
     """(B, H, W, C) -> (B, S², H/S·W/S, C), regions row-major, tokens row-major in a region."""
@@ -56,9 +58,12 @@ def region_major(
         qkv: Tensor, idx: Tensor, n_win: int, num_heads: int, qk_dim: int, scale: float
     ) -> tuple[Tensor, Tensor]:
         _, H, W, _ = qkv.shape
-        q, kv = split_regions(qkv, n_win, qk_dim)  # (B, S², M, qk), (B, S², M, qk + C)
+        with phase("layout"):
+            q, kv = split_regions(qkv, n_win, qk_dim)  # (B, S², M, qk), (B, S², M, qk + C)
         out = fn(q, kv, idx, num_heads, qk_dim, scale)  # (B, S², M, C)
-        return from_regions(out, n_win, H, W), value_map(qkv, qk_dim)
+        with phase("layout"):
+            out = from_regions(out, n_win, H, W)
+        return out, value_map(qkv, qk_dim)
 
     return attend
 

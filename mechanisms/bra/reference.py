@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from attnbench import phase
 from mechanisms.bra.layout import region_major
 
 
@@ -25,11 +26,12 @@ def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scal
     C = Ckv - qk_dim
     m = num_heads
     # k-fold copy, exactly as released: (B, R, R, M, Ckv) view gathered to (B, R, k, M, Ckv)
-    kv_sel = (
-        kv.view(B, 1, R, M, Ckv)
-        .expand(-1, R, -1, -1, -1)
-        .gather(2, idx.view(B, R, k, 1, 1).expand(-1, -1, -1, M, Ckv))
-    )
+    with phase("gather"):
+        kv_sel = (
+            kv.view(B, 1, R, M, Ckv)
+            .expand(-1, R, -1, -1, -1)
+            .gather(2, idx.view(B, R, k, 1, 1).expand(-1, -1, -1, M, Ckv))
+        )
     k_sel, v_sel = kv_sel.split([qk_dim, C], dim=-1)
     k_sel = k_sel.reshape(B * R, k * M, m, qk_dim // m).permute(0, 2, 3, 1)  # (B·R, m, qk/m, k·M)
     v_sel = v_sel.reshape(B * R, k * M, m, C // m).transpose(1, 2)  # (B·R, m, k·M, C/m)

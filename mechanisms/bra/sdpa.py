@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnbench import phase
 from mechanisms.bra.layout import region_major
 
 
@@ -37,7 +38,8 @@ def attend(q: Tensor, kv: Tensor, idx: Tensor, num_heads: int, qk_dim: int, scal
     k = idx.shape[-1]
     C = Ckv - qk_dim
     m = num_heads
-    k_sel, v_sel = gather_regions(kv, idx).split([qk_dim, C], dim=-1)  # (B, R, k, M, ·)
+    with phase("gather"):
+        k_sel, v_sel = gather_regions(kv, idx).split([qk_dim, C], dim=-1)  # (B, R, k, M, ·)
     # 4-D for SDPA (5-D inputs fall back to the unfused math kernel): batch and region fold together
     k_sel = k_sel.reshape(B * R, k * M, m, qk_dim // m).transpose(1, 2)  # (B·R, m, k·M, qk/m)
     v_sel = v_sel.reshape(B * R, k * M, m, C // m).transpose(1, 2)  # (B·R, m, k·M, C/m)
