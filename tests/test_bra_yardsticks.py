@@ -74,8 +74,9 @@ def test_summary_derives_speedup_floor_and_fraction_of_ideal():
 def test_table_without_yardsticks_says_so():
     rows = [r for r in yardstick_rows() if r["mechanism"] == "bra"]
     (table,) = bra_backend_tables(pd.DataFrame(rows))
-    auto = next(r for r in table.rows if r[2] == "auto")
-    assert auto[4] == "4.00×" and auto[5] == "—" and auto[7] == "—"
+    auto = next(r for r in table.rows if r[0] == "auto")
+    assert auto[2] == "4.00×" and auto[3] == "—" and auto[5] == "—"
+    assert table.groups == {0: "28×28, C 64, S 7, k 4: floor — ms, dense — ms"}
 
 
 def test_report_writes_the_backends_table_and_plot(tmp_path):

@@ -21,7 +21,7 @@ import torch
 import attnbench
 from attnbench.report import add_arguments, report_from_args, write_report
 from attnbench.report._document import Table, best_mask
-from attnbench.report._results import load_results, mechanism_labels
+from attnbench.report._results import latex_labels, load_results, mechanism_labels
 from attnbench.report.plots import MECHANISM_COLORS, mechanism_styles
 from attnbench.report.tables import comparison_tables
 from attnbench.store import ResultsStore
@@ -135,14 +135,21 @@ def test_every_output_is_written(small_run):
     assert "comparison_forward.tex" in tex and "comparison_forward-backward.tex" in tex
     assert any(n.startswith("sweep_flops") for n in tex)
     pngs = {p.stem for p in (small_run / "plots").glob("*.png")}
-    assert {"flops_vs_tokens", "speed_vs_resolution", "memory_vs_resolution", "accuracy_vs_flops"} <= pngs
+    # every timed row is at 28×28 (56×56 failed): a latency plot would have a single x, so it is not drawn
+    assert {"flops_vs_tokens", "memory_vs_resolution", "accuracy_vs_flops"} <= pngs
+    assert "speed_vs_resolution" not in pngs
+    assert (
+        "speed_vs_resolution` not drawn: no ok row has a latency at two or more resolutions"
+        in (small_run / "report.md").read_text()
+    )
+    assert (small_run / "references.bib").is_file()
 
 
 def test_comparison_table_bolds_the_best_of_each_column(small_run):
     md = (small_run / "tables" / "comparison_forward.md").read_text()
     assert "FLOPs (GMACs, fvcore)" in md
-    bra = next(line for line in md.splitlines() if line.startswith("| bra"))
-    vanilla = next(line for line in md.splitlines() if line.startswith("| vanilla"))
+    bra = next(line for line in md.splitlines() if line.startswith("| BRA"))
+    vanilla = next(line for line in md.splitlines() if line.startswith("| Global"))
     assert "**2.00**" in bra  # fewest FLOPs
     assert "**82.0**" in bra  # best top-1, given as a fraction, shown in %
     cells = [c.strip() for c in vanilla.split("|")]  # '', label, params, FLOPs, ...
@@ -152,6 +159,10 @@ def test_comparison_table_bolds_the_best_of_each_column(small_run):
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"\textbf{2.00}" in tex
     assert r"my\_plugin" in tex  # escaped
+    assert r"BRA~\cite{zhu2023biformer}" in tex and r"fvcore~\cite{fvcore}" in tex
+    assert "CPU" in tex and "cpu" not in tex.split(r"\label")[0]  # the caption capitalises the device
+    bib = (small_run / "references.bib").read_text()
+    assert "@inproceedings{zhu2023biformer," in bib and "@misc{fvcore," in bib
 
 
 def test_sweep_table_marks_out_of_memory(small_run):
@@ -160,8 +171,8 @@ def test_sweep_table_marks_out_of_memory(small_run):
     lines = {
         line.split("|")[1].strip(): line.rstrip(" |") for line in md.splitlines() if line.startswith("| ")
     }
-    assert lines["vanilla"].endswith("OOM")
-    assert lines["bra"].endswith("skipped")
+    assert lines["Global"].endswith("OOM")
+    assert lines["BRA"].endswith("skipped")
     assert lines["my_plugin"].endswith("—")  # not run at 56×56
 
 
@@ -181,7 +192,10 @@ def test_filters_columns_sort_and_group_by(tmp_path):
     fwd = df[df["pass"] == "forward"]
     (table,) = comparison_tables(fwd, columns=["flops", "throughput"], sort="-throughput")
     assert table.header == ["Mechanism", "FLOPs (GMACs, fvcore)", "Throughput (img/s)"]
-    assert [r[0] for r in table.rows] == ["bra", "my_plugin", "vanilla"]
+    assert [r[0] for r in table.rows] == ["BRA", "my_plugin", "Global"]
+    # sorting by a column that is not shown: by its values all the same (this was a KeyError)
+    (table,) = comparison_tables(fwd, columns=["flops", "latency_ms"], sort="-throughput")
+    assert [r[0] for r in table.rows] == ["BRA", "my_plugin", "Global"]
     tables = comparison_tables(df, group_by=[])
     assert len(tables) == 1 and any("forward_backward" in r[0] for r in tables[0].rows)
     write_report(run, passes=["forward"], plots=False, formula=False)
@@ -205,7 +219,7 @@ def test_command_line_options_reach_write_report(tmp_path):
     assert report_from_args(args) == run / "index.html"
     md = (run / "tables" / "comparison.md").read_text()
     assert "| Mechanism | FLOPs (GMACs, fvcore) | Top-1 (%) |" in md
-    assert md.index("| bra") < md.index("| vanilla") < md.index("| my_plugin")  # -top1; no accuracy last
+    assert md.index("| BRA") < md.index("| Global") < md.index("| my_plugin")  # -top1; no accuracy last
     assert not (run / "plots").exists() and not (run / "formula_check.csv").exists()
     with pytest.raises(SystemExit):
         parser.parse_args([str(run), "--resolution", "28"])
@@ -216,7 +230,8 @@ def test_labels_name_only_the_parameters_that_vary(tmp_path):
     rows.append({**rows[2], "n_win": 4})
     df = load_results(write_run(tmp_path, rows))
     labels = set(mechanism_labels(df))
-    assert labels == {"vanilla", "bra (n_win=7)", "bra (n_win=4)"}
+    assert labels == {"Global", "BRA (S=7)", "BRA (S=4)"}
+    assert latex_labels(df)["BRA (S=4)"] == r"BRA ($S{=}4$)"
 
 
 def test_missing_results_file_says_what_to_pass(tmp_path):
@@ -225,7 +240,7 @@ def test_missing_results_file_says_what_to_pass(tmp_path):
 
 
 def test_palette_is_fixed_per_mechanism_and_distinct():
-    names = ["vanilla", "bra", "swin", "axial", "neighborhood", "dilated", "deformable", "dbra"]
+    names = list(MECHANISM_COLORS)
     styles = mechanism_styles([*names, "zeta_plugin", "alpha_plugin"])
     assert {styles[n].color for n in names} == set(MECHANISM_COLORS.values())
     assert len({s.color for s in styles.values()}) == len(styles)
@@ -271,7 +286,7 @@ def test_labels_name_parameters_off_the_default_even_when_they_do_not_vary(tmp_p
     rows = [r for r in small_rows()[:4] if r["mechanism"] != "my_plugin"]  # vanilla and bra
     rows = [{**r, "topk": 1} if r["mechanism"] == "bra" else r for r in rows]  # bra's default is 4
     df = load_results(write_run(tmp_path, rows))
-    assert set(mechanism_labels(df)) == {"vanilla", "bra (topk=1)"}
+    assert set(mechanism_labels(df)) == {"Global", "BRA (k=1)"}
     rows = [{**r, "topk": 4} if r["mechanism"] == "bra" else r for r in rows]  # n_win 7, topk 4: defaults
     df = load_results(write_run(tmp_path / "defaults", rows))
-    assert set(mechanism_labels(df)) == {"vanilla", "bra"}
+    assert set(mechanism_labels(df)) == {"Global", "BRA"}

@@ -24,11 +24,11 @@ Importing this package is cheap: pandas, matplotlib and torch are imported by
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attnbench.report._document import Doc
+from attnbench.report._document import Doc, Table
 from attnbench.report.options import add_arguments
 
 if TYPE_CHECKING:
@@ -50,11 +50,12 @@ def write_report(
     formula: bool = True,
     plots: bool = True,
     formats: Sequence[str] = ("png", "svg"),
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the tables, plots, formula check and ``index.html`` of a run folder.
 
     Args:
-        run_dir: folder holding ``results.csv`` (and ``manifest.json``).
+        run_dir: folder holding ``results.db`` or ``results.csv`` (and ``manifest.json``).
         columns: comparison-table columns, keys of :data:`attnbench.report.tables.METRICS`.
         sort: comparison rows by a column key (``-key`` descending, or ``mechanism``); default: run order.
         group_by: columns that split the tables (default: the conditions that vary, e.g. ``pass``).
@@ -63,31 +64,37 @@ def write_report(
         formula: run the BRA formula check (counts every BRA point again, about 0.5 s each on CPU).
         plots: draw the plots.
         formats: image formats of the plots (the first is linked from the pages).
+        progress: called with a short line as each step starts (``attnbench report`` prints them).
 
     Returns:
         The path of ``index.html``.
 
     Raises:
-        FileNotFoundError: no ``results.csv`` in ``run_dir``.
-        ValueError: an option names a column, value or resolution the run does not have.
+        FileNotFoundError: no results in ``run_dir``.
+        ValueError: an option names a column, value, format or resolution the run does not have.
     """
     from attnbench.report._results import filter_rows, load_manifest, load_results, mechanism_labels
     from attnbench.report.bra_backends import bra_backend_tables
-    from attnbench.report.formula import formula_tables, run_formula_check, write_formula_files
-    from attnbench.report.html import index_html
+    from attnbench.report.formula import formula_tables, run_formula_check, verdict, write_formula_files
+    from attnbench.report.html import files_doc, index_html
     from attnbench.report.models import is_models_run, write_models_report
-    from attnbench.report.plots import draw_all
+    from attnbench.report.plots import PLOTS, check_formats, draw_all
+    from attnbench.report.references import write_bib
     from attnbench.report.tables import comparison_tables, sweep_tables
 
+    say = progress or (lambda line: None)
     run_dir = Path(run_dir)
+    if plots:
+        check_formats(formats)
     if is_models_run(run_dir):  # a models table (kind: models): its own report
         given = {"columns": columns, "sort": sort, "group_by": group_by, "passes": passes}
         given.update(dtypes=dtypes, devices=devices, resolution=resolution)
         if any(v is not None for v in given.values()):
             options = [k for k, v in given.items() if v is not None]
             raise ValueError(f"{options} select rows or columns of sweep runs; {run_dir} is a models run")
-        return write_models_report(run_dir, plots=plots, formats=formats)
+        return write_models_report(run_dir, plots=plots, formats=formats, progress=say)
     results = load_results(run_dir)
+    say(f"{len(results)} rows read; writing the tables")
     manifest = load_manifest(run_dir)
     results["label"] = mechanism_labels(results) if not results.empty else []
     df = filter_rows(results, passes=passes, dtypes=dtypes, devices=devices).copy()
@@ -97,8 +104,15 @@ def write_report(
         *sweep_tables(df, group_by=group_by, sort=sort),
         *bra_backend_tables(df),
     ]
-    check = run_formula_check(results) if formula else None
-    drawn, not_drawn = draw_all(df, check, run_dir / "plots", formats) if plots else ({}, {})
+    check = None
+    if formula:
+        say("BRA formula check: counting every BRA point again")
+        check = run_formula_check(results)
+    drawn: dict = {}
+    not_drawn: dict[str, str] = {}
+    if plots:
+        say(f"drawing up to {len(PLOTS)} plots ({', '.join(formats)})")
+        drawn, not_drawn = draw_all(df, check, run_dir / "plots", formats, results=results)
     figures = {
         name: (path.relative_to(run_dir).as_posix(), caption) for name, (path, caption) in drawn.items()
     }
@@ -110,26 +124,31 @@ def write_report(
         check_tables = formula_tables(check)
     for table in [*tables, *check_tables]:
         table.write(run_dir / "tables")
+    write_bib(run_dir, [t.to_latex() for t in [*tables, *check_tables]])
 
-    summary = _summary(results, df, run_dir)
-    results_doc = Doc()
-    for table in tables:
-        results_doc.table(table)
-    if not tables:
-        results_doc.para("No rows to tabulate after the filters.")
+    say("writing report.md and index.html")
+    findings = _findings(df, check, verdict)
+    details = _run_details(results, df, run_dir)
     plots_doc = Doc()
-    for name, (path, caption) in figures.items():
-        if not name.startswith("formula"):
-            plots_doc.figure(path, caption)
+    for path, caption in figures.values():
+        plots_doc.figure(path, caption)
     plots_doc.bullets([f"`{name}` not drawn: {why}." for name, why in not_drawn.items()])
+    if not plots:
+        plots_doc.para("Plots were not drawn (`--no-plots`).")
+    tables_doc = Doc()
+    for table in tables:
+        tables_doc.details(table.caption, _one_table(table))
+    if not tables:
+        tables_doc.para("No rows to tabulate after the filters.")
 
     markdown = Doc()
     markdown.heading(f"Report of {run_dir.name}", 1)
-    markdown.extend(summary)
-    markdown.heading("Tables")
-    markdown.extend(results_doc)
+    markdown.extend(findings)
     markdown.heading("Plots")
     markdown.extend(plots_doc)
+    markdown.heading("Tables")
+    for table in tables:
+        markdown.table(table)
     if formula_doc is not None:
         markdown.heading("BRA formula check")
         markdown.para(
@@ -137,18 +156,100 @@ def write_report(
         )
         for table in check_tables:
             markdown.table(table)
+    markdown.heading("Run")
+    markdown.extend(details)
     (run_dir / "report.md").write_text(markdown.to_markdown())
 
-    sections = [("summary", "Run", summary), ("tables", "Tables", results_doc), ("plots", "Plots", plots_doc)]
+    sections = [
+        ("summary", "Summary", findings),
+        ("plots", "Plots", plots_doc),
+        ("tables", "Tables", tables_doc),
+    ]
     if formula_doc is not None:
-        sections.append(("formula", "BRA formula check", formula_doc))
-    sections.append(("files", "Files", _files_doc(run_dir)))
+        folded = Doc()
+        folded.details("The formula check in full: verdict, term by term, scaling", formula_doc.shifted(2))
+        sections.append(("formula", "BRA formula check", folded))
+    sections.append(("run", "Run", details))
+    sections.append(("files", "Files", files_doc(run_dir)))
     index = run_dir / "index.html"
     index.write_text(index_html(f"attnbench report: {run_dir.name}", sections, manifest))
     return index
 
 
-def _summary(results: pd.DataFrame, df: pd.DataFrame, run_dir: Path) -> Doc:
+def _one_table(table: Table) -> Doc:
+    doc = Doc()
+    doc.table(table)
+    return doc
+
+
+def _findings(df: pd.DataFrame, check: object, verdict: Callable[[object], str]) -> Doc:
+    """One screen: the fastest and the cheapest mechanism per pass at the largest resolution, the
+    formula verdict and the unstable rows."""
+    from attnbench.report._results import resolution_label
+
+    doc = Doc()
+    lines = []
+    ok = df[df["status"] == "ok"] if not df.empty else df
+    if not ok.empty:
+        for pass_, rows in ok.groupby("pass", sort=False):
+            timed = rows[rows["latency_ms"].notna()] if "latency_ms" in rows else rows.iloc[:0]
+            counted = rows[rows["flops"].notna()] if "flops" in rows else rows.iloc[:0]
+            parts = []
+            for what, sel, col, fmt in (
+                ("fastest", timed, "latency_ms", _ms),
+                ("fewest FLOPs", counted, "flops", _macs),
+            ):
+                if sel.empty:
+                    continue
+                hw = (sel["H"] * sel["W"]).max()
+                at = sel[sel["H"] * sel["W"] == hw]
+                means = at.groupby("label", sort=False)[col].mean().sort_values()
+                if len(means) < 2:
+                    continue
+                best = means[means == means.iloc[0]]
+                runner = means[means > means.iloc[0]]
+                text = (
+                    f"{what} at {resolution_label(at['H'].iloc[0], at['W'].iloc[0])}: **"
+                    + ", ".join(best.index)
+                    + f"** {fmt(means.iloc[0])}"
+                )
+                if not runner.empty:
+                    text += f" (next: {runner.index[0]}, {fmt(runner.iloc[0])}; {len(means)} compared)"
+                parts.append(text)
+            if parts:
+                lines.append(f"**{pass_}**: " + "; ".join(parts) + ".")
+    doc.bullets(lines)
+    if check is not None:
+        doc.para(verdict(check))
+    unstable = _unstable(df)
+    if unstable:
+        doc.para(
+            f"**{unstable} timed row(s) are unstable**: their cells carry † in the tables; measure them "
+            "again on a quiet machine before publishing (see Run)."
+        )
+    if not lines and check is None and not unstable:
+        doc.para("No ok row with a latency or a FLOP count to compare.")
+    return doc
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3g} ms"
+
+
+def _macs(value: float) -> str:
+    from attnbench.report._results import scaled_unit
+
+    div, unit = scaled_unit(value, "MACs")
+    return f"{value / div:.3g} {unit}"
+
+
+def _unstable(df: pd.DataFrame) -> int:
+    if "unstable" not in df.columns:
+        return 0
+    return int(df["unstable"].astype(str).isin(["1", "1.0", "True"]).sum())
+
+
+def _run_details(results: pd.DataFrame, df: pd.DataFrame, run_dir: Path) -> Doc:
     """What the run holds, the conventions of its numbers, and the rows that failed."""
     from attnbench.report._results import resolution_label
 
@@ -165,20 +266,21 @@ def _summary(results: pd.DataFrame, df: pd.DataFrame, run_dir: Path) -> Doc:
     )
     if results.attrs.get("left_out"):
         doc.para(f"**Rows left out:** {results.attrs['left_out']}.")
-    if "unstable" in df.columns:
-        unstable = df[df["unstable"].astype(str).isin(["1", "1.0", "True"])]
-        if not unstable.empty:
-            doc.para(
-                f"**{len(unstable)} timed row(s) are unstable** (their IQR exceeds 10 % of the median, or "
-                "other work kept the machine busy while they were timed; column `unstable_why`): their "
-                "latency, throughput and memory cells are marked with † in the tables. Measure on a quiet "
-                "machine before publishing them."
-            )
+    unstable = _unstable(df)
+    if unstable:
+        doc.para(
+            f"**{unstable} timed row(s) are unstable** (their IQR exceeds 10 % of the median, or "
+            "other work kept the machine busy while they were timed; column `unstable_why`): their "
+            "latency, throughput and memory cells are marked with † in the tables. Measure on a quiet "
+            "machine before publishing them."
+        )
     doc.para(
         "Conventions: FLOPs are multiply-accumulates of one image (batch 1) counted by fvcore "
         "(1 MAC = 1 FLOP, the convention of the BiFormer, Swin and DAT papers); latency is the median of "
-        "the timing samples at the row's batch; throughput is batch / median latency; peak memory is in "
-        "MiB (2²⁰ bytes)."
+        "the timing samples at the row's batch, and plot bands run from their 25th to their 75th "
+        "percentile (computed from the stored samples, `latency_samples_ms`); throughput is batch / "
+        "median latency; peak memory is in MiB (2²⁰ bytes). The LaTeX tables cite from "
+        "`references.bib`."
     )
     failed = results[results["status"] == "error"]
     if not failed.empty:
@@ -192,20 +294,8 @@ def _summary(results: pd.DataFrame, df: pd.DataFrame, run_dir: Path) -> Doc:
     return doc
 
 
-def _files_doc(run_dir: Path) -> Doc:
-    doc = Doc()
-    names = ["results.csv", "manifest.json", "formula_check.csv", "formula_report.md", "report.md"]
-    items = [f"[{n}]({n})" for n in names if (run_dir / n).exists()]
-    items += [
-        f"[{p.relative_to(run_dir).as_posix()}]({p.relative_to(run_dir).as_posix()})"
-        for p in sorted((run_dir / "tables").glob("*.tex"))
-    ]
-    doc.bullets(items)
-    return doc
-
-
 def report_from_args(args: argparse.Namespace) -> Path:
-    """Run :func:`write_report` with the options parsed by :func:`add_arguments`."""
+    """Run :func:`write_report` with the options parsed by :func:`add_arguments`, printing progress."""
     return write_report(
         args.run_dir,
         columns=args.columns,
@@ -218,4 +308,5 @@ def report_from_args(args: argparse.Namespace) -> Path:
         formula=args.formula,
         plots=args.plots,
         formats=args.formats,
+        progress=lambda line: print(f"attnbench report: {line} ...", flush=True),
     )

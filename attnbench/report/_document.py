@@ -1,4 +1,10 @@
-"""Tables and documents that render to Markdown, LaTeX (booktabs) and HTML from one description."""
+"""Tables and documents that render to Markdown, LaTeX (booktabs) and HTML from one description.
+
+A :class:`Table` written as LaTeX compiles in ``\\documentclass[twocolumn]{article}`` with
+``booktabs`` and ``graphicx`` loaded: it sits in one column (``table``) when its estimated width
+fits there, else across both (``table*``), and it is shrunk to the line width, never enlarged,
+when it would still be wider (the ``\\ifdim`` test in the file).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,25 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["Doc", "Table", "best_mask", "inline_html"]
+__all__ = ["Doc", "Table", "Tex", "best_mask", "inline_html", "latex_escape"]
+
+# Widths of \documentclass[twocolumn]{article} (10 pt): one column and the whole text block.
+COLUMN_WIDTH_PT = 229.5
+TEXT_WIDTH_PT = 469.0
+
+
+class Tex(str):
+    """Plain text that carries its own LaTeX form (``"BRA (S=7)"`` / ``"BRA ($S{=}7$)"``).
+
+    Markdown and HTML show the text; :meth:`Table.to_latex` writes ``.tex`` as it is.
+    """
+
+    tex: str
+
+    def __new__(cls, text: str, tex: str) -> Tex:
+        obj = super().__new__(cls, text)
+        obj.tex = tex
+        return obj
 
 
 def best_mask(values: Sequence[float | None], higher_is_better: bool) -> list[bool]:
@@ -21,6 +45,21 @@ def best_mask(values: Sequence[float | None], higher_is_better: bool) -> list[bo
     return [v is not None and math.isfinite(v) and v == best for v in values]
 
 
+def _split_header(text: str) -> tuple[str, str]:
+    """``"Latency (ms, median)"`` -> ``("Latency", "(ms, median)")``; no parenthesis: no unit line."""
+    m = re.match(r"^(.*?)\s+(\(.*\))$", text)
+    return (m.group(1), m.group(2)) if m else (text, "")
+
+
+def _tex(cell: str) -> str:
+    return cell.tex if isinstance(cell, Tex) else latex_escape(cell)
+
+
+def _width_pt(text: str) -> float:
+    """Rough width of ``text`` set in \\small (about 4.6 pt a character)."""
+    return 4.6 * len(text)
+
+
 @dataclasses.dataclass
 class Table:
     """A table of pre-formatted cells.
@@ -28,11 +67,13 @@ class Table:
     Attributes:
         name: file stem (``tables/<name>.md`` and ``.tex``) and LaTeX label.
         caption: one line saying what the rows are and their fixed conditions.
-        header: column titles, units in parentheses.
-        rows: cell text, one list per row.
+        header: column titles, units in parentheses (LaTeX sets the units on a second header line).
+        rows: cell text, one list per row; a :class:`Tex` cell brings its LaTeX form.
         bold: same shape as ``rows``; True marks the best value of its column.
         align: one of ``l``/``r`` per column (default: first left, the rest right).
         note: a sentence printed under the table (conventions, missing values).
+        groups: ``{row index: label}``: a spanning label row above that row (e.g. one per shape).
+        header_groups: LaTeX only: ``(label, number of columns)`` spanning the column titles.
     """
 
     name: str
@@ -42,6 +83,8 @@ class Table:
     bold: list[list[bool]] | None = None
     align: str | None = None
     note: str = ""
+    groups: dict[int, str] = dataclasses.field(default_factory=dict)
+    header_groups: list[tuple[str, int]] | None = None
 
     def _align(self) -> str:
         return self.align or "l" + "r" * (len(self.header) - 1)
@@ -55,49 +98,93 @@ class Table:
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
         rule = "|" + "|".join(":---" if a == "l" else "---:" for a in self._align()) + "|"
-        body = [line(r) for r in self._cells("**{}**")]
+        body = []
+        for i, row in enumerate(self._cells("**{}**")):
+            if i in self.groups:
+                body.append(line([f"*{self.groups[i]}*", *[""] * (len(self.header) - 1)]))
+            body.append(line(row))
         out = [f"**{self.caption}**", "", line(self.header), rule, *body]
         if self.note:
             out += ["", f"*{self.note}*"]
         return "\n".join(out) + "\n"
 
+    def width_pt(self) -> float:
+        """Estimated natural width of the LaTeX tabular (12 pt of padding per column)."""
+        widths = []
+        for j, h in enumerate(self.header):
+            title, unit = _split_header(str(h))
+            cells = [str(r[j]) for r in self.rows if j < len(r)]
+            widths.append(max([_width_pt(title), _width_pt(unit), *map(_width_pt, cells)]) + 12)
+        return sum(widths)
+
     def to_latex(self) -> str:
-        header = " & ".join(latex_escape(h) for h in self.header) + r" \\"
+        n = len(self.header)
+        wide = self.width_pt() > COLUMN_WIDTH_PT
+        env = "table*" if wide else "table"
+        titles, units = [], []
+        for h in self.header:
+            if isinstance(h, Tex):
+                title, _, unit = h.tex.partition("\n")
+            else:
+                plain_title, plain_unit = _split_header(h)
+                title, unit = latex_escape(plain_title), latex_escape(plain_unit)
+            titles.append(title)
+            units.append(unit)
+        head = []
+        if self.header_groups:
+            spans, rules, col = [], [], 1
+            for label, span in self.header_groups:
+                text = _tex(label)
+                spans.append(rf"\multicolumn{{{span}}}{{c}}{{{text}}}" if span > 1 or text else text)
+                if text:
+                    rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
+                col += span
+            head += [" & ".join(spans) + r" \\", " ".join(rules)]
+        head.append(" & ".join(titles) + r" \\")
+        if any(units):
+            head.append(" & ".join(units) + r" \\")
         bold = self.bold or [[False] * len(r) for r in self.rows]
-        body = [
-            " & ".join(rf"\textbf{{{latex_escape(c)}}}" if b else latex_escape(c) for c, b in zip(row, brow))
-            + r" \\"
-            for row, brow in zip(self.rows, bold)
-        ]
+        body = []
+        for i, (row, brow) in enumerate(zip(self.rows, bold)):
+            if i in self.groups:
+                if i:
+                    body.append(r"\midrule")
+                body.append(rf"\multicolumn{{{n}}}{{l}}{{\textit{{{_tex(self.groups[i])}}}}} \\")
+            cells = [rf"\textbf{{{_tex(c)}}}" if b else _tex(c) for c, b in zip(row, brow)]
+            body.append(" & ".join(cells) + r" \\")
         lines = [
-            r"% needs \usepackage{booktabs}",
-            r"\begin{table}[t]",
+            r"% needs \usepackage{booktabs,graphicx}; shrunk to the line width only where wider",
+            rf"\begin{{{env}}}[t]",
             r"\centering",
-            rf"\caption{{{latex_escape(self.caption)}}}",
+            rf"\caption{{{_tex(self.caption)}}}",
             rf"\label{{tab:{self.name}}}",
-            rf"\begin{{tabular}}{{{self._align()}}}",
+            r"\small",
+            r"\setbox0=\hbox{%",
+            rf"\begin{{tabular}}{{@{{}}{self._align()}@{{}}}}",
             r"\toprule",
-            header,
+            *head,
             r"\midrule",
             *body,
             r"\bottomrule",
-            r"\end{tabular}",
+            r"\end{tabular}}%",
+            r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\box0}\else\box0\fi",
         ]
         if self.note:
-            lines += [r"\par\smallskip", rf"{{\footnotesize {latex_escape(self.note)}}}"]
-        lines.append(r"\end{table}")
+            lines += [r"\par\smallskip", rf"{{\footnotesize\raggedright {_tex(self.note)}\par}}"]
+        lines.append(rf"\end{{{env}}}")
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
         cls = {"l": "l", "r": "r"}
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
-        body = "".join(
-            "<tr>"
-            + "".join(f'<td class="{cls[a]}">{html.escape(c)}</td>' for c, a in zip(row, self._align()))
-            + "</tr>"
-            for row in self._cells("\0{}\1")
-        )
-        body = body.replace("\0", "<b>").replace("\1", "</b>")
+        rows = []
+        for i, row in enumerate(self._cells("\0{}\1")):
+            if i in self.groups:
+                label = html.escape(self.groups[i])
+                rows.append(f'<tr class="group"><th colspan="{len(self.header)}">{label}</th></tr>')
+            cells = "".join(f'<td class="{cls[a]}">{html.escape(c)}</td>' for c, a in zip(row, self._align()))
+            rows.append(f"<tr>{cells}</tr>")
+        body = "".join(rows).replace("\0", "<b>").replace("\1", "</b>")
         note = f'<p class="note">{inline_html(self.note)}</p>' if self.note else ""
         return (
             f'<table id="{html.escape(self.name)}"><caption>{html.escape(self.caption)}</caption>'
@@ -128,28 +215,46 @@ _LATEX_SPECIAL = {
     "±": r"$\pm$",
     "†": r"\textsuperscript{\dag}",
     "²": r"$^2$",
+    "³": r"$^3$",
     "⁴": r"$^4$",
     "≈": r"$\approx$",
+    "≠": r"$\neq$",
+    "∈": r"$\in$",
+    "→": r"$\to$",
+    "÷": r"$\div$",
     "–": "--",
     "—": "---",
     "·": r"$\cdot$",
+    "δ": r"$\delta$",
+    "ᵀ": r"$^\top$",
+    "✕": r"$\times$",
 }
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    """``text`` for LaTeX: special characters escaped, the Unicode the reports use as math, and
+    quotes as TeX quotes (``'GFLOPs'`` becomes ```GFLOPs'``)."""
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    out = re.sub(r"(^|[\s(\[])'", r"\1`", out)  # an opening single quote
+    out = re.sub(r'(^|[\s(\[])"', r"\1``", out)
+    return out.replace('"', "''")
+
+
+_MD_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 
 
 def inline_html(text: str) -> str:
-    """Escape ``text`` and render the two inline marks the reports use: `code` and **bold**."""
-    out = html.escape(text)
+    """Escape ``text`` and render the inline marks the reports use: `code`, **bold** and
+    [links](target)."""
+    out = html.escape(text, quote=False)
+    out = _MD_LINK.sub(lambda m: f'<a href="{html.escape(m.group(2))}">{m.group(1)}</a>', out)
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
     return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
 
 
 @dataclasses.dataclass
 class Doc:
-    """A sequence of headings, paragraphs, bullet lists, tables and figures."""
+    """A sequence of headings, paragraphs, bullet lists, tables, figures and folded parts."""
 
     blocks: list[tuple[str, object]] = dataclasses.field(default_factory=list)
 
@@ -170,8 +275,23 @@ class Doc:
         """``path`` relative to the folder the document is written to."""
         self.blocks.append(("img", (path, caption)))
 
+    def details(self, summary: str, inner: Doc) -> None:
+        """A part folded in HTML (``<details>``); in Markdown a bold line, then the part."""
+        self.blocks.append(("details", (summary, inner)))
+
     def extend(self, other: Doc) -> None:
         self.blocks.extend(other.blocks)
+
+    def shifted(self, levels: int) -> Doc:
+        """A copy with every heading ``levels`` deeper (at most ``h6``), to nest it under another."""
+        out = Doc()
+        for kind, body in self.blocks:
+            if kind.startswith("h"):
+                kind = f"h{min(6, int(kind[1]) + levels)}"
+            elif kind == "details":
+                body = (body[0], body[1].shifted(levels))
+            out.blocks.append((kind, body))
+        return out
 
     def to_markdown(self) -> str:
         out: list[str] = []
@@ -187,6 +307,9 @@ class Doc:
             elif kind == "img":
                 path, caption = body
                 out.append(f"![{caption}]({path})\n\n*{caption}*")
+            elif kind == "details":
+                summary, inner = body
+                out.append(f"**{summary}**\n\n" + inner.to_markdown().rstrip())
         return "\n\n".join(out) + "\n"
 
     def to_html(self) -> str:
@@ -206,5 +329,10 @@ class Doc:
                 out.append(
                     f'<figure><a href="{src}"><img src="{src}" alt="{html.escape(caption)}"></a>'
                     f"<figcaption>{inline_html(caption)}</figcaption></figure>"
+                )
+            elif kind == "details":
+                summary, inner = body
+                out.append(
+                    f"<details><summary>{inline_html(summary)}</summary>\n{inner.to_html()}\n</details>"
                 )
         return "\n".join(out)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from attnbench.registry import get_mechanism
@@ -15,7 +17,11 @@ from attnbench.store import load_rows, read_manifest
 
 __all__ = [
     "FIXED_COLUMNS",
+    "device_label",
+    "display_name",
     "filter_rows",
+    "latency_quantiles",
+    "latex_labels",
     "load_manifest",
     "load_results",
     "mechanism_labels",
@@ -164,6 +170,14 @@ def plain(value: Any) -> str:
     return str(value)
 
 
+def _same_form(value: Any) -> str:
+    """A value as text that reads alike whether it came back as a number or as text (``"2.0"`` = ``2``)."""
+    try:
+        return plain(float(value)) if not isinstance(value, bool) else str(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def varying(df: pd.DataFrame, columns: Iterable[str]) -> list[str]:
     """Those of ``columns`` that take more than one value in ``df`` (missing values count as one)."""
     return [c for c in columns if c in df.columns and df[c].astype("string").fillna("<NA>").nunique() > 1]
@@ -178,30 +192,112 @@ def _non_default(rows: pd.DataFrame, mechanism: str, columns: Iterable[str]) -> 
     out = []
     for c in columns:
         if c in declared and c in rows.columns:
-            values = {plain(v) for v in rows[c] if not pd.isna(v)}
-            if values - {plain(declared[c].default)}:
+            values = {_same_form(v) for v in rows[c] if not pd.isna(v)}
+            if values - {_same_form(declared[c].default)}:
                 out.append(c)
     return out
 
 
-def mechanism_labels(df: pd.DataFrame) -> pd.Series:
-    """One label per row: the mechanism name plus the parameters that vary among its rows or depart
-    from the mechanism's defaults.
+def _mechanism_class(mechanism: str) -> Any:
+    try:
+        return get_mechanism(mechanism)
+    except ValueError:  # a plugin this process did not load
+        return None
 
-    E.g. ``bra (n_win=7, topk=4)`` when a run sweeps BRA's n_win and topk, ``bra (topk=1)`` for a
-    single setting off the default, plain ``vanilla`` otherwise.
-    """
-    labels = df["mechanism"].astype(str).copy()
+
+def display_name(mechanism: str) -> str:
+    """The name papers use (the mechanism's ``display_name``); the registry name for unknown ones."""
+    cls = _mechanism_class(mechanism)
+    return str(cls.display_name) if cls is not None and cls.display_name else mechanism
+
+
+def _symbol(mechanism: str, param: str) -> tuple[str, bool]:
+    """The parameter's declared symbol (and True), or its name (and False)."""
+    cls = _mechanism_class(mechanism)
+    symbols = getattr(cls, "param_symbols", None) or {}
+    return (symbols[param], True) if param in symbols else (param, False)
+
+
+_GREEK = {"δ": r"\delta", "α": r"\alpha", "β": r"\beta", "γ": r"\gamma", "λ": r"\lambda", "σ": r"\sigma"}
+_MATH_SYMBOL = re.compile(r"^([A-Za-z]|[α-ω])(?:_([A-Za-z0-9]+))?$")
+_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
+
+
+def latex_param(symbol: str, value: str, is_symbol: bool = True) -> str:
+    """``S``, ``7`` -> ``$S{=}7$``; a parameter name that is no symbol stays text (``q\\_size${=}$56``)."""
+    from attnbench.report._document import latex_escape
+
+    m = _MATH_SYMBOL.match(symbol) if is_symbol else None
+    if m and _NUMBER.match(value):
+        base = _GREEK.get(m.group(1), m.group(1))
+        sub = m.group(2)
+        if sub:
+            base += f"_{{{sub}}}" if len(sub) == 1 else f"_{{\\mathrm{{{sub}}}}}"
+        return f"${base}{{=}}{value}$"
+    return f"{latex_escape(symbol)}${{=}}${latex_escape(value)}"
+
+
+def _label_parts(df: pd.DataFrame) -> dict[Any, tuple[str, list[tuple[str, str, bool]]]]:
+    """Per row index: the display name and the (symbol, value, is a symbol) its label shows."""
+    out: dict[Any, tuple[str, list[tuple[str, str, bool]]]] = {}
     for name, rows in df.groupby("mechanism", sort=False):
+        shown_name = display_name(str(name))
         params = parameter_columns(df, name)
         shown = set(varying(rows, params)) | set(_non_default(rows, name, params))
         cols = [c for c in params if c in shown]
-        if not cols:
-            continue
         for i, row in rows.iterrows():
-            parts = [f"{c}={plain(row[c])}" for c in cols if not pd.isna(row[c])]
-            labels[i] = f"{name} ({', '.join(parts)})" if parts else name
+            parts = [(*_symbol(str(name), c), plain(row[c])) for c in cols if not pd.isna(row[c])]
+            parts = [(sym, value, is_symbol) for sym, is_symbol, value in parts]
+            out[i] = (shown_name, parts)
+    return out
+
+
+def mechanism_labels(df: pd.DataFrame) -> pd.Series:
+    """One label per row: the mechanism's display name plus the parameters that vary among its rows
+    or depart from the mechanism's defaults, by their symbols.
+
+    E.g. ``BRA (S=7, k=4)`` when a run sweeps BRA's n_win and topk, ``BRA (k=1)`` for a single
+    setting off the default, plain ``Global`` (vanilla attention) otherwise.
+    """
+    labels = df["mechanism"].astype(str).copy()
+    for i, (name, parts) in _label_parts(df).items():
+        labels[i] = f"{name} ({', '.join(f'{s}={v}' for s, v, _ in parts)})" if parts else name
     return labels
+
+
+def latex_labels(df: pd.DataFrame) -> dict[str, str]:
+    """``{plain label: LaTeX label}`` of :func:`mechanism_labels`, e.g. ``BRA ($S{=}7$, $k{=}4$)``."""
+    from attnbench.report._document import latex_escape
+
+    out: dict[str, str] = {}
+    for name, parts in _label_parts(df).values():
+        text = f"{name} ({', '.join(f'{s}={v}' for s, v, _ in parts)})" if parts else name
+        tex = latex_escape(name)
+        if parts:
+            tex += " (" + ", ".join(latex_param(*part) for part in parts) + ")"
+        out[text] = tex
+    return out
+
+
+def device_label(device: Any) -> str:
+    """``cpu`` -> ``CPU``, ``cuda:0`` -> ``CUDA:0``: device names as papers write them."""
+    text = str(device)
+    kind, sep, rest = text.partition(":")
+    return {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}.get(kind.lower(), kind) + sep + rest
+
+
+def latency_quantiles(samples: Any, q: Sequence[float] = (25, 75)) -> list[float]:
+    """Percentiles of a row's stored timing samples (``latency_samples_ms``, a JSON list), with the
+    interpolation ``attnbench.timing`` uses for the IQR (linear); NaNs when the row has none."""
+    if isinstance(samples, str):
+        try:
+            samples = json.loads(samples)
+        except ValueError:
+            samples = None
+    values = [float(v) for v in samples] if isinstance(samples, (list, tuple)) else []
+    if not values:
+        return [math.nan] * len(q)
+    return [float(v) for v in np.percentile(values, list(q))]
 
 
 def resolution_label(H: float, W: float) -> str:

@@ -34,8 +34,9 @@ import torch
 from attnbench.flops import FlopReport, count_flops
 from attnbench.mechanism import Param
 from attnbench.registry import build_mechanism, get_mechanism
-from attnbench.report._document import Doc, Table
+from attnbench.report._document import Doc, Table, Tex, latex_escape
 from attnbench.report._results import resolution_label, scaled_unit
+from attnbench.report.references import cite
 
 __all__ = [
     "FormulaCheck",
@@ -46,6 +47,7 @@ __all__ = [
     "paper_bound",
     "paper_optimal_s",
     "run_formula_check",
+    "verdict",
 ]
 
 VARIANTS = {
@@ -404,6 +406,28 @@ def _term_explanation(variant: str, term: str, sel: pd.DataFrame) -> str:
     return f"ratio {_range(list(ratios))} (formula MACs / counted MACs)."
 
 
+def verdict(check: FormulaCheck) -> str:
+    """One sentence for the report's summary: each published form's total as a ratio to the count."""
+    pts = check.points
+    if pts.empty:
+        return "BRA formula check: no BRA point could be counted."
+    parts = []
+    for variant in ("paper", "quoted"):
+        r = pts[f"{variant}_total"] / pts["measured_total"]
+        parts.append(f"`{variant}` ×{_range(list(r), '{:.2f}')}")
+    return (
+        f"BRA formula check over {len(pts)} counted point(s): the published totals are "
+        + " and ".join(parts)
+        + " the fvcore count (1 = exact); term by term in the BRA formula check below."
+    )
+
+
+def _cited(text: str, tex_tail: str = "") -> Tex:
+    """``text`` whose LaTeX form cites the BiFormer paper after the word "paper"."""
+    tex = latex_escape(text).replace("paper", "paper~" + cite(["zhu2023biformer"]), 1)
+    return Tex(text, tex + tex_tail)
+
+
 def formula_doc(check: FormulaCheck, figures: Sequence[tuple[str, str]] = ()) -> Doc:
     """``formula_report.md``: the verdict, term by term, padding, free operators and scaling."""
     doc = Doc()
@@ -570,7 +594,10 @@ def formula_tables(check: FormulaCheck) -> list[Table]:
     div, unit = scaled_unit(float(pts["measured_total"].max()), "MACs")
     totals = Table(
         name="formula_totals",
-        caption=f"BRA: measured fvcore count ({unit}, batch 1) and each formula's total as a ratio to it",
+        caption=_cited(
+            f"BRA: measured fvcore count ({unit}, batch 1) and each formula's total as a ratio to it; "
+            "paper: the BiFormer paper's formula"
+        ),
         header=[
             "H×W",
             "C",
@@ -623,7 +650,10 @@ def formula_tables(check: FormulaCheck) -> list[Table]:
     )
     terms_table = Table(
         name="formula_terms",
-        caption=f"BRA terms at {point}: measured and per formula ({tunit}, ratio to measured)",
+        caption=_cited(
+            f"BRA terms at {point}: measured and per formula ({tunit}, ratio to measured); paper: the "
+            "BiFormer paper's formula"
+        ),
         header=["Term", f"Measured ({tunit})", "quoted", "paper", "analytic"],
         rows=term_rows,
         align="lrrrr",
@@ -636,7 +666,7 @@ def formula_tables(check: FormulaCheck) -> list[Table]:
         tables.append(
             Table(
                 name="formula_scaling",
-                caption=f"BRA at the best swept S and at the paper's S* ({sunit}, fvcore, batch 1)",
+                caption=_cited(f"BRA at the best swept S and at the paper's S* ({sunit}, fvcore, batch 1)"),
                 header=[
                     "C",
                     "k",

@@ -10,9 +10,8 @@ tables of their own. Also ``plots/models_speed_vs_gmacs.*``, ``report.md`` and `
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,20 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from attnbench.report._document import Doc, Table, best_mask
-from attnbench.report._results import decimals_for, load_manifest, plain
-from attnbench.report.html import index_html
-from attnbench.report.plots import EXTRA_COLORS, EXTRA_MARKERS, MECHANISM_COLORS, RC, save
+from attnbench.report._document import Doc, Table, Tex, best_mask, latex_escape
+from attnbench.report._results import decimals_for, device_label, load_manifest, plain
+from attnbench.report.html import files_doc, index_html
+from attnbench.report.plots import (
+    EXTRA_COLORS,
+    EXTRA_MARKERS,
+    MECHANISM_COLORS,
+    RC,
+    note_box,
+    overlapping_points,
+    place_point_labels,
+    save,
+)
+from attnbench.report.references import cite, cite_keys, strip_file_refs, write_bib
 from attnbench.store import load_rows
 
 __all__ = ["is_models_run", "models_tables", "plot_models", "write_models_report"]
@@ -115,7 +124,7 @@ def _device_name(rows: pd.DataFrame, manifest: dict[str, Any]) -> str:
     envs = manifest.get("environments", {})
     names = {envs.get(e, {}).get("device_name") for e in rows.get("env_id", [])}
     names.discard(None)
-    return ", ".join(sorted(names)) if names else str(rows["device"].iloc[0])
+    return ", ".join(sorted(names)) if names else device_label(rows["device"].iloc[0])
 
 
 def _table(name: str, rows: pd.DataFrame, manifest: dict[str, Any]) -> Table:
@@ -126,9 +135,17 @@ def _table(name: str, rows: pd.DataFrame, manifest: dict[str, Any]) -> Table:
     def marker(source: Any) -> str:
         if source is None or pd.isna(source) or not str(source):
             return ""
-        if source not in sources:
-            sources.append(str(source))
-        return f" [{sources.index(str(source)) + 1}]"
+        text = strip_file_refs(str(source))
+        if text not in sources:
+            sources.append(text)
+        return f" [{sources.index(text) + 1}]"
+
+    def with_source(text: str, source: Any) -> Tex:
+        """``13.1 / 2.2 [2]``; in LaTeX ``13.1 / 2.2~\\cite{...}`` where the source names an entry."""
+        mark = marker(source)
+        keys = cite_keys(str(source)) if mark else []
+        tex = latex_escape(text) + (f"~{cite(keys)}" if keys else latex_escape(mark))
+        return Tex(text + mark, tex)
 
     def fmt_column(values: list[float | None]) -> str:
         return "{:." + str(decimals_for([v for v in values if v is not None])) + "f}"
@@ -154,9 +171,9 @@ def _table(name: str, rows: pd.DataFrame, manifest: dict[str, Any]) -> Table:
                 r["label"],
                 cell(_num(r.get("params_m")), "{:.2f}"),
                 cell(_num(r.get("gflops")), "{:.3f}"),
-                counted + (marker(r.get("counted_source")) if counted != "—" else ""),
+                with_source(counted, r.get("counted_source")) if counted != "—" else counted,
                 diff,
-                published + (marker(r.get("published_source")) if published != "—" else ""),
+                with_source(published, r.get("published_source")) if published != "—" else published,
                 cell(tp, tp_fmt),
                 cell(mem, mem_fmt),
                 "—" if top1 is None else plain(top1),
@@ -168,15 +185,16 @@ def _table(name: str, rows: pd.DataFrame, manifest: dict[str, Any]) -> Table:
     at = f" @{res}" if res is not None else ""
     header = [
         "Model",
-        "Params (M)",
-        f"GMACs (fvcore){at}",
-        "Counted on released code (M / GMACs)",
-        "Diff vs counted (%, params / GMACs)",
-        "Published (M / GMACs)",
-        "Throughput (img/s)",
-        "Peak memory (MiB)",
-        "Top-1 (%, published)",
+        Tex("Params (M)", "Params\n(M)"),
+        Tex(f"GMACs (fvcore){at}", latex_escape(f"GMACs (fvcore){at}")),
+        Tex("Counted on released code (M / GMACs)", "Counted\n(M / GMACs)"),
+        Tex("Diff vs counted (%, params / GMACs)", "Diff\n(\\%, M / GMACs)"),
+        Tex("Published (M / GMACs)", "Published\n(M / GMACs)"),
+        Tex("Throughput (img/s)", "Throughput\n(img/s)"),
+        Tex("Peak memory (MiB)", "Memory\n(MiB)"),
+        Tex("Top-1 (%, published)", "Top-1\n(\\%, publ.)"),
     ]
+    header_groups = [("", 1), ("Ours", 2), ("Released code", 2), ("", 1), ("Inference", 2), ("", 1)]
     size = f"{res}×{res}" if res is not None else "its resolution"
     caption = (
         f"Whole models at {size}, inference (eval, no_grad) at batch {plain(first['batch'])}, "
@@ -188,9 +206,17 @@ def _table(name: str, rows: pd.DataFrame, manifest: dict[str, Any]) -> Table:
         "diff = 100 (ours - counted) / counted; throughput = batch / median latency; bold: the best "
         "throughput and the lowest memory; top-1 is ImageNet-1K as published, not measured here."
     )
+    tex_note = latex_escape(note).replace("fvcore", "fvcore~" + cite(["fvcore"]), 1)
     if sources:
-        note += " Sources: " + "; ".join(f"[{i + 1}] {s}" for i, s in enumerate(sources)) + "."
-    return Table(name, caption, header, body, bold=bold, note=note)
+        listed = "; ".join(f"[{i + 1}] {s}" for i, s in enumerate(sources))
+        note += " Sources: " + listed + "."
+        uncited = [f"[{i + 1}] {s}" for i, s in enumerate(sources) if not cite_keys(s)]
+        if uncited:
+            tex_note += " Sources: " + latex_escape("; ".join(uncited)) + "."
+    caption = Tex(caption, latex_escape(caption).replace("on cpu", "on CPU"))
+    return Table(
+        name, caption, header, body, bold=bold, note=Tex(note, tex_note), header_groups=header_groups
+    )
 
 
 def models_tables(df: pd.DataFrame, manifest: dict[str, Any]) -> list[Table]:
@@ -214,74 +240,72 @@ def plot_models(df: pd.DataFrame) -> Figure | None:
     }
     first = ok.iloc[0]
     fig = Figure(figsize=(6 * len(panels), 4.6))
-    axes = fig.subplots(1, len(panels), squeeze=False, gridspec_kw={"wspace": 0.3})[0]
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.88, bottom=0.12, wspace=0.25)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (col, title) in zip(axes, panels):
         rows = ok[ok[col].notna()].sort_values(col, ascending=False)
-        x, y = rows["gflops"], rows[col]
-        middle = (x.min() + x.max()) / 2
-        span_x, span_y = (x.max() - x.min()) or 1.0, (y.max() - y.min()) or 1.0
-        placed: list[tuple[float, float]] = []
         for r in rows.itertuples():
             family = r.family or "(no family)"
             color, mark = style[family]
-            value = getattr(r, col)
-            ax.scatter(r.gflops, value, color=color, marker=mark, s=50, label=family, zorder=3)
-            # labels of the right half go left of their point; near neighbours stack downwards
-            right = r.gflops > middle
-            nx, ny = (r.gflops - x.min()) / span_x, (value - y.min()) / span_y
-            crowd = sum(abs(px - nx) < 0.15 and abs(py - ny) < 0.06 for px, py in placed)
-            placed.append((nx, ny))
-            ax.annotate(
-                r.label,
-                (r.gflops, value),
-                textcoords="offset points",
-                xytext=(-6 if right else 6, 4 - 10 * crowd),
-                ha="right" if right else "left",
-                fontsize=7,
-            )
+            ax.scatter(r.gflops, getattr(r, col), color=color, marker=mark, s=50, label=family, zorder=3)
         ax.set_xlabel(f"GMACs (fvcore, batch 1, {int(first['resolution'])}×{int(first['resolution'])})")
         ax.set_ylabel(title)
         ax.set_title(f"{title.split(' (')[0].capitalize()} vs GMACs")
-        ax.margins(x=0.15, y=0.12)
+        ax.margins(x=0.18, y=0.15)
+        ax.set_xlim(ax.get_xlim())  # fixed before the labels are placed around the points
+        ax.set_ylim(ax.get_ylim())
+        place_point_labels(ax, list(rows["gflops"]), list(rows[col]), list(rows["label"]))
+        touching = overlapping_points(ax, list(rows["gflops"]), list(rows[col]), list(rows["label"]))
+        note_box(ax, touching, head="Markers that overlap:")
     handles, labels = axes[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     fig.legend(
         unique.values(),
         unique.keys(),
-        loc="lower center",
-        ncol=min(3, len(unique)),
+        loc="upper center",
+        ncol=min(2, len(unique)),
         frameon=False,
-        bbox_to_anchor=(0.5, -0.02 - 0.045 * math.ceil(len(unique) / 3)),
+        bbox_to_anchor=(0.5, 0.0),
     )
     fig.suptitle(
-        f"Inference at batch {plain(first['batch'])}, {first['dtype']}, {first['device']}", fontsize=10
+        f"Inference at batch {plain(first['batch'])}, {first['dtype']}, {device_label(first['device'])}",
+        fontsize=10,
     )
     return fig
 
 
 def write_models_report(
-    run_dir: str | Path, *, plots: bool = True, formats: Sequence[str] = ("png", "svg")
+    run_dir: str | Path,
+    *,
+    plots: bool = True,
+    formats: Sequence[str] = ("png", "svg"),
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
-    """Write ``tables/models.{md,tex}``, the plot, ``report.md`` and ``index.html`` of a models run.
+    """Write ``tables/models.{md,tex}``, ``references.bib``, the plot, ``report.md`` and ``index.html``
+    of a models run.
 
     Returns:
         The path of ``index.html``.
     """
+    say = progress or (lambda line: None)
     run_dir = Path(run_dir)
     df = _load(run_dir)
+    say(f"{len(df)} model rows read; writing the tables")
     manifest = load_manifest(run_dir)
     tables = models_tables(df, manifest)
     for table in tables:
         table.write(run_dir / "tables")
+    write_bib(run_dir, [t.to_latex() for t in tables])
 
     summary = _summary(df, run_dir)
     tables_doc = Doc()
     for table in tables:
-        tables_doc.table(table)
+        tables_doc.details(table.caption, _one(table))
     if not tables:
         tables_doc.para("No rows yet.")
     plots_doc = Doc()
     if plots:
+        say("drawing the plot")
         primary = _groups(df, manifest)[0][1] if not df.empty else df
         with matplotlib.rc_context(RC):
             fig = plot_models(primary) if not primary.empty else None
@@ -294,25 +318,57 @@ def write_models_report(
                     "Throughput and peak memory of the inference forward against fvcore GMACs, per model.",
                 )
 
+    say("writing report.md and index.html")
+    findings = _findings(df)
     markdown = Doc()
     markdown.heading(f"Report of {run_dir.name}", 1)
-    markdown.extend(summary)
-    markdown.heading("Tables")
-    markdown.extend(tables_doc)
+    markdown.extend(findings)
     markdown.heading("Plots")
     markdown.extend(plots_doc)
+    markdown.heading("Tables")
+    for table in tables:
+        markdown.table(table)
+    markdown.heading("Run")
+    markdown.extend(summary)
     (run_dir / "report.md").write_text(markdown.to_markdown())
 
-    files = Doc()
-    names = ["results.csv", "manifest.json", "report.md"]
-    items = [f"[{n}]({n})" for n in names if (run_dir / n).exists()]
-    items += [f"[tables/{t.name}.tex](tables/{t.name}.tex)" for t in tables]
-    files.bullets(items)
-    sections = [("summary", "Run", summary), ("tables", "Tables", tables_doc), ("plots", "Plots", plots_doc)]
-    sections.append(("files", "Files", files))
+    sections = [("summary", "Summary", findings), ("plots", "Plots", plots_doc)]
+    sections += [("tables", "Tables", tables_doc), ("run", "Run", summary)]
+    sections.append(("files", "Files", files_doc(run_dir)))
     index = run_dir / "index.html"
     index.write_text(index_html(f"attnbench report: {run_dir.name}", sections, manifest))
     return index
+
+
+def _one(table: Table) -> Doc:
+    doc = Doc()
+    doc.table(table)
+    return doc
+
+
+def _findings(df: pd.DataFrame) -> Doc:
+    """One screen: the fastest, the leanest and the cheapest model, and how our counts compare."""
+    doc = Doc()
+    ok = df[df["status"] == "ok"] if not df.empty else df
+    lines = []
+    for col, what, pick, unit in (
+        ("throughput", "highest throughput", "max", "img/s"),
+        ("peak_mem_mb", "lowest peak memory", "min", "MiB"),
+        ("gflops", "fewest GMACs", "min", "GMACs"),
+    ):
+        if col in ok.columns and ok[col].notna().sum() >= 2:
+            best = ok.loc[getattr(ok[col], f"idx{pick}")()]
+            lines.append(f"{what}: **{best['label']}**, {best[col]:.4g} {unit}")
+    if "gflops_diff_counted_pct" in ok.columns and ok["gflops_diff_counted_pct"].notna().any():
+        worst = ok["gflops_diff_counted_pct"].abs().max()
+        lines.append(f"our GMACs are within {worst:.2f} % of the count on the released code for every model")
+    doc.bullets(lines)
+    failed = int((df["status"] == "error").sum()) if not df.empty else 0
+    if failed:
+        doc.para(f"**{failed} model(s) failed**; see Run.")
+    if not lines and not failed:
+        doc.para("No ok model row yet.")
+    return doc
 
 
 def _summary(df: pd.DataFrame, run_dir: Path) -> Doc:

@@ -1,10 +1,15 @@
-"""Plots of a run, PNG and SVG, with one fixed colour-blind-safe colour and marker per mechanism.
+"""Plots of a run, PNG and SVG: one hue per mechanism family, variants told apart by marker and line.
 
 Known mechanisms take Okabe-Ito colours (Wong, Nature Methods 2011; yellow swapped for Tol's wine,
 which reads on white); names the palette does not know take Paul Tol's muted colours in sorted
-order, so a report gives every mechanism one colour in every plot. Configurations of one mechanism
-share its colour and differ by line style and marker fill. Figures are built on
-``matplotlib.figure.Figure`` and never touch pyplot's global state.
+order, so a report gives every family one colour in every plot. The variants of a family (BRA over
+S and k) keep its colour and differ by marker (first varying parameter) and line style (second).
+Line plots label every series directly at its last point, pushed apart so that no two labels
+overlap; series that would hide one another are drawn side by side and named in a note on the
+plot. Latency bands run from the 25th to the 75th percentile of each row's stored timing samples.
+A figure uses one unit per quantity, and a plot with a single x value is not drawn.
+
+Figures are built on ``matplotlib.figure.Figure`` and never touch pyplot's global state.
 """
 
 from __future__ import annotations
@@ -19,12 +24,21 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from attnbench.report._results import parameter_columns, plain, resolution_label, scaled_unit
+from attnbench.report._results import (
+    device_label,
+    display_name,
+    latency_quantiles,
+    parameter_columns,
+    plain,
+    resolution_label,
+    scaled_unit,
+)
 from attnbench.report.bra_backends import backend_summary
 from attnbench.report.formula import (
     CLAIMED_SLOPE,
@@ -35,7 +49,7 @@ from attnbench.report.formula import (
     paper_optimal_s,
 )
 
-__all__ = ["MECHANISM_COLORS", "draw_all", "mechanism_styles"]
+__all__ = ["MECHANISM_COLORS", "PLOTS", "check_formats", "draw_all", "mechanism_styles", "series_styles"]
 
 MECHANISM_COLORS = {
     "vanilla": "#000000",
@@ -46,8 +60,12 @@ MECHANISM_COLORS = {
     "neighborhood": "#009E73",
     "dilated": "#E69F00",
     "deformable": "#882255",
+    "agent": "#44AA99",
+    "flatten": "#999933",
+    "maxvit": "#332288",
+    "kvt": "#AA4499",
 }
-EXTRA_COLORS = ["#44AA99", "#999933", "#332288", "#888888", "#DDCC77", "#117733", "#AA4499"]
+EXTRA_COLORS = ["#117733", "#888888", "#DDCC77", "#661100", "#6699CC", "#AA4466", "#4477AA"]
 MECHANISM_MARKERS = {
     "vanilla": "o",
     "bra": "s",
@@ -57,8 +75,13 @@ MECHANISM_MARKERS = {
     "neighborhood": "P",
     "dilated": "X",
     "deformable": "*",
+    "agent": "h",
+    "flatten": "p",
+    "maxvit": "<",
+    "kvt": ">",
 }
-EXTRA_MARKERS = ["h", "p", "<", ">", "d", "8", "H"]
+EXTRA_MARKERS = ["d", "8", "H", "1", "2", "3", "4"]
+VARIANT_MARKERS = ["s", "o", "^", "D", "v", "P", "X", "*", "h", "p"]
 LINESTYLES = ["-", "--", ":", "-."]
 RC = {
     **sns.axes_style("whitegrid"),
@@ -67,6 +90,9 @@ RC = {
     "axes.spines.right": False,
     "svg.hashsalt": "attnbench",
 }
+# series whose values differ by less than this factor at every x are drawn side by side (log axes)
+COINCIDE_RTOL = 0.03
+LABEL_FONTSIZE = 7.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,11 +112,38 @@ class Style:
 
 
 def mechanism_styles(mechanisms: Sequence[str]) -> dict[str, Style]:
-    """Colour and marker of each mechanism: fixed for known names, Tol's muted in sorted order otherwise."""
+    """Colour and marker of each family: fixed for known names, Tol's muted in sorted order otherwise."""
     out = {m: Style(MECHANISM_COLORS[m], MECHANISM_MARKERS[m]) for m in mechanisms if m in MECHANISM_COLORS}
     unknown = sorted({m for m in mechanisms if m not in MECHANISM_COLORS})
     for i, m in enumerate(unknown):
         out[m] = Style(EXTRA_COLORS[i % len(EXTRA_COLORS)], EXTRA_MARKERS[i % len(EXTRA_MARKERS)])
+    return out
+
+
+def series_styles(df: pd.DataFrame, key: str = "label") -> dict[str, Style]:
+    """One style per series: its family's colour; the variants of a family differ by marker (the
+    values of the first parameter that varies) and line style (the second), else by their order."""
+    base = mechanism_styles(sorted(set(df["mechanism"])))
+    out: dict[str, Style] = {}
+    for mech, rows in df.groupby("mechanism", sort=False):
+        first = rows.drop_duplicates(key)
+        b = base[mech]
+        if len(first) == 1:
+            out[first[key].iloc[0]] = b
+            continue
+        params = [c for c in parameter_columns(df, mech) if c in first and first[c].nunique(dropna=False) > 1]
+        if params:
+            values = [sorted(first[c].dropna().unique().tolist(), key=_sort_key) for c in params[:2]]
+        for i, r in enumerate(first.itertuples(index=False)):
+            row = r._asdict()
+            if params:
+                m = values[0].index(row[params[0]]) if row[params[0]] in values[0] else i
+                ls = values[1].index(row[params[1]]) if len(params) > 1 and row[params[1]] in values[1] else m
+            else:
+                m = ls = i
+            marker = VARIANT_MARKERS[m % len(VARIANT_MARKERS)] if params or i else b.marker
+            fill = "full" if (m // len(VARIANT_MARKERS)) % 2 == 0 else "none"
+            out[row[key]] = Style(b.color, marker, LINESTYLES[ls % len(LINESTYLES)], fill)
     return out
 
 
@@ -101,19 +154,11 @@ def _shade(color: str, t: float) -> str:
     return matplotlib.colors.to_hex(mixed)
 
 
-def series_styles(df: pd.DataFrame, key: str = "label") -> dict[str, Style]:
-    """One style per series: the mechanism's colour and marker; its configurations differ by shade
-    (dark to light), line style and marker fill."""
-    base = mechanism_styles(sorted(set(df["mechanism"])))
-    out: dict[str, Style] = {}
-    for mech, rows in df.groupby("mechanism", sort=False):
-        names = list(dict.fromkeys(rows[key]))
-        shades = np.linspace(-0.35, 0.45, len(names)) if len(names) > 1 else [0.0]
-        for i, (name, t) in enumerate(zip(names, shades)):
-            b = base[mech]
-            fill = "full" if (i // 4) % 2 == 0 else "none"
-            out[name] = Style(_shade(b.color, float(t)), b.marker, LINESTYLES[i % 4], fill)
-    return out
+def _sort_key(value: Any) -> tuple[int, Any]:
+    try:
+        return (0, float(value))
+    except (TypeError, ValueError):
+        return (1, str(value))
 
 
 def _tokens_axis(ax, sizes: pd.DataFrame) -> None:
@@ -151,108 +196,341 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return [float(f"{t:.6g}") for t in ticks if lo <= t <= hi]
 
 
+def fmt3(value: float) -> str:
+    """Three significant digits without an exponent: 1120, 20.4, 0.0823."""
+    if not math.isfinite(value) or value == 0:
+        return f"{value:g}"
+    decimals = max(0, 2 - math.floor(math.log10(abs(value))))
+    return (
+        f"{value:.{decimals}f}"
+        if abs(value) < 1000
+        else f"{round(value, -int(math.log10(abs(value))) + 2):.0f}"
+    )
+
+
 def _legend_right(fig: Figure, handles, labels, title: str | None = None) -> None:
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title=title)
 
 
 def _series_key(df: pd.DataFrame, extra: Sequence[str]) -> pd.Series:
-    """The row's label, with the conditions in ``extra`` that vary appended (``bra · float16``)."""
+    """The row's label, with the conditions in ``extra`` that vary appended (``BRA · float16``)."""
     key = df["label"].astype(str)
     for col in extra:
         if col in df.columns and df[col].nunique() > 1:
-            key = key + " · " + df[col].map(plain)
+            key = key + " · " + df[col].map(lambda v, c=col: device_label(v) if c == "device" else plain(v))
     return key
 
 
-def plot_flops_vs_tokens(df: pd.DataFrame) -> Figure | None:
-    """FLOPs (fvcore MACs, batch 1) against tokens, log-log, with fitted slopes in the legend."""
-    data = df[df["flops"].notna()].drop_duplicates(["label", "H", "W", "C", "num_heads"])
-    if data.empty:
-        return None
-    data = data.assign(series=_series_key(data, ["C", "num_heads"]), HW=data["H"] * data["W"])
-    styles = series_styles(data, "series")
-    div, unit = scaled_unit(float(data["flops"].max()), "MACs")
-    fig = Figure(figsize=(7.5, 4.5))
-    ax = fig.add_subplot()
-    handles, labels = [], []
+@dataclasses.dataclass
+class Series:
+    """One line of a line plot: its points, its style and, for latency, its band."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    style: Style
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+
+
+def coinciding(series: Sequence[Series], rtol: float = COINCIDE_RTOL) -> list[list[int]]:
+    """Groups (two or more) of series with the same x values whose y values differ by less than
+    ``rtol`` (relative) at every x: drawn plainly, each would hide the others."""
+    groups: list[list[int]] = []
+    seen: set[int] = set()
+    for i, a in enumerate(series):
+        if i in seen:
+            continue
+        group = [i]
+        for j in range(i + 1, len(series)):
+            b = series[j]
+            if j in seen or len(a.x) != len(b.x) or not np.array_equal(a.x, b.x):
+                continue
+            if np.all(np.abs(a.y - b.y) <= rtol * np.maximum(np.abs(a.y), np.abs(b.y))):
+                group.append(j)
+        if len(group) > 1:
+            groups.append(group)
+            seen.update(group)
+    return groups
+
+
+def _draw_lines(ax, series: list[Series], band_label: bool = False) -> list[str]:
+    """Draw the series (bands first), side by side where they coincide; returns the notes to show."""
+    notes = []
+    offsets = [1.0] * len(series)
+    for group in coinciding(series):
+        spread = np.exp(np.linspace(-0.045, 0.045, len(group))) if len(group) > 1 else [1.0]
+        for k, i in enumerate(group):
+            offsets[i] = float(spread[k])
+        notes.append(" = ".join(series[i].name for i in group))
+    for s, off in zip(series, offsets):
+        if s.lo is not None and s.hi is not None and np.isfinite(s.lo).any():
+            ax.fill_between(s.x * off, s.lo, s.hi, color=s.style.color, alpha=0.15, lw=0)
+    for s, off in zip(series, offsets):
+        ax.plot(s.x * off, s.y, ms=5, lw=1.3, **s.style.kwargs())
+    return notes
+
+
+def note_box(
+    ax, notes: Sequence[str], head: str = f"Equal within {COINCIDE_RTOL:.0%}, drawn side by side:"
+) -> None:
+    """A box in the top left corner naming the series (or points) that coincide."""
+    if notes:
+        ax.text(
+            0.01,
+            0.99,
+            "\n".join([head, *notes]),
+            transform=ax.transAxes,
+            va="top",
+            ha="left",
+            fontsize=6.5,
+            color="#333333",
+            bbox={"facecolor": "white", "edgecolor": "#cccccc", "alpha": 0.9, "pad": 2},
+        )
+
+
+def spread_positions(targets: Sequence[float], gap: float, lo: float = 0.0, hi: float = 1.0) -> list[float]:
+    """Positions near ``targets`` (axes fractions) at least ``gap`` apart, kept within [lo, hi]
+    where they fit (a one-dimensional repel, as direct labels need)."""
+    order = sorted(range(len(targets)), key=lambda i: targets[i])
+    pos = [0.0] * len(targets)
+    prev = -math.inf
+    for i in order:
+        pos[i] = max(targets[i], prev + gap, lo)
+        prev = pos[i]
+    top = max(hi, lo + gap * (len(targets) - 1))
+    nxt = math.inf
+    for i in reversed(order):
+        pos[i] = min(pos[i], nxt - gap, top)
+        nxt = pos[i]
+    return pos
+
+
+def label_line_ends(ax, series: Sequence[Series]) -> list[Any]:
+    """A label right of the axes for each series, at its last point's height where labels do not
+    collide, joined to that point by a thin leader. Call after the axes limits are final."""
+    if not series:
+        return []
+    fig = ax.figure
+    height_pt = ax.get_position().height * fig.get_figheight() * 72
+    gap = LABEL_FONTSIZE * 1.3 / height_pt
+    to_axes = ax.transAxes.inverted()
+    ends = []
+    for s in series:
+        k = int(np.nanargmax(s.x))
+        ends.append((s.x[k], s.y[k]))
+    targets = [float(to_axes.transform(ax.transData.transform(e))[1]) for e in ends]
+    placed = spread_positions(targets, gap)
+    texts = []
+    for s, (x, y), ypos in zip(series, ends, placed):
+        texts.append(
+            ax.annotate(
+                s.name,
+                xy=(x, y),
+                xytext=(1.06, ypos),
+                textcoords="axes fraction",
+                va="center",
+                ha="left",
+                fontsize=LABEL_FONTSIZE,
+                color=s.style.color,
+                annotation_clip=False,
+                arrowprops={
+                    "arrowstyle": "-",
+                    "lw": 0.5,
+                    "color": s.style.color,
+                    "shrinkA": 0,
+                    "shrinkB": 2,
+                    "relpos": (0.0, 0.5),
+                },
+            )
+        )
+    return texts
+
+
+def place_point_labels(
+    ax, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str], fontsize: float = 7
+):
+    """Labels beside scatter points that overlap neither each other nor a point, nor leave the axes:
+    each label takes the first free spot among candidates around its point (further out when
+    crowded, then with a leader line). Call after the axes limits are final."""
+    fig = ax.figure
+    px = fig.dpi / 72.0
+    to_disp = ax.transData.transform
+    pts = np.array([to_disp((x, y)) for x, y in zip(xs, ys)])
+    box = ax.get_window_extent()
+    marker_r = 5 * px
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+
+    def free(b: tuple[float, float, float, float]) -> bool:
+        x0, y0, x1, y1 = b
+        if x0 < box.x0 or x1 > box.x1 or y0 < box.y0 or y1 > box.y1:
+            return False
+        if any(x0 < c[2] and c[0] < x1 and y0 < c[3] and c[1] < y1 for c in placed):
+            return False
+        return not any(
+            x0 - marker_r < p[0] < x1 + marker_r and y0 - marker_r < p[1] < y1 + marker_r for p in pts
+        )
+
+    order = np.argsort(-pts[:, 1])
+    for i in order:
+        w, h = 0.58 * fontsize * len(texts[i]) * px, 1.25 * fontsize * px
+        cx, cy = pts[i]
+        chosen = None
+        for dist in (6, 12, 20, 32, 48, 70):
+            d = dist * px
+            for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)):
+                x0 = cx + dx * d if dx > 0 else cx + dx * d - w if dx < 0 else cx - w / 2
+                y0 = cy + dy * d if dy > 0 else cy + dy * d - h if dy < 0 else cy - h / 2
+                b = (x0, y0, x0 + w, y0 + h)
+                if free(b):
+                    chosen = (b, dist)
+                    break
+            if chosen:
+                break
+        if chosen is None:  # nowhere free: right of the point, overlapping as little as it must
+            chosen = ((cx + 6 * px, cy - h / 2, cx + 6 * px + w, cy + h / 2), 6)
+        b, dist = chosen
+        placed.append(b)
+        xy_text = ax.transData.inverted().transform(((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))
+        out.append(
+            ax.annotate(
+                texts[i],
+                xy=(xs[i], ys[i]),
+                xytext=tuple(xy_text),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#666666"} if dist > 12 else None,
+            )
+        )
+    return out
+
+
+def overlapping_points(ax, xs: Sequence[float], ys: Sequence[float], names: Sequence[str]) -> list[str]:
+    """``"a = b"`` for each group of scatter points whose markers overlap (centres within 9 pt)."""
+    pts = ax.transData.transform(np.column_stack([xs, ys]))
+    limit = 9 * ax.figure.dpi / 72
+    groups = []
+    seen: set[int] = set()
+    for i in range(len(pts)):
+        if i in seen:
+            continue
+        group = [j for j in range(i, len(pts)) if j not in seen and np.hypot(*(pts[j] - pts[i])) < limit]
+        if len(group) > 1:
+            seen.update(group)
+            groups.append(" = ".join(names[j] for j in group))
+    return groups
+
+
+def _line_series(data: pd.DataFrame, col: str, styles: dict[str, Style], band: bool = False) -> list[Series]:
+    out = []
     for name, s in data.groupby("series", sort=False):
         s = s.sort_values("HW")
-        (line,) = ax.plot(s["HW"], s["flops"] / div, **styles[name].kwargs())
-        slope = loglog_slope(s["HW"], s["flops"])
-        handles.append(line)
-        labels.append(f"{name}: slope {slope:.2f}" if not math.isnan(slope) else f"{name}: one size")
+        lo = hi = None
+        if band and "latency_samples_ms" in s.columns:
+            q = np.array([latency_quantiles(v) for v in s["latency_samples_ms"]], dtype=float)
+            lo, hi = q[:, 0], q[:, 1]
+        out.append(Series(str(name), s["HW"].to_numpy(float), s[col].to_numpy(float), styles[name], lo, hi))
+    return out
+
+
+def _single_x(data: pd.DataFrame) -> bool:
+    return data["HW"].nunique() < 2
+
+
+def flops_data(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (series, resolution) with a FLOP count: the points of :func:`plot_flops_vs_tokens`."""
+    data = df[df["flops"].notna()].drop_duplicates(["label", "H", "W", "C", "num_heads"])
+    if "pass" in data.columns:  # a training row counts a whole backbone: not one attention layer
+        data = data[data["pass"] != "train"]
+    return data.assign(series=_series_key(data, ["C", "num_heads"]), HW=data["H"] * data["W"])
+
+
+def plot_flops_vs_tokens(df: pd.DataFrame) -> Figure | None:
+    """FLOPs (fvcore MACs, batch 1) against tokens, log-log, each series labelled with its slope."""
+    data = flops_data(df)
+    if data.empty or _single_x(data):
+        return None
+    styles = series_styles(data, "series")
+    div, unit = scaled_unit(float(data["flops"].max()), "MACs")
+    data = data.assign(flops=data["flops"] / div)
+    series = _line_series(data, "flops", styles)
+    fig = Figure(figsize=(6.4, 4.6))
+    fig.subplots_adjust(left=0.11, right=0.66, top=0.92, bottom=0.12)
+    ax = fig.add_subplot()
+    notes = _draw_lines(ax, series)
+    for s in series:
+        slope = loglog_slope(s.x, s.y)
+        s.name = f"{s.name}: {slope:.2f}" if not math.isnan(slope) else s.name
     _log_axis(ax)
     _tokens_axis(ax, data[["H", "W"]])
     ax.set_ylabel(f"FLOPs ({unit}, fvcore, batch 1, log)")
-    ax.set_title("FLOPs vs tokens; slope = fitted d log FLOPs / d log (H·W)")
-    _legend_right(fig, handles, labels)
+    ax.set_title("FLOPs vs tokens; label: fitted slope d log FLOPs / d log (H·W)", fontsize=9)
+    note_box(ax, notes)
+    label_line_ends(ax, series)
     return fig
 
 
-def plot_speed(df: pd.DataFrame) -> Figure | None:
-    """Median latency and throughput against resolution, one column per pass."""
+def speed_data(df: pd.DataFrame) -> pd.DataFrame:
+    """The ok timed rows with their series name and tokens (the points of :func:`plot_speed`)."""
     data = df[(df["status"] == "ok") & df["latency_ms"].notna()]
-    if data.empty:
+    return data.assign(
+        series=_series_key(data, ["dtype", "device", "batch", "C", "num_heads"]), HW=data["H"] * data["W"]
+    )
+
+
+def plot_speed(df: pd.DataFrame) -> Figure | None:
+    """Median latency against resolution with the 25th-75th percentile band, one panel per pass."""
+    data = speed_data(df)
+    if data.empty or _single_x(data):
         return None
-    data = data.assign(series=_series_key(data, ["dtype", "device", "batch", "C", "num_heads"]))
     styles = series_styles(data, "series")
     passes = list(dict.fromkeys(data["pass"]))
-    fig = Figure(figsize=(4.2 * len(passes) + 1, 6.5))
-    axes = fig.subplots(2, len(passes), squeeze=False, sharex="col")
-    seen: dict[str, Line2D] = {}
-    for j, p in enumerate(passes):
-        at = data[data["pass"] == p]
-        for i, (col, ylabel) in enumerate(
-            [("latency_ms", "latency (ms, median, log)"), ("throughput", "throughput (images/s, log)")]
-        ):
-            ax = axes[i][j]
-            for name, s in at.groupby("series", sort=False):
-                s = s.assign(HW=s["H"] * s["W"]).sort_values("HW")
-                (line,) = ax.plot(s["HW"], s[col], **styles[name].kwargs())
-                if col == "latency_ms" and "latency_iqr_ms" in s and s["latency_iqr_ms"].notna().any():
-                    half = s["latency_iqr_ms"].fillna(0) / 2
-                    ax.fill_between(
-                        s["HW"], s[col] - half, s[col] + half, color=styles[name].color, alpha=0.15, lw=0
-                    )
-                seen.setdefault(name, line)
-            _log_axis(ax)
-            _tokens_axis(ax, data[["H", "W"]])
-            if i == 0:
-                ax.set_title(f"pass: {p}")
-                ax.set_xlabel("")
-            ax.set_ylabel(ylabel if j == 0 else "")
-    fig.suptitle("Speed vs resolution (band: latency inter-quartile range)")
-    _legend_right(fig, list(seen.values()), list(seen))
-    fig.tight_layout()
+    fig = Figure(figsize=(6.4, 3.9 * len(passes)))
+    height = 3.9 * len(passes)
+    fig.subplots_adjust(left=0.11, right=0.66, top=1 - 0.8 / height, bottom=0.55 / height, hspace=0.3)
+    axes = fig.subplots(len(passes), 1, squeeze=False)[:, 0]
+    for ax, p in zip(axes, passes):
+        series = _line_series(data[data["pass"] == p], "latency_ms", styles, band=True)
+        notes = _draw_lines(ax, series)
+        _log_axis(ax)
+        _tokens_axis(ax, data[["H", "W"]])
+        ax.set_title(f"pass: {p}", fontsize=10)
+        ax.set_ylabel("latency (ms, median, log)")
+        note_box(ax, notes)
+        label_line_ends(ax, series)
+    fig.suptitle("Latency vs resolution (band: 25th–75th percentile of the timing samples)", fontsize=10)
     return fig
 
 
 def plot_memory(df: pd.DataFrame) -> Figure | None:
-    """Peak memory against resolution, one column per pass; ✕ and a dotted line at the first size
-    that ran out of memory."""
+    """Peak memory against resolution, one panel per pass; ✕ above the axes at the first size that
+    ran out of memory."""
     data = df[((df["status"] == "ok") & df["peak_mem_mb"].notna()) | df["oom"]]
     if data.empty or not data["peak_mem_mb"].notna().any():
         return None
     data = data.assign(
         series=_series_key(data, ["dtype", "device", "batch", "C", "num_heads"]), HW=data["H"] * data["W"]
     )
+    if _single_x(data):
+        return None
     styles = series_styles(data, "series")
     passes = list(dict.fromkeys(data["pass"]))
-    fig = Figure(figsize=(4.2 * len(passes) + 1, 4.2))
-    axes = fig.subplots(1, len(passes), squeeze=False)[0]
-    seen: dict[str, Line2D] = {}
+    fig = Figure(figsize=(6.4, 3.9 * len(passes)))
+    height = 3.9 * len(passes)
+    fig.subplots_adjust(left=0.11, right=0.66, top=1 - 0.9 / height, bottom=0.55 / height, hspace=0.4)
+    axes = fig.subplots(len(passes), 1, squeeze=False)[:, 0]
     any_oom = False
     for ax, p in zip(axes, passes):
         at = data[data["pass"] == p]
+        series = _line_series(at[~at["oom"]], "peak_mem_mb", styles)
+        notes = _draw_lines(ax, series)
         for name, s in at.groupby("series", sort=False):
-            ok = s[~s["oom"]].sort_values("HW")
-            (line,) = ax.plot(ok["HW"], ok["peak_mem_mb"], **styles[name].kwargs())
-            seen.setdefault(name, line)
             if s["oom"].any():
                 any_oom = True
                 x = s.loc[s["oom"], "HW"].min()
                 ax.axvline(x, color=styles[name].color, linestyle=":", lw=1.2)
-                # above the plotting area, so it never hides a measured point
                 ax.plot(
                     [x],
                     [1.04],
@@ -264,21 +542,23 @@ def plot_memory(df: pd.DataFrame) -> Figure | None:
                 )
         _log_axis(ax)
         _tokens_axis(ax, data[["H", "W"]])
-        ax.set_title(f"pass: {p}", pad=14)
-        ax.set_ylabel("peak memory (MiB, log)" if ax is axes[0] else "")
-    handles, labels = list(seen.values()), list(seen)
+        ax.set_title(f"pass: {p}", pad=14, fontsize=10)
+        ax.set_ylabel("peak memory (MiB, log)")
+        note_box(ax, notes)
+        label_line_ends(ax, series)
+    title = "Peak memory vs resolution"
     if any_oom:
-        handles.append(Line2D([], [], color="grey", marker="X", linestyle=":", ms=9))
-        labels.append("out of memory (first failing size)")
-    fig.suptitle("Peak memory vs resolution")
-    _legend_right(fig, handles, labels)
-    fig.tight_layout()
+        title += "; ✕ and dotted line: first size out of memory"
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
 def plot_bra_heatmaps(df: pd.DataFrame) -> Figure | None:
     """S × k heatmaps of BRA's FLOPs and forward latency at up to three resolutions."""
+    if "n_win" not in df.columns or "topk" not in df.columns:
+        return None
     bra = df[(df["mechanism"] == "bra") & df["n_win"].notna() & df["topk"].notna()]
+    bra = bra.assign(n_win=pd.to_numeric(bra["n_win"]), topk=pd.to_numeric(bra["topk"]))
     if bra.empty or (bra["n_win"].nunique() < 2 and bra["topk"].nunique() < 2):
         return None
     fixed = [c for c in ["C", "num_heads", *parameter_columns(df, "bra")] if c not in ("n_win", "topk")]
@@ -305,6 +585,8 @@ def plot_bra_heatmaps(df: pd.DataFrame) -> Figure | None:
         panels.append(("latency_ms", lat, f"forward latency ({batch}{where})"))
     fig = Figure(figsize=(3.6 * len(sizes) + 0.5, 3.3 * len(panels)))
     axes = fig.subplots(len(panels), len(sizes), squeeze=False)
+    at_sizes = bra[bra[["H", "W"]].apply(tuple, axis=1).isin(list(zip(sizes["H"], sizes["W"])))]
+    flops_div, flops_unit = scaled_unit(float(at_sizes["flops"].max()), "MACs")
     for i, (col, rows, title) in enumerate(panels):
         for j, (H, W) in enumerate(zip(sizes["H"], sizes["W"])):
             ax = axes[i][j]
@@ -314,9 +596,9 @@ def plot_bra_heatmaps(df: pd.DataFrame) -> Figure | None:
             grid.index = grid.index.astype(int)
             grid.columns = grid.columns.astype(int)
             unit = "ms"
-            if col == "flops":
-                div, unit = scaled_unit(float(grid.max().max()), "MACs")
-                grid = grid / div
+            if col == "flops":  # one unit for every panel of the figure
+                unit = flops_unit
+                grid = grid / flops_div
             ax.set_facecolor("#d9d9d9")
             ax.grid(False)
             if grid.notna().any().any():
@@ -326,8 +608,8 @@ def plot_bra_heatmaps(df: pd.DataFrame) -> Figure | None:
                     ax=ax,
                     cmap="cividis",
                     norm=LogNorm(lo, hi * 1.0001),
-                    annot=True,
-                    fmt=".3g",
+                    annot=grid.map(lambda v: fmt3(v) if pd.notna(v) else ""),
+                    fmt="",
                     annot_kws={"size": 8},
                     cbar_kws={"label": unit + (", fvcore, batch 1" if col == "flops" else ", median")},
                 )
@@ -340,10 +622,17 @@ def plot_bra_heatmaps(df: pd.DataFrame) -> Figure | None:
             ax.set_xlabel("k (topk)")
     fixed_text = ", ".join(f"{c} = {plain(bra[c].iloc[0])}" for c in fixed if bra[c].notna().any())
     fig.suptitle(
-        f"BRA over S × k; grey: skipped, not run or k > S²; log colour scale\n{fixed_text}", fontsize=9
+        f"{display_name('bra')} over S × k; grey: skipped, not run or k > S²; log colour scale\n{fixed_text}",
+        fontsize=9,
     )
     fig.tight_layout()
     return fig
+
+
+def pareto_front(agg: pd.DataFrame) -> pd.DataFrame:
+    """The points no other beats: higher top-1 at no more FLOPs, in order of FLOPs."""
+    front = agg.sort_values(["flops", "top1"], ascending=[True, False])
+    return front[front["top1"] > front["top1"].cummax().shift(fill_value=-np.inf)]
 
 
 def plot_pareto(df: pd.DataFrame) -> Figure | None:
@@ -386,17 +675,17 @@ def plot_pareto(df: pd.DataFrame) -> Figure | None:
             capsize=3,
             label=f"{r.label} ({r.n} seed{'s' if r.n > 1 else ''})",
         )
-    front = agg.sort_values(["flops", "top1"], ascending=[True, False])
-    front = front[front["top1"] > front["top1"].cummax().shift(fill_value=-np.inf)]
-    ax.step(
-        front["flops"] / div,
-        front["top1"],
-        where="post",
-        color="grey",
-        linestyle="--",
-        lw=1,
-        label="Pareto front",
-    )
+    front = pareto_front(agg)
+    if len(front) >= 2:  # a front of one point is no line: nothing to name in the legend
+        ax.step(
+            front["flops"] / div,
+            front["top1"],
+            where="post",
+            color="grey",
+            linestyle="--",
+            lw=1,
+            label="Pareto front",
+        )
     if agg["flops"].max() / agg["flops"].min() > 3:
         _log_axis(ax, "x")
     ax.set_xlabel(f"FLOPs ({unit}, fvcore, batch 1" + (", log)" if ax.get_xscale() == "log" else ")"))
@@ -441,12 +730,18 @@ def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
     for col, pass_ in enumerate(passes):
         part = bra[bra["pass"] == pass_]
         for row, (metric, label) in enumerate(
-            (("latency_ms", "latency (ms, median; bar: IQR)"), ("peak_mem_mb", "peak memory (MiB)"))
+            (
+                ("latency_ms", "latency (ms, median; bar: 25th–75th pct.)"),
+                ("peak_mem_mb", "peak memory (MiB)"),
+            )
         ):
             ax = axes[row][col]
             for i, be in enumerate(backends):
                 sel = part[part["backend"] == be].groupby("shape").first().reindex(shapes)
-                err = sel["latency_iqr_ms"] / 2 if metric == "latency_ms" else None
+                err = None
+                if metric == "latency_ms" and "latency_samples_ms" in sel.columns:
+                    q = np.array([latency_quantiles(v) for v in sel["latency_samples_ms"]], dtype=float)
+                    err = np.nan_to_num(np.abs(np.stack([sel[metric] - q[:, 0], q[:, 1] - sel[metric]])))
                 bars = ax.bar(
                     x + (i - (len(backends) - 1) / 2) * width,
                     sel[metric],
@@ -492,8 +787,8 @@ def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
             ax.set_title(f"pass: {pass_}" if row == 0 else "")
     conds = bra.iloc[0]
     fig.suptitle(
-        f"BRA backends ({conds['device']}, {conds['dtype']}, batch {int(conds['batch'])}); "
-        "reference = the released algorithm"
+        f"{display_name('bra')} backends ({device_label(conds['device'])}, {conds['dtype']}, "
+        f"batch {int(conds['batch'])}); reference = the released algorithm"
     )
     handles, labels = axes[0][0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
@@ -524,9 +819,10 @@ def plot_flops_vs_s(check: FormulaCheck) -> Figure | None:
     fig = Figure(figsize=(4.6 * len(groups) + 2.5, 4.4))
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     res_handles: dict[str, Line2D] = {}
+    div, unit = scaled_unit(float(max(g["measured_total"].max() for g in groups)), "MACs")
+    drew_star = False
     for ax, pts in zip(axes, groups):
         C, k = int(pts["C"].iloc[0]), int(pts["topk"].iloc[0])
-        div, unit = scaled_unit(float(pts["measured_total"].max()), "MACs")
         sizes = pts[["H", "W"]].drop_duplicates().assign(HW=lambda d: d["H"] * d["W"]).sort_values("HW")
         s_lo, s_hi = pts["n_win"].min(), pts["n_win"].max()
         grid = np.geomspace(s_lo, s_hi, 200)
@@ -547,6 +843,7 @@ def plot_flops_vs_s(check: FormulaCheck) -> Figure | None:
             )
             s_star = paper_optimal_s(HW, k)
             if s_lo <= s_star <= s_hi:
+                drew_star = True
                 ax.plot(
                     s_star,
                     paper_formula(HW, C, s_star, k) / div,
@@ -571,8 +868,11 @@ def plot_flops_vs_s(check: FormulaCheck) -> Figure | None:
         Line2D(
             [], [], color="grey", marker="o", ms=12, fillstyle="none", linestyle="none", label="best swept S"
         ),
-        Line2D([], [], color="grey", marker="*", ms=12, mec="black", linestyle="none", label="paper's S*"),
     ]
+    if drew_star:  # S* lies inside the swept S somewhere: the star is drawn, so it is named
+        keys.append(
+            Line2D([], [], color="grey", marker="*", ms=12, mec="black", linestyle="none", label="paper's S*")
+        )
     fig.legend(
         list(res_handles.values()),
         list(res_handles),
@@ -584,7 +884,7 @@ def plot_flops_vs_s(check: FormulaCheck) -> Figure | None:
     fig.legend(
         keys, [h.get_label() for h in keys], loc="lower left", bbox_to_anchor=(1.0, 0.1), frameon=False
     )
-    fig.suptitle("BRA FLOPs against the region count S")
+    fig.suptitle(f"{display_name('bra')} FLOPs against the region count S")
     fig.tight_layout()
     return fig
 
@@ -596,6 +896,8 @@ def plot_scaling(check: FormulaCheck) -> Figure | None:
     groups = _formula_groups(
         check, check.scaling[check.scaling.groupby(GROUP_COLUMNS)["HW"].transform("nunique") > 1]
     )
+    if not groups:
+        return None
     fig = Figure(figsize=(4.8 * len(groups), 5.4))
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     bra = MECHANISM_COLORS["bra"]
@@ -605,9 +907,11 @@ def plot_scaling(check: FormulaCheck) -> Figure | None:
         ("paper_bound", "paper's bound at S*", "--", None, PAPER_COLOR),
         ("paper_sdep_bound", "paper's bound, S-dependent part", ":", None, PAPER_COLOR),
     ]
+    div, unit = scaled_unit(
+        float(max(g[["measured_at_best", "paper_bound"]].max().max() for g in groups)), "MACs"
+    )
     for ax, g in zip(axes, groups):
         g = g.sort_values("HW")
-        div, unit = scaled_unit(float(g[["measured_at_best", "paper_bound"]].max().max()), "MACs")
         for col, name, ls, marker, color in curves:
             slope = loglog_slope(g["HW"], g[col])
             ax.plot(
@@ -625,9 +929,17 @@ def plot_scaling(check: FormulaCheck) -> Figure | None:
             loc="upper center",
             bbox_to_anchor=(0.5, -0.2),
         )
-    fig.suptitle("BRA at the best S: log-log slope of FLOPs against H·W")
+    fig.suptitle(f"{display_name('bra')} at the best S: log-log slope of FLOPs against H·W")
     fig.tight_layout()
     return fig
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """Raise a ``ValueError`` naming a plot format matplotlib cannot write, and the ones it can."""
+    known = FigureCanvasBase.get_supported_filetypes()
+    unknown = [f for f in formats if f not in known]
+    if unknown or not formats:
+        raise ValueError(f"formats = {list(formats)}: unknown {unknown}; choose among {sorted(known)}")
 
 
 def save(fig: Figure, folder: Path, name: str, formats: Sequence[str]) -> list[Path]:
@@ -645,13 +957,13 @@ def save(fig: Figure, folder: Path, name: str, formats: Sequence[str]) -> list[P
 PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
     (
         "flops_vs_tokens",
-        "FLOPs (fvcore MACs, batch 1) against tokens, log-log; fitted slopes in the legend.",
+        "FLOPs (fvcore MACs, batch 1) against tokens, log-log; each label ends with the fitted slope.",
         plot_flops_vs_tokens,
         "results",
     ),
     (
         "speed_vs_resolution",
-        "Median latency and throughput against resolution, per pass.",
+        "Median latency against resolution, per pass; band: 25th–75th percentile of the timing samples.",
         plot_speed,
         "results",
     ),
@@ -670,15 +982,15 @@ PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
     ("accuracy_vs_flops", "Top-1 accuracy against FLOPs with the Pareto front.", plot_pareto, "results"),
     (
         "bra_backends",
-        "BRA's backends per shape: median latency (IQR bars) and peak memory; "
+        "BRA's backends per shape: median latency (bars: 25th–75th percentile) and peak memory; "
         "reference = the released algorithm.",
         plot_bra_backends,
         "results",
     ),
     (
         "formula_flops_vs_s",
-        "BRA FLOPs against S: measured (solid), the paper's formula (dashed), S* (star), "
-        "best swept S (ring).",
+        "BRA FLOPs against S: measured (solid), the paper's formula (dashed), best swept S (ring), the "
+        "paper's S* (star) where it lies inside the swept S.",
         plot_flops_vs_s,
         "formula",
     ),
@@ -690,25 +1002,48 @@ PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
     ),
 ]
 WHY_NOT = {
-    "flops_vs_tokens": "no row has a FLOP count",
-    "speed_vs_resolution": "no ok row has a latency",
-    "memory_vs_resolution": "no ok row has a peak memory",
+    "flops_vs_tokens": "no row has a FLOP count at two or more resolutions",
+    "speed_vs_resolution": "no ok row has a latency at two or more resolutions",
+    "memory_vs_resolution": "no ok row has a peak memory at two or more resolutions",
     "bra_s_k_heatmaps": "the run has no BRA rows over at least two S or k values at one resolution",
     "accuracy_vs_flops": "the run has no accuracy (top1) column with values",
     "bra_backends": "the run has no timed BRA rows over at least two backends",
-    "formula_flops_vs_s": "the formula check has fewer than two S values",
+    "formula_flops_vs_s": "the formula check has fewer than two S values at one setting",
     "formula_scaling": "the formula check has fewer than two resolutions per setting",
 }
 
 
+def _why_no_check(results: pd.DataFrame | None) -> str:
+    """Why there is no formula check to plot, from the rows."""
+    if results is None or results.empty:
+        return "the formula check did not run"
+    bra = results[results["mechanism"] == "bra"]
+    if bra.empty:
+        return "the run has no BRA rows"
+    if "pass" in bra.columns and (bra["pass"] == "train").all():
+        return (
+            "the run's BRA rows count whole trained backbones (pass train), not one BRA layer, so the "
+            "formula does not apply"
+        )
+    return "the formula check did not run (--no-formula) or counted no BRA layer"
+
+
 def draw_all(
-    df: pd.DataFrame, check: FormulaCheck | None, folder: Path, formats: Sequence[str] = ("png", "svg")
+    df: pd.DataFrame,
+    check: FormulaCheck | None,
+    folder: Path,
+    formats: Sequence[str] = ("png", "svg"),
+    results: pd.DataFrame | None = None,
 ) -> tuple[dict[str, tuple[Path, str]], dict[str, str]]:
     """Draw every plot that the data allows.
+
+    Args:
+        results: the rows before the filters, to say why the formula plots are missing.
 
     Returns:
         ``{name: (png or first path, caption)}`` for the plots drawn, ``{name: why not}`` for the rest.
     """
+    check_formats(formats)
     drawn: dict[str, tuple[Path, str]] = {}
     skipped: dict[str, str] = {}
     with matplotlib.rc_context(RC):
@@ -716,7 +1051,7 @@ def draw_all(
             arg = df if source == "results" else check
             fig = fn(arg) if arg is not None else None
             if fig is None:
-                skipped[name] = WHY_NOT[name] if arg is not None else "no BRA point was counted"
+                skipped[name] = WHY_NOT[name] if arg is not None else _why_no_check(results)
                 continue
             paths = save(fig, folder, name, formats)
             drawn[name] = (paths[0], caption)

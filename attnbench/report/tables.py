@@ -13,8 +13,18 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from attnbench.report._document import Table, best_mask
-from attnbench.report._results import decimals_for, plain, resolution_label, scaled_unit, varying
+from attnbench.report._document import Table, Tex, best_mask, latex_escape
+from attnbench.report._results import (
+    decimals_for,
+    device_label,
+    display_name,
+    latex_labels,
+    plain,
+    resolution_label,
+    scaled_unit,
+    varying,
+)
+from attnbench.report.references import MECHANISM_KEYS, cite
 
 __all__ = ["METRICS", "Metric", "comparison_tables", "pick_resolution", "sweep_tables"]
 
@@ -136,8 +146,36 @@ def _conditions(rows: pd.DataFrame, columns: Sequence[str]) -> str:
     parts = []
     for col in columns:
         if col in rows.columns and rows[col].nunique(dropna=True) == 1:
-            parts.append(names.get(col, "{}").format(plain(rows[col].dropna().iloc[0])))
+            value = rows[col].dropna().iloc[0]
+            value = device_label(value) if col == "device" else plain(value)
+            parts.append(names.get(col, "{}").format(value))
     return ", ".join(parts)
+
+
+def _row_label(key: tuple, tex_of: dict[str, str]) -> Tex:
+    """The row label of a group key (the mechanism label, then conditions that vary), with its LaTeX."""
+    texts = [device_label(k) if isinstance(k, str) and k in ("cpu", "cuda", "mps") else plain(k) for k in key]
+    first = tex_of.get(texts[0], latex_escape(texts[0]))
+    tex = " $\\cdot$ ".join([first, *(latex_escape(t) for t in texts[1:])])
+    return Tex(" · ".join(texts), tex)
+
+
+def _mechanism_note(rows: pd.DataFrame) -> str:
+    """LaTeX: each mechanism's display name with its \\cite, for a table note."""
+    names = dict.fromkeys(str(m) for m in rows["mechanism"])
+    parts = [
+        f"{latex_escape(display_name(m))}~{cite([MECHANISM_KEYS[m]])}" for m in names if m in MECHANISM_KEYS
+    ]
+    return ("Mechanisms: " + ", ".join(parts) + ".") if parts else ""
+
+
+def _note(text: str, rows: pd.DataFrame, fvcore: bool) -> Tex:
+    """A table note; in LaTeX the fvcore convention and each mechanism cite their source."""
+    tex = latex_escape(text)
+    if fvcore:
+        tex = tex.replace("fvcore", "fvcore~" + cite(["fvcore"]), 1)
+    extra = _mechanism_note(rows)
+    return Tex(text, f"{tex} {extra}".strip())
 
 
 def _check_columns(option: str, wanted: Sequence[str], allowed: Sequence[str]) -> None:
@@ -165,7 +203,7 @@ def _row_order(labels: list[str], values: dict[str, list[float]], sort: str | No
     key, descending = sort.lstrip("-"), sort.startswith("-")
     if key in ("mechanism", "label"):
         return sorted(range(len(labels)), key=lambda i: labels[i], reverse=descending)
-    vals = values[key]
+    vals = values.get(key) or [math.nan] * len(labels)
     finite = [i for i in range(len(labels)) if not math.isnan(vals[i])]
     rest = [i for i in range(len(labels)) if math.isnan(vals[i])]
     return sorted(finite, key=lambda i: vals[i], reverse=descending) + rest
@@ -207,32 +245,36 @@ def comparison_tables(
     if at.empty:
         have = sorted({resolution_label(h, w) for h, w in zip(df["H"], df["W"])})
         raise ValueError(f"resolution = {resolution}: no row at that size; the run has {have}")
-    cols = [c for c in (columns or DEFAULT_COLUMNS) if c in at.columns]
+    cols = list(columns) if columns is not None else [c for c in DEFAULT_COLUMNS if c in at.columns]
     if columns is None:
         # the measured columns; if nothing was measured, FLOPs and latency show each row's status
         cols = [c for c in cols if at[c].notna().any()] or [c for c in ("flops", "latency_ms") if c in at]
     groups = _group_by(at, group_by, CONDITIONS)
     in_label = [c for c in varying(at, CONDITIONS) if c not in groups]
+    sort_key = sort.lstrip("-") if sort is not None else None
+    measured = [*cols, *([sort_key] if sort_key in METRICS and sort_key not in cols else [])]
+    tex_of = latex_labels(at)
     tables = []
-    for gvalues, g in at.groupby(groups, sort=False) if groups else [((), at)]:
+    for gvalues, g in at.groupby(groups, sort=False, dropna=False) if groups else [((), at)]:
         gvalues = gvalues if isinstance(gvalues, tuple) else (gvalues,)
         keys = ["label", *in_label]
         labels, values, spreads, missing, shaky = (
             [],
-            {c: [] for c in cols},
-            {c: [] for c in cols},
-            {c: [] for c in cols},
+            {c: [] for c in measured},
+            {c: [] for c in measured},
+            {c: [] for c in measured},
             [],
         )
         for key, rows in g.groupby(keys, sort=False):
             key = key if isinstance(key, tuple) else (key,)
-            labels.append(" · ".join(plain(k) for k in key))
+            labels.append(_row_label(key, tex_of))
             ok = rows[rows["status"] == "ok"]
             use = ok if not ok.empty else rows
             word = "—" if not ok.empty else _status_word(rows)
             shaky.append(_is_unstable(use))
-            for c in cols:
-                series = _as_percent(use[c]) if c in ACCURACY else use[c]
+            for c in measured:
+                column = use[c] if c in use.columns else pd.Series(math.nan, index=use.index)
+                series = _as_percent(column) if c in ACCURACY else column
                 values[c].append(float(series.mean()) if series.notna().any() else math.nan)
                 many = c in ACCURACY and series.notna().sum() > 1
                 spreads[c].append(float(series.std()) if many else math.nan)
@@ -267,7 +309,7 @@ def comparison_tables(
                 header=header,
                 rows=rows_text,
                 bold=rows_bold,
-                note=" ".join(notes),
+                note=_note(" ".join(notes), g, fvcore=True),
             )
         )
     return tables
@@ -296,13 +338,14 @@ def sweep_tables(
         sizes = df[["H", "W"]].drop_duplicates()
         sizes = sizes.assign(HW=sizes["H"] * sizes["W"]).sort_values(["HW", "H"])
         res = list(zip(sizes["H"], sizes["W"]))
-        for gvalues, g in df.groupby(group, sort=False) if group else [((), df)]:
+        for gvalues, g in df.groupby(group, sort=False, dropna=False) if group else [((), df)]:
             gvalues = gvalues if isinstance(gvalues, tuple) else (gvalues,)
             keys = ["label", *in_label]
+            tex_of = latex_labels(g)
             labels, grid, words, shaky = [], [], [], []
             for key, rows in g.groupby(keys, sort=False):
                 key = key if isinstance(key, tuple) else (key,)
-                labels.append(" · ".join(plain(k) for k in key))
+                labels.append(_row_label(key, tex_of))
                 line, wline, sline = [], [], []
                 for H, W in res:
                     cell = rows[(rows["H"] == H) & (rows["W"] == W)]
@@ -338,9 +381,13 @@ def sweep_tables(
                     header=["Mechanism", *(resolution_label(H, W) for H, W in res)],
                     rows=[[labels[i], *(col[r] for col in columns_text)] for r, i in enumerate(order)],
                     bold=[[False, *(col[r] for col in columns_bold)] for r in range(len(order))],
-                    note=("fvcore MACs of one image (batch 1). " if flops_like else "")
-                    + "OOM: out of memory; —: not run."
-                    + (f" {UNSTABLE_NOTE}" if metric in TIMED and any(any(x) for x in shaky) else ""),
+                    note=_note(
+                        ("fvcore MACs of one image (batch 1). " if flops_like else "")
+                        + "OOM: out of memory; —: not run."
+                        + (f" {UNSTABLE_NOTE}" if metric in TIMED and any(any(x) for x in shaky) else ""),
+                        g,
+                        fvcore=flops_like,
+                    ),
                 )
             )
     return tables
