@@ -290,3 +290,53 @@ def test_labels_name_parameters_off_the_default_even_when_they_do_not_vary(tmp_p
     rows = [{**r, "topk": 4} if r["mechanism"] == "bra" else r for r in rows]  # n_win 7, topk 4: defaults
     df = load_results(write_run(tmp_path / "defaults", rows))
     assert set(mechanism_labels(df)) == {"Global", "BRA"}
+
+
+OPTION_VALUES = {
+    "--columns": [["flops", "latency_ms"], ["top1"], ["top5", "peak_mem_mb"], ["gflops"]],
+    "--sort": ["-throughput", "mechanism", "-mechanism", "top1", "-latency_iqr_ms", "gflops"],
+    "--group-by": [["pass"], ["dtype"], ["pass", "batch"], ["n_win"], ["nonexistent"]],
+    "--pass": [["forward"], ["forward", "forward_backward"], ["backward"]],
+    "--dtype": [["float32"], ["float16"]],
+    "--device": [["cpu"], ["cuda"]],
+    "--resolution": ["28x28", "56x56", "10x10", "28"],
+    "--formats": [["png"], ["pdf", "svg"], ["jpeg2"]],
+}
+
+
+def _argv(run: Path, options: dict) -> list[str]:
+    argv = ["report", str(run)]
+    for flag, value in options.items():
+        argv += [flag, *value] if isinstance(value, list) else [f"{flag}={value}"]
+    return argv
+
+
+def test_every_option_combination_works_or_says_what_is_wrong_in_one_line(tmp_path, capsys):
+    """``attnbench report``'s options, each value alone and in pairs with the others: exit 0, or
+    exit 2 with one line naming the problem; never a traceback."""
+    from attnbench.cli import main
+
+    run = write_run(tmp_path / "run", small_rows())
+    cases = [{flag: v} for flag, values in OPTION_VALUES.items() for v in values]
+    cases += [
+        {"--sort": "-throughput", "--columns": ["flops", "latency_ms"]},  # the issue's KeyError
+        {"--sort": "top1", "--columns": ["flops"], "--pass": ["forward"], "--resolution": "56x56"},
+        {"--group-by": [], "--sort": "mechanism", "--dtype": ["float32"]},
+        {"--columns": [], "--pass": []},  # options that need values, given none
+        {"--columns": ["top1", "top5"], "--group-by": ["pass"], "--device": ["cpu"]},
+    ]
+    for options in cases:
+        fast = [] if "--formats" in options else ["--no-plots"]
+        try:
+            code = main([*_argv(run, options), *fast, "--no-formula"])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        assert code in (0, 2), (options, code, err)
+        assert "Traceback" not in out + err, options
+        if code == 2:
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("attnbench report: "), (options, err)
+        else:
+            assert out.strip().splitlines()[-1].endswith("index.html"), (options, out)
+            assert "attnbench report: " in out and " ..." in out  # progress lines came first

@@ -35,7 +35,12 @@ def _resolution(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``attnbench report RUN_DIR``."""
+    """The options of ``attnbench report RUN_DIR``; a usage error is one line on stderr (exit 2)."""
+
+    def error(message: str) -> None:
+        parser.exit(2, f"{parser.prog}: {message} (see --help)\n")
+
+    parser.error = error  # type: ignore[method-assign]
     parser.add_argument("run_dir", type=Path, help="run folder holding results.csv and manifest.json")
     parser.add_argument(
         "--columns", nargs="+", metavar="COL", help=f"comparison columns among {list(METRIC_KEYS)}"
@@ -45,9 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--group-by",
-        nargs="+",
+        nargs="*",
         metavar="COL",
-        help="columns that split the tables (default: those that vary)",
+        help="columns that split the tables (default: those that vary; --group-by alone: one table)",
     )
     parser.add_argument(
         "--pass",
