@@ -161,5 +161,10 @@ def write_bib(run_dir: Path, texts: Iterable[str]) -> Path | None:
     if not used:
         path.unlink(missing_ok=True)
         return None
-    path.write_text("\n\n".join(BIB[k] for k in used) + "\n")
+    # a long path in \texttt may break after a slash, so no line of the bibliography is overfull
+    entries = [
+        re.sub(r"(\\texttt\{[^}]*\})", lambda m: m.group(1).replace("/", "/\\allowbreak "), BIB[k])
+        for k in used
+    ]
+    path.write_text("\n\n".join(entries) + "\n")
     return path
