@@ -14,6 +14,7 @@ import torch
 import attnbench
 from attnbench.executors import LocalExecutor
 from attnbench.kinds._frontier import _probe
+from attnbench.peak import peak_gmacs_s
 from attnbench.phases import collect, phase
 from attnbench.runner import run_study
 from attnbench.study import StudyError, load_study
@@ -75,6 +76,7 @@ def test_bra_marks_its_phases_and_they_sum_to_the_call():
 
 def test_compile_axis_efficiency_and_phases_in_rows(tmp_path, monkeypatch, temp_registry):
     monkeypatch.setenv("ATTNBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    peak_gmacs_s.cache_clear()  # measured again, into this test's cache folder
     real_compile = torch.compile
 
     def compile_or_fail(module, **kwargs):  # as a backend whose code generation fails would

@@ -32,6 +32,41 @@ NOISE_DOCS = {
 }
 
 
+TIMING_DOCS = {
+    "latency_ms": "median of the timing samples, milliseconds, at the row's batch",
+    "latency_iqr_ms": "inter-quartile range (p75 - p25) of the samples, milliseconds",
+    "latency_n": "number of timing samples",
+    "latency_samples_ms": "JSON list of every sample, milliseconds",
+    "throughput": "images per second = batch / median latency",
+}
+
+
+def timed_protocol(study: Any, threads: int) -> dict[str, Any]:
+    """The protocol of a study that times (sweep and models): part of every ``point_id``."""
+    return {
+        "measure": sorted(study.measure),
+        "repeats": study.repeats,
+        "warmup": study.warmup,
+        "max_time_s": study.max_time_s,
+        "threads": threads,
+        "seed": study.seed,
+    }
+
+
+def mechanism_param_docs(study: Any, fixed: dict[str, str] | list[str]) -> dict[str, str]:
+    """Columns of the study's mechanisms' parameters (n_win and topk first, as BRA's table reads)."""
+    from attnbench.registry import get_mechanism
+
+    out = {
+        "n_win": "BRA: regions per side (S)",
+        "topk": "BRA, KVT: routed regions or kept keys per query (k)",
+    }
+    for spec in study.mechanisms:
+        for pname in get_mechanism(spec.name).hyperparameters():
+            out.setdefault(param_column(pname, fixed), f"{spec.name} parameter {pname}")
+    return out
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -22,7 +22,15 @@ from attnbench.ablation import build_for_dataset, dataset_shape, run_key, train_
 from attnbench.ablation.train import TrainConfig
 from attnbench.flops import count_flops
 from attnbench.kinds import Kind, RunContext, Task
-from attnbench.kinds._common import NOISE_DOCS, finish, free, measure_speed, message, param_column, table_text
+from attnbench.kinds._common import (
+    NOISE_DOCS,
+    finish,
+    free,
+    measure_speed,
+    message,
+    param_column,
+    table_text,
+)
 from attnbench.registry import available_mechanisms, get_mechanism
 from attnbench.worker import emit
 

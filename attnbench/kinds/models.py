@@ -21,6 +21,7 @@ import torch
 from attnbench.kinds import Kind, RunContext, Task
 from attnbench.kinds._common import (
     NOISE_DOCS,
+    TIMING_DOCS,
     check_output,
     finish,
     free,
@@ -28,6 +29,7 @@ from attnbench.kinds._common import (
     message,
     number,
     table_text,
+    timed_protocol,
 )
 from attnbench.memory import module_bytes, tensor_bytes
 from attnbench.models.measure import build_model, measure_model
@@ -65,11 +67,7 @@ MODEL_COLUMN_DOCS = {
     "gflops": "flops / 1e9 (GMACs, the papers' 'GFLOPs')",
     "flops_torch": "torch FlopCounterMode total of the same forward, halved to MACs",
     "flops_uncounted": "JSON {operator: calls} that no FLOP handle counted (non-empty: flops may be low)",
-    "latency_ms": "median of the timing samples, milliseconds, at the row's batch",
-    "latency_iqr_ms": "inter-quartile range (p75 - p25) of the samples, milliseconds",
-    "latency_n": "number of timing samples",
-    "latency_samples_ms": "JSON list of every sample, milliseconds",
-    "throughput": "images per second = batch / median latency",
+    **TIMING_DOCS,
     "peak_mem_mb": "peak memory of one forward in MiB (2^20 bytes), by mem_method",
     "mem_method": "how peak_mem_mb was measured (see manifest.json 'memory_methods')",
     "published_params_m": "published parameters, millions (study's 'published')",
@@ -144,14 +142,7 @@ class ModelsKind(Kind):
         return dict(MODEL_COLUMN_DOCS)
 
     def protocol(self, study: Any, threads: int) -> dict[str, Any]:
-        return {
-            "measure": sorted(study.measure),
-            "repeats": study.repeats,
-            "warmup": study.warmup,
-            "max_time_s": study.max_time_s,
-            "threads": threads,
-            "seed": study.seed,
-        }
+        return timed_protocol(study, threads)
 
     def tasks(self, ctx: RunContext) -> list[Task]:
         proto, key = ctx.protocol, ctx.env_key

@@ -31,19 +31,22 @@ from attnbench.flops import count_flops
 from attnbench.kinds import Kind, RunContext, Task
 from attnbench.kinds._common import (
     NOISE_DOCS,
+    TIMING_DOCS,
     check_output,
     finish,
     free,
     measure_speed,
+    mechanism_param_docs,
     message,
     param_column,
     table_text,
+    timed_protocol,
 )
 from attnbench.kinds._frontier import max_batch
 from attnbench.memory import module_bytes, tensor_bytes
 from attnbench.peak import peak_gmacs_s
 from attnbench.phases import collect, phase
-from attnbench.registry import available_mechanisms, build_mechanism, get_mechanism
+from attnbench.registry import available_mechanisms, build_mechanism
 from attnbench.study import DTYPES, Point
 from attnbench.worker import emit
 
@@ -74,11 +77,7 @@ _TAIL = {
     "flops_analytic": "sum of the mechanism's analytic_flops(H, W), MACs, batch 1",
     "flops_uncounted": "JSON {operator: calls} that no FLOP handle counted (non-empty: flops may be low)",
     "params": "number of parameters (elements)",
-    "latency_ms": "median of the timing samples, milliseconds, at the row's batch",
-    "latency_iqr_ms": "inter-quartile range (p75 - p25) of the samples, milliseconds",
-    "latency_n": "number of timing samples",
-    "latency_samples_ms": "JSON list of every sample, milliseconds",
-    "throughput": "images per second = batch / median latency",
+    **TIMING_DOCS,
     "peak_mem_mb": "peak memory of one pass in MiB (2^20 bytes), by mem_method",
     "mem_method": "how peak_mem_mb was measured (see manifest.json 'memory_methods')",
     "compile_s": "seconds of the first (compiling) call of a torch.compile'd module, outside the latency "
@@ -138,21 +137,11 @@ class SweepKind(Kind):
     name = "sweep"
 
     def columns(self, study: Any) -> dict[str, str]:
-        out = dict(_HEAD)
-        out["n_win"], out["topk"] = COLUMN_DOCS["n_win"], COLUMN_DOCS["topk"]
-        for spec in study.mechanisms:
-            for pname in get_mechanism(spec.name).hyperparameters():
-                out.setdefault(param_column(pname, _FIXED), f"{spec.name} parameter {pname}")
-        return {**out, **_TAIL}
+        return {**_HEAD, **mechanism_param_docs(study, _FIXED), **_TAIL}
 
     def protocol(self, study: Any, threads: int) -> dict[str, Any]:
         return {
-            "measure": sorted(study.measure),
-            "repeats": study.repeats,
-            "warmup": study.warmup,
-            "max_time_s": study.max_time_s,
-            "threads": threads,
-            "seed": study.seed,
+            **timed_protocol(study, threads),
             **(
                 {"memory_budget_mib": study.memory_budget_mib, "max_batch_cap": study.max_batch_cap}
                 if "max_batch" in study.measure
