@@ -580,7 +580,11 @@ def plot_bra_heatmaps(df: pd.DataFrame) -> Figure | None:
             lat = lat[lat[col] == lat[col].value_counts().index[0]]
     panels: list[tuple[str, pd.DataFrame, str]] = [("flops", bra[bra["flops"].notna()], "FLOPs")]
     if not lat.empty:
-        where = ", ".join(str(lat[c].iloc[0]) for c in ("dtype", "device") if c in lat.columns)
+        where = ", ".join(
+            device_label(lat[c].iloc[0]) if c == "device" else str(lat[c].iloc[0])
+            for c in ("dtype", "device")
+            if c in lat.columns
+        )
         batch = f"batch {int(lat['batch'].iloc[0])}, " if "batch" in lat.columns else ""
         panels.append(("latency_ms", lat, f"forward latency ({batch}{where})"))
     fig = Figure(figsize=(3.6 * len(sizes) + 0.5, 3.3 * len(panels)))
@@ -1052,6 +1056,8 @@ def draw_all(
             fig = fn(arg) if arg is not None else None
             if fig is None:
                 skipped[name] = WHY_NOT[name] if arg is not None else _why_no_check(results)
+                for stale in folder.glob(f"{name}.*"):  # an earlier report's, no longer true
+                    stale.unlink()
                 continue
             paths = save(fig, folder, name, formats)
             drawn[name] = (paths[0], caption)
