@@ -1,21 +1,24 @@
 """Reports of a run folder: BRA's formula checked against the count, paper-style tables, plots.
 
-:func:`write_report` reads ``results.csv`` and ``manifest.json`` of a run folder and writes, beside
-them:
+:func:`write_report` reads the stored rows (``results.db``, or ``results.csv`` alone) and
+``manifest.json`` of a run folder and writes, beside them:
 
 - ``formula_check.csv`` and ``formula_report.md`` when the run has BRA points (:mod:`.formula`);
-- ``tables/*.md`` and ``tables/*.tex`` (booktabs): the mechanism comparison, resolution sweeps and
-  the formula tables (:mod:`.tables`), and for BRA measured over several backends the backends
-  table with the floor and the ideal (:mod:`.bra_backends`);
+- ``tables/*.md`` and ``tables/*.tex``: the mechanism comparison, resolution sweeps and the formula
+  tables (:mod:`.tables`), and for BRA measured over several backends the backends table
+  (:mod:`.bra_backends`). The LaTeX compiles in a two-column article (booktabs, graphicx), labels
+  rows with each mechanism's ``display_name`` and ``param_symbols``, and cites (``\\cite``) the entries
+  of ``references.bib`` (:mod:`.references`), written beside it;
 - ``plots/*.png`` and ``*.svg`` (:mod:`.plots`);
-- ``report.md`` (all tables and plots in one Markdown file) and ``index.html`` (the same with the
-  manifest, offline).
+- ``index.html`` (:mod:`.html`): a one-screen summary, the plots, the tables folded, links to every
+  file and the manifest, offline; ``report.md``, the same in Markdown.
 
 A models run (``kind: models``) gets its own report instead (:mod:`.models`): ``tables/models.md``
 and ``.tex``, a throughput/memory plot, ``report.md`` and ``index.html``.
 
 The runner calls ``write_report(run_dir)`` at the end of ``attnbench run``; ``attnbench report``
-calls it with the options of :func:`add_arguments` (defined in :mod:`.options`).
+calls it with the options of :func:`add_arguments` (defined in :mod:`.options`) and prints a
+progress line as each step starts.
 
 Importing this package is cheap: pandas, matplotlib and torch are imported by
 :func:`write_report` when it runs, so that the command line builds its parser without them.
