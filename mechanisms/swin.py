@@ -21,6 +21,16 @@ shrinks a square window to that side and drops the shift). The bias of such a sm
 read from the centre of the same table, so the table always has the size of ``window_size`` (timm
 instead builds a smaller table and interpolates a loaded one into it).
 
+How it runs. The roll and the window partition are one copy of the input (:func:`partition_windows`),
+and so are the window merge and the roll back (:func:`merge_windows`); q, k and v stay strided views
+of the projection. Without a gradient for the bias table, attention goes through SDPA's fused
+kernels: the bias as one ``(1, heads, n, n)`` mask for every window, or, shifted, the bias plus the
+shift mask as ``(windows, heads, n, n)``, one call per image on CPU (that mask broadcast over the
+images; SDPA's CPU kernel reads a mask of that shape only whole) and one call with the mask repeated
+per image on GPU (timm's layout). When the table learns on CPU, where SDPA has no fused kernel
+that returns a mask gradient, the same math is written out (scores, mask broadcast over images,
+softmax, values). While FLOPs are counted the fused call runs, so that the count sees SDPA.
+
 FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0): qkv and output projections
 on every padded token and, per window of ``n = wh*ww`` tokens, the two attention products n²·C.
 The bias lookup, mask addition and cyclic shifts are indexing and element-wise ops, free in that
@@ -36,8 +46,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench.flops import is_counting
 
-__all__ = ["SwinWindowAttention", "relative_position_index", "shifted_window_mask"]
+__all__ = [
+    "SwinWindowAttention",
+    "merge_windows",
+    "partition_windows",
+    "relative_position_index",
+    "shifted_window_mask",
+]
 
 MASK_VALUE = -100.0  # Swin's value between tokens of different regions in a shifted window
 
@@ -92,6 +109,95 @@ def shifted_window_mask(
     label = label.view(H // wh, wh, W // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)  # (nW, n)
     apart = label[:, :, None] != label[:, None, :]  # (nW, n, n)
     return torch.zeros(apart.shape, dtype=dtype, device=device).masked_fill(apart, MASK_VALUE)
+
+
+def _axis_pieces(size: int, win: int, shift: int) -> list[tuple[slice, slice, slice]]:
+    """How one axis of ``size`` tokens, rolled by ``-shift`` and cut into windows of ``win``, reads
+    the unrolled axis: (windows, offsets in the window, source tokens) slices, one per piece.
+
+    Window ``i``, offset ``a`` holds source token ``(i·win + a + shift) mod size``: the windows before
+    the last read one contiguous span; the last window reads the axis end, then wraps to its start.
+    """
+    n = size // win
+    if shift == 0:
+        return [(slice(0, n), slice(0, win), slice(0, size))]
+    return [
+        (slice(0, n - 1), slice(0, win), slice(shift, shift + (n - 1) * win)),  # empty when n = 1
+        (slice(n - 1, n), slice(0, win - shift), slice(size - win + shift, size)),
+        (slice(n - 1, n), slice(win - shift, win), slice(0, shift)),  # the wrapped strip
+    ]
+
+
+def _partition(x: Tensor, wh: int, ww: int, sh: int, sw: int) -> Tensor:
+    B, H, W, C = x.shape
+    out = x.new_empty(B, H // wh, W // ww, wh, ww, C)
+    grid = out.permute(0, 1, 3, 2, 4, 5)  # (B, nh, wh, nw, ww, C): a view of the map's rows and columns
+    for i, a, rows in _axis_pieces(H, wh, sh):
+        for j, c, cols in _axis_pieces(W, ww, sw):
+            dst = grid[:, i, a, j, c]
+            if dst.numel():
+                dst.copy_(x[:, rows, cols].view(dst.shape))
+    return out
+
+
+def _merge(w: Tensor, sh: int, sw: int) -> Tensor:
+    B, nh, nw, wh, ww, C = w.shape
+    out = w.new_empty(B, nh * wh, nw * ww, C)
+    grid = w.permute(0, 1, 3, 2, 4, 5)
+    for i, a, rows in _axis_pieces(nh * wh, wh, sh):
+        for j, c, cols in _axis_pieces(nw * ww, ww, sw):
+            src = grid[:, i, a, j, c]
+            if src.numel():
+                out[:, rows, cols].view(src.shape).copy_(src)
+    return out
+
+
+class _Partition(torch.autograd.Function):
+    """Roll and cut into windows in one copy; its gradient is the inverse permutation, :class:`_Merge`."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, wh: int, ww: int, sh: int, sw: int) -> Tensor:
+        ctx.shifts = (sh, sw)
+        return _partition(x, wh, ww, sh, sw)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _merge(grad, *ctx.shifts), None, None, None, None
+
+
+class _Merge(torch.autograd.Function):
+    """Windows back to the map, rolled back, in one copy; the inverse of :class:`_Partition`."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, sh: int, sw: int) -> Tensor:
+        ctx.layout = (w.shape[3], w.shape[4], sh, sw)
+        return _merge(w, sh, sw)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _partition(grad, *ctx.layout), None, None
+
+
+def partition_windows(x: Tensor, wh: int, ww: int, sh: int = 0, sw: int = 0) -> Tensor:
+    """``x`` (B, H, W, C) rolled by ``(-sh, -sw)`` and cut into wh x ww windows, in one copy (the roll
+    and the partition fused): (B, H/wh, W/ww, wh, ww, C). H and W must be multiples of the window."""
+    if _tracked(x):
+        return _Partition.apply(x, wh, ww, sh, sw)
+    return _partition(x, wh, ww, sh, sw)
+
+
+def merge_windows(w: Tensor, sh: int = 0, sw: int = 0) -> Tensor:
+    """The inverse of :func:`partition_windows`: windows (B, nh, nw, wh, ww, C) to the map
+    (B, nh·wh, nw·ww, C), rolled by ``(sh, sw)``, in one copy."""
+    if _tracked(w):
+        return _Merge.apply(w, sh, sw)
+    return _merge(w, sh, sw)
+
+
+def _tracked(t: Tensor) -> bool:
+    """Autograd records ``t``'s ops, outside a ``torch.jit`` trace (FLOP counting), which would see
+    the autograd functions as opaque Python ops; their plain copies trace as data movement."""
+    return t.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing()
 
 
 @register_mechanism("swin")
@@ -159,30 +265,47 @@ class SwinWindowAttention(AttentionMechanism):
         nh, nw = H // wh, W // ww
         if (H, W) != (H_in, W_in):
             x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))  # zeros at bottom/right, before qkv
-        if sh or sw:
-            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
-
-        # windows and heads share one batch-like dim so that SDPA sees 4-D inputs (its fused kernels)
-        qkv = self.qkv(x).view(B, nh, wh, nw, ww, 3, m, d)
-        qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, B, nh * nw * m, n, d)
-        q, k, v = qkv.unbind(0)  # each (B, nW·m, n, d)
+        xw = partition_windows(x, wh, ww, sh, sw)  # (B, nh, nw, wh, ww, C)
+        # q, k, v stay strided views of the projection (SDPA's CPU kernel takes any strides)
+        qkv = self.qkv(xw).view(B * nh * nw, n, 3, m, d).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B·nW, m, n, d)
 
         index = relative_position_index(wh, ww, self.window_size, x.device)  # (n, n)
-        bias = self.relative_position_bias_table[index.view(-1)].view(n, n, m).permute(2, 0, 1)  # (m, n, n)
-        bias = bias.to(q.dtype).unsqueeze(0)  # (1, m, n, n)
+        bias = self.relative_position_bias_table[index.view(-1)].view(n, n, m).permute(2, 0, 1)
+        bias = bias.to(q.dtype).contiguous()  # (m, n, n); contiguous, or SDPA copies the mask per call
         mask = shifted_window_mask(H, W, wh, ww, sh, sw, x.device, q.dtype)  # (nW, n, n) or None
-        if mask is not None:
-            attn_mask = bias + mask.unsqueeze(1)  # (nW, m, n, n)
-        else:
-            attn_mask = bias.expand(nh * nw, m, n, n)
-        attn_mask = attn_mask.reshape(nh * nw * m, n, n)  # broadcast over B
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
-        # out: (B, nW·m, n, d)
-        out = out.view(B, nh, nw, m, wh, ww, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, H, W, C)
-        if sh or sw:
-            out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
-        out = self.proj(out)  # on padded tokens too, as Swin projects whole windows
+        out = self._attend(q, k, v, bias, mask, B)  # (B·nW, n, m, d)
+        out = self.proj(out.reshape(B, nh, nw, wh, ww, C))  # on padded tokens too, as Swin projects windows
+        out = merge_windows(out, sh, sw)  # (B, H, W, C)
         return out[:, :H_in, :W_in].contiguous()
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None, B: int) -> Tensor:
+        """Window attention with the bias (m, n, n) and the shift mask (nW, n, n) or None; q, k, v
+        (B·nW, m, n, d) -> (B·nW, n, m, d)."""
+        nW, (_, m, n, _) = q.shape[0] // B, q.shape
+        if bias.requires_grad and q.device.type == "cpu" and not is_counting():
+            # SDPA has no CPU kernel that returns a mask gradient: it would take its unfused math path.
+            # The same math written out skips that path's extra passes (its NaN-safe softmax) and
+            # adds the mask per window, broadcast over the images.
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B·nW, m, n, n)
+            full = bias if mask is None else bias + mask.unsqueeze(1)  # (m, n, n) or (nW, m, n, n)
+            attn = (attn.view(B, nW, m, n, n) + full).view(B * nW, m, n, n)
+            return (attn.softmax(dim=-1) @ v).transpose(1, 2)
+        if mask is None:  # one bias for every window: (1, m, n, n) broadcasts in the fused kernels
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None], scale=self.scale)
+            return out.transpose(1, 2)
+        full = bias + mask.unsqueeze(1)  # (nW, m, n, n)
+        if q.device.type == "cpu":
+            # a mask per window and head is (nW, m, n, n); the fused kernels take a mask broadcast over
+            # the batch dim only whole, so one call per image instead of a (B·nW, m, n, n) copy
+            outs = [
+                F.scaled_dot_product_attention(qi, ki, vi, attn_mask=full, scale=self.scale).transpose(1, 2)
+                for qi, ki, vi in zip(q.split(nW), k.split(nW), v.split(nW))
+            ]
+            return torch.cat(outs)  # SDPA's CPU output is laid out (nW, n, m, d): the transposes are free
+        # GPU kernels pad and copy a mask whose rows are not aligned anyway: one call, timm's layout
+        full = full.repeat(B, 1, 1, 1)  # (B·nW, m, n, n)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=full, scale=self.scale).transpose(1, 2)
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1 on the padded map: projections 4·N·C², attention 2·N·n·C (n = wh·ww)."""

@@ -48,14 +48,50 @@ def dense_swin(m: SwinWindowAttention, x: torch.Tensor, shift: int) -> torch.Ten
     return m.proj(out)[:, :H, :W]
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["fused", "training"])
 @pytest.mark.parametrize("H,W,C,heads,window,shift", CASES)
-def test_matches_dense_masked_attention(H, W, C, heads, window, shift):
+def test_matches_dense_masked_attention(H, W, C, heads, window, shift, grad):
+    """Both paths: the fused kernels (no gradient) and the written-out training path on CPU."""
     m = attnbench.build_mechanism("swin", C, heads, window_size=window, shift_size=shift)
     with torch.no_grad():  # a non-zero table so that a wrong lookup shows
         m.relative_position_bias_table.normal_(std=1.0)
     x = torch.randn(2, H, W, C)
     ref = dense_swin(m, x, window // 2 if shift is None else shift)
-    torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
+    with torch.set_grad_enabled(grad):
+        out = m(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("H,W,C,heads,window,shift", CASES)
+def test_gradients_match_dense_masked_attention(H, W, C, heads, window, shift):
+    m = attnbench.build_mechanism("swin", C, heads, window_size=window, shift_size=shift)
+    with torch.no_grad():
+        m.relative_position_bias_table.normal_(std=1.0)
+    x = torch.randn(2, H, W, C, requires_grad=True)
+    g = torch.randn(2, H, W, C)
+    (m(x) * g).sum().backward()
+    ours = [x.grad] + [p.grad for p in m.parameters()]
+    x.grad = None
+    m.zero_grad()
+    (dense_swin(m, x, window // 2 if shift is None else shift) * g).sum().backward()
+    for got, want in zip(ours, [x.grad] + [p.grad for p in m.parameters()]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("H,W,wh,ww,sh,sw", [(14, 21, 7, 7, 3, 2), (8, 12, 4, 4, 1, 0), (6, 6, 3, 3, 0, 0)])
+def test_partition_is_roll_then_windows_and_merge_inverts_it(H, W, wh, ww, sh, sw):
+    from mechanisms.swin import merge_windows, partition_windows
+
+    x = torch.randn(2, H, W, 5, requires_grad=True)
+    rolled = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+    ref = rolled.view(2, H // wh, wh, W // ww, ww, 5).permute(0, 1, 3, 2, 4, 5)
+    windows = partition_windows(x, wh, ww, sh, sw)
+    assert torch.equal(windows, ref)
+    back = merge_windows(windows, sh, sw)
+    assert torch.equal(back, x)
+    g = torch.randn_like(windows)
+    (windows * g).sum().backward()  # the gradient of a permutation is the inverse permutation
+    assert torch.equal(x.grad, merge_windows(g, sh, sw))
 
 
 def test_shift_changes_the_output():
