@@ -385,7 +385,9 @@ class _Run:
         try:
             from attnbench.report import write_report
 
-            index = write_report(self.run_dir)
+            index = write_report(
+                self.run_dir, progress=lambda line: print(f"attnbench: report: {line}", file=self.out)
+            )
         except Exception as exc:  # noqa: BLE001 - a report failure must never lose results
             text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
             print(f"attnbench: writing the report failed ({text}); the results are safe", file=self.err)

@@ -123,7 +123,7 @@ def test_run_gives_rows_resumes_without_training_and_reports(tmp_path, capsys, m
         assert (out / row["workdir"] / "result.json").is_file()
     assert rows[0]["flops"] != rows[1]["flops"]  # the attention differs, so does the count
     table = (out / "tables" / "comparison.md").read_text()
-    assert "Top-1 (%)" in table and "| vanilla |" in table and "| bra (n_win=4, topk=2) |" in table
+    assert "Top-1" in table and "| Global |" in table and "| BRA (S=4, k=2) |" in table
     assert (out / "index.html").is_file() and (out / "manifest.json").is_file()
 
     def no_training(*args, **kwargs):

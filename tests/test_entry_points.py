@@ -290,12 +290,21 @@ def test_example_study_gives_a_comparison_row(fresh_registry, tmp_path):
     (tmp_path / "study.yaml").write_text(text)
     out = io.StringIO()
     study = load_study(tmp_path / "study.yaml")
-    assert run_study(study, out_dir=tmp_path / "run", quiet=True, report=False, stdout=out, stderr=out) == 0
+    code = run_study(
+        study,
+        out_dir=tmp_path / "run",
+        quiet=True,
+        report=False,
+        stdout=out,
+        stderr=out,
+        executor=LocalExecutor("none"),
+    )
+    assert code == 0, out.getvalue()
     write_report(tmp_path / "run", plots=False, formula=False)
     table = (tmp_path / "run" / "tables" / "comparison.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     labels = [line.split("|")[1].strip() for line in rows[1:]]
-    assert labels == ["sra (sr_ratio=8)", "sra (sr_ratio=4)", "bra (topk=1)", "bra (topk=4)", "swin"]
+    assert labels == ["sra (sr_ratio=8)", "sra (sr_ratio=4)", "BRA (k=1)", "BRA (k=4)", "Swin"]
 
 
 def test_sra_passes_conformance(fresh_registry):

@@ -21,6 +21,10 @@ METRIC_KEYS = (
     "latency_ms",
     "latency_iqr_ms",
     "peak_mem_mb",
+    "achieved_gmacs_s",
+    "efficiency",
+    "compile_s",
+    "max_batch",
     "top1",
     "top5",
 )

@@ -48,6 +48,7 @@ from attnbench.report.formula import (
     paper_formula,
     paper_optimal_s,
 )
+from attnbench.report.measures import plot_max_batch, plot_phases, plot_roofline
 
 __all__ = ["MECHANISM_COLORS", "PLOTS", "check_formats", "draw_all", "mechanism_styles", "series_styles"]
 
@@ -992,6 +993,26 @@ PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
         "results",
     ),
     (
+        "roofline",
+        "MACs of the timed call against median latency, log-log; grey lines: 100 %, 10 % and 1 % of the "
+        "machine's dense-matmul peak (efficiency).",
+        plot_roofline,
+        "results",
+    ),
+    (
+        "phases",
+        "Where the time of one profiled call goes, per mechanism and pass, at the largest resolution "
+        "(attnbench.phase marks; other: unmarked time).",
+        plot_phases,
+        "results",
+    ),
+    (
+        "max_batch_vs_resolution",
+        "The largest batch within the memory budget against tokens, per mechanism (log-log).",
+        plot_max_batch,
+        "results",
+    ),
+    (
         "formula_flops_vs_s",
         "BRA FLOPs against S: measured (solid), the paper's formula (dashed), best swept S (ring), the "
         "paper's S* (star) where it lies inside the swept S.",
@@ -1012,6 +1033,9 @@ WHY_NOT = {
     "bra_s_k_heatmaps": "the run has no BRA rows over at least two S or k values at one resolution",
     "accuracy_vs_flops": "the run has no accuracy (top1) column with values",
     "bra_backends": "the run has no timed BRA rows over at least two backends",
+    "roofline": "the run measured no latency with FLOPs (no efficiency)",
+    "phases": "the run did not measure phases",
+    "max_batch_vs_resolution": "the run did not measure max_batch at two or more resolutions",
     "formula_flops_vs_s": "the formula check has fewer than two S values at one setting",
     "formula_scaling": "the formula check has fewer than two resolutions per setting",
 }

@@ -29,9 +29,9 @@ from attnbench.report.references import MECHANISM_KEYS, cite
 __all__ = ["METRICS", "Metric", "comparison_tables", "pick_resolution", "sweep_tables"]
 
 # Conditions a table is measured under; the ones that vary split tables (or rows) apart.
-CONDITIONS = ["pass", "dtype", "device", "batch", "C", "num_heads"]
+CONDITIONS = ["pass", "compile", "dtype", "device", "batch", "C", "num_heads"]
 # FLOPs and parameters do not depend on these: a FLOPs table ignores them.
-TIMING_CONDITIONS = ["pass", "dtype", "device", "batch"]
+TIMING_CONDITIONS = ["pass", "compile", "dtype", "device", "batch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +66,17 @@ METRICS = {
     "latency_ms": Metric("Latency", "ms", note="median"),
     "latency_iqr_ms": Metric("Latency IQR", "ms", higher_is_better=None),
     "peak_mem_mb": Metric("Peak memory", "MiB"),
+    "achieved_gmacs_s": Metric("Achieved", "GMAC/s", higher_is_better=True),
+    "efficiency": Metric("Efficiency", "of peak", higher_is_better=True),
+    "compile_s": Metric("Compile", "s", higher_is_better=None),
+    "max_batch": Metric("Max batch", "", higher_is_better=True),
     "top1": Metric("Top-1", "%", higher_is_better=True),
     "top5": Metric("Top-5", "%", higher_is_better=True),
 }
-DEFAULT_COLUMNS = ["params", "flops", "throughput", "latency_ms", "peak_mem_mb", "top1", "top5"]
+DEFAULT_COLUMNS = [
+    *("params", "flops", "throughput", "latency_ms", "efficiency", "peak_mem_mb", "compile_s", "max_batch"),
+    *("top1", "top5"),
+]
 ACCURACY = ("top1", "top5")
 
 
