@@ -132,7 +132,7 @@ def busy_warning(threads: int, device: str) -> str | None:
     if idle >= threads:
         return None
     return (
-        f"the machine is busy: load average {load:.2f} on {cores} cores leaves {max(idle, 0):.1f} idle, "
+        f"the machine is busy: load average {load:.2f} on {cores} cores leaves {max(idle, 0):.2f} idle, "
         f"fewer than the study's {threads} thread(s); timings will be slow and noisy (rows are marked "
         "unstable). "
         "Check `uptime` and measure on a quiet machine before publishing"
