@@ -1,4 +1,4 @@
-"""Study kinds: what is particular to sweeps, models tables and ablations, behind one protocol.
+"""Study kinds: what is particular to sweeps, models tables, ablations and peers, behind one protocol.
 
 A kind says only what is its own: its columns, its measurement protocol (part of every
 ``point_id``), how its points are enumerated and identified (:class:`Task`: one unit of work that
@@ -139,6 +139,7 @@ KINDS: dict[str, str] = {
     "sweep": "attnbench.kinds.sweep",
     "models": "attnbench.kinds.models",
     "ablation": "attnbench.kinds.ablation",
+    "peers": "attnbench.kinds.peers",
 }
 
 

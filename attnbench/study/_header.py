@@ -21,7 +21,7 @@ from attnbench.study._fields import (
 
 __all__ = ["DEVICES", "DTYPES", "KINDS", "Header", "Timed", "resolve_device"]
 
-KINDS = ("sweep", "models", "ablation")
+KINDS = ("sweep", "models", "ablation", "peers")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -44,7 +44,8 @@ def resolve_device(requested: str) -> str:
 _KIND_DOC = (
     "sweep (the default): mechanisms over a product of shapes; models: whole timm models beside "
     "their published numbers; ablation (the default when measure lists accuracy or a dataset is "
-    "given): one backbone trained per mechanism"
+    "given): one backbone trained per mechanism; peers: each mechanism timed against other "
+    "implementations of it"
 )
 
 
