@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from attnbench.executors import LocalExecutor
 from attnbench.kinds.peers import TOLERANCE, compare, time_interleaved
 from attnbench.peers import PEERS, Peer, get_peer, register_peer
 from attnbench.registry import build_mechanism
+from attnbench.report.peers import peers_tables
 from attnbench.runner import run_study
 from attnbench.store import ResultsStore
 from attnbench.study import PeersStudy, StudyError, json_schema, load_study
@@ -127,6 +129,9 @@ def test_the_kind_times_ours_and_each_peer_interleaved(tmp_path):
     assert by_key[("swin", '{"shift_size": 3}', "timm.WindowAttention", "forward")]["status"] == "ok"
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["kind"] == "peers" and "swin: timm.WindowAttention" in manifest["peers"]
+    tables = peers_tables(pd.DataFrame(rows))  # the report's tables of these rows
+    assert [t.name for t in tables] == ["peers_cpu_float32_b2", "peers_summary"]
+    assert "natten's CPU path" in tables[0].to_markdown() and len(tables[1].rows) == 7  # timed rows
     # a second run keeps every row
     before = {r["point_id"]: r["timestamp"] for r in rows}
     again = _run(_study(tmp_path, "  - {name: vanilla, peers: sdpa}\n"), tmp_path / "run")
