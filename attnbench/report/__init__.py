@@ -81,6 +81,7 @@ def write_report(
     from attnbench.report.formula import formula_tables, run_formula_check, verdict, write_formula_files
     from attnbench.report.html import files_doc, index_html
     from attnbench.report.models import is_models_run, write_models_report
+    from attnbench.report.peers import is_peers_frame, peers_tables
     from attnbench.report.plots import PLOTS, check_formats, draw_all
     from attnbench.report.references import write_bib
     from attnbench.report.tables import comparison_tables, sweep_tables
@@ -102,11 +103,16 @@ def write_report(
     results["label"] = mechanism_labels(results) if not results.empty else []
     df = filter_rows(results, passes=passes, dtypes=dtypes, devices=devices).copy()
 
-    tables = [
-        *comparison_tables(df, columns=columns, sort=sort, group_by=group_by, resolution=resolution),
-        *sweep_tables(df, group_by=group_by, sort=sort),
-        *bra_backend_tables(df),
-    ]
+    peers_run = is_peers_frame(results)
+    if peers_run:  # each mechanism against its peers: ratio tables; the sweep's tables do not apply
+        tables = peers_tables(df)
+        formula = plots = False
+    else:
+        tables = [
+            *comparison_tables(df, columns=columns, sort=sort, group_by=group_by, resolution=resolution),
+            *sweep_tables(df, group_by=group_by, sort=sort),
+            *bra_backend_tables(df),
+        ]
     check = None
     if formula:
         say("BRA formula check: counting every BRA point again")
