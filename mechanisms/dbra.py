@@ -46,6 +46,10 @@ state dict (prefix stripped) loads as is:
 FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0); grid_sample counts
 4 MACs per output element and LayerNorm 5 per element (fvcore's rules), region means, top-k,
 gathers and softmax are free.
+
+Peers (docs/peers.md): a plain re-implementation of the released forward (k-fold ``KVGather``,
+einsum, explicit softmax); ours / released 0.35-0.71 (provisional: CPU, 1 thread, fp32, batch 4,
+shared machine).
 """
 
 from __future__ import annotations

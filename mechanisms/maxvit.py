@@ -44,6 +44,10 @@ FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0): per ste
 group), plus the LayerNorm at 5 MACs per element. The bias lookup is indexing, free; timm builds
 the same bias with two one-hot einsums, which the counter would price at 39,494 MACs per head and
 step for 7x7 groups, whatever the map.
+
+Peers (docs/peers.md): timm's ``PartitionAttentionCl`` pair; ours / timm 0.92-1.06, except 1.10
+forward at 112² (ours permutes the 3C-channel projection into groups where timm partitions the
+input; open) (provisional: CPU, 1 thread, fp32, batch 4, shared machine).
 """
 
 from __future__ import annotations

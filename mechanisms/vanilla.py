@@ -2,6 +2,10 @@
 
 Through ``F.scaled_dot_product_attention`` with scale head_dim^-0.5. ``analytic_flops`` equals the
 fvcore count exactly (tolerance 0): three dense products and the two attention products.
+
+Peers (docs/peers.md): timm's ViT ``Attention`` and Linear + SDPA + Linear; ours / peer 0.93-1.06
+over BiFormer-T's stage shapes and 28², forward and forward+backward (provisional: CPU, 1 thread,
+fp32, batch 4, shared machine).
 """
 
 from __future__ import annotations

@@ -32,6 +32,10 @@ FLOPs are counted (``attnbench.flops.is_counting()``) the token attention runs t
 whatever the backend: the count is the algorithm's cost, identical for every backend that computes
 only the routed pairs (flex cannot be traced; ``masked`` does dense N^2 work by design, which shows
 in its latency, not in BRA's FLOPs).
+
+Peers (docs/peers.md): the ``reference`` backend and a plain re-implementation of the released
+``bra_legacy`` module; ours (``auto``) / peer 0.14-0.73 (provisional: CPU, 1 thread, fp32, batch 4,
+shared machine).
 """
 
 from __future__ import annotations
