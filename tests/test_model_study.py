@@ -179,7 +179,8 @@ def test_missing_or_empty_models_and_an_unknown_kind(tmp_path):
         "kind: model\nsweep: {resolution: [14], dim: [32], num_heads: [2]}\nmechanisms: [vanilla]\n"
     )
     with pytest.raises(
-        StudyError, match=r"s.yaml:1: kind: 'model' is not one of \['sweep', 'models', 'ablation'\]; did you"
+        StudyError,
+        match=r"s.yaml:1: kind: 'model' is not one of \['sweep', 'models', 'ablation', 'peers'\]; did you",
     ):
         load_study(path)
 

@@ -261,7 +261,7 @@ def test_cpu_peak_memory_of_a_known_allocation():
 
 
 def test_a_failing_report_never_loses_results(tmp_path, capsys, monkeypatch, linear_mechanism):
-    def broken(run_dir):
+    def broken(run_dir, **kwargs):
         raise RuntimeError("plotting exploded")
 
     fake = types.ModuleType("attnbench.report")

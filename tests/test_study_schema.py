@@ -39,7 +39,7 @@ def test_the_shipped_schema_is_current(schema):
 def test_the_schema_covers_every_kind_and_says_what_each_key_is(schema):
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     kinds = {ref["$ref"].rsplit("/", 1)[1] for ref in schema["oneOf"]}
-    assert kinds == {"SweepFile", "ModelsFile", "AblationFile"}
+    assert kinds == {"SweepFile", "ModelsFile", "AblationFile", "PeersFile"}
     for kind in kinds:
         props = schema["$defs"][kind]["properties"]
         assert {"name", "kind", "device", "threads", "seed", "point_timeout_s"} <= set(props)
