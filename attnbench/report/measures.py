@@ -145,6 +145,15 @@ def plot_phases(df: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def _coinciding(part: pd.DataFrame) -> list[list[str]]:
+    """Groups of series whose (tokens, max_batch) points are all the same."""
+    groups: dict[tuple, list[str]] = {}
+    for name, s in part.groupby("series", sort=False):
+        key = tuple(sorted(zip(s["tokens"], s["max_batch"])))
+        groups.setdefault(key, []).append(str(name))
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def plot_max_batch(df: pd.DataFrame) -> Figure | None:
     """The largest batch within the budget against tokens, one line per mechanism, per pass."""
     if "max_batch" not in df.columns:
@@ -169,6 +178,22 @@ def plot_max_batch(df: pd.DataFrame) -> Figure | None:
             ax.plot(s["tokens"], ys, marker=marker, color=color, label=name, lw=1.2, ms=5)
         ax.set_xscale("log")
         ax.set_yscale("log", base=2)
+        top = max(1, int(part["max_batch"].max()))
+        ticks_y = [0.5] + [2**i for i in range(int(math.log2(top)) + 1)]
+        ax.set_yticks(ticks_y, ["0 (none fits)"] + [str(int(t)) for t in ticks_y[1:]], fontsize=7)
+        same = _coinciding(part)
+        if same:  # series drawn on top of each other: say so on the plot
+            ax.text(
+                0.02,
+                0.02,
+                "same values: " + "; ".join(" = ".join(g) for g in same),
+                transform=ax.transAxes,
+                fontsize=6.5,
+                va="bottom",
+                ha="left",
+                wrap=True,
+                bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"},
+            )
         ax.set_xlabel("tokens (H·W)")
         ax.set_ylabel("largest batch within the budget")
         budget = budgets[rows["pass"] == pass_].max()

@@ -142,7 +142,7 @@ def _summary(df: pd.DataFrame) -> Table | None:
     if timed.empty:
         return None
     rows, bold = [], []
-    for _, block in timed.groupby([*_ROW_KEY, "dtype", "device", "batch"], sort=False):
+    for _, block in timed.groupby([*_ROW_KEY, "dtype", "device", "batch"], sort=False, dropna=False):
         worst = block.loc[block["ratio_value"].idxmax()]
         rows.append(
             [

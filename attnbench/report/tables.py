@@ -154,6 +154,8 @@ def _conditions(rows: pd.DataFrame, columns: Sequence[str]) -> str:
     for col in columns:
         if col in rows.columns and rows[col].nunique(dropna=True) == 1:
             value = rows[col].dropna().iloc[0]
+            if col == "compile":  # the compile mode reads as eager or compiled
+                value = "eager" if value in ("none", "", None) else f"compiled ({value})"
             value = device_label(value) if col == "device" else plain(value)
             parts.append(names.get(col, "{}").format(value))
     return ", ".join(parts)
