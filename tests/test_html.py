@@ -82,6 +82,7 @@ def test_every_image_loads_and_the_page_reads_in_order(report):
     assert page["manifestOverflow"] == "auto" and page["tablesFolded"] >= 1
 
 
+@pytest.mark.slow  # a second browser start; the page test keeps chromium in the default run
 def test_screenshot_is_not_blank(report):
     shot = report.parent / "shot.png"
     _browser(["--window-size=1280,1400", f"--screenshot={shot}", (report / "index.html").as_uri()], report)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import attnbench
 from attnbench.report.options import METRIC_KEYS
 
@@ -81,6 +83,7 @@ def test_public_names_are_imported_on_first_use():
         raise AssertionError("attnbench.no_such_name did not raise AttributeError")
 
 
+@pytest.mark.slow  # a fresh interpreter importing timm and building a model
 def test_import_attnbench_models_registers_the_seed_models_with_timm():
     out = _run(
         """

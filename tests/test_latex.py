@@ -78,6 +78,7 @@ def test_tables_of_a_small_report_fit_a_two_column_page(tmp_path):
         assert not missing, f"\\cite keys missing from references.bib: {missing}"
 
 
+@pytest.mark.slow  # every shipped run's tables; the small report's tables compile in the default run
 @pytest.mark.parametrize("shipped", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_tables_of_the_shipped_runs_fit_a_two_column_page(tmp_path, shipped):
     run = tmp_path / shipped.name

@@ -137,15 +137,15 @@ plugins: [no_compile.py]
 
 def test_max_batch_finds_the_largest_batch_within_the_budget(tmp_path):
     point = load_study(_max_batch_study(tmp_path, budget=1.0)).points()[0]
-    peak = {b: _probe(point, "forward", b, "cpu", 1, 0, ()) for b in range(1, 14)}
-    budget = (peak[5] + peak[6]) / 2  # batches up to 5 fit, 6 does not
+    peak = {b: _probe(point, "forward", b, "cpu", 1, 0, ()) for b in range(1, 6)}
+    budget = (peak[3] + peak[4]) / 2  # batches up to 3 fit, 4 does not
     run_dir = tmp_path / "run"
     study = load_study(_max_batch_study(tmp_path, budget=budget))
     assert run_study(study, out_dir=run_dir, quiet=True, report=False, executor=LocalExecutor("none")) == 0
     (row,) = _rows(run_dir)
     assert row["status"] == "ok", row["error"]
-    assert int(row["max_batch"]) == 5
-    assert float(row["max_batch_peak_mb"]) == pytest.approx(peak[5], rel=1e-3)
+    assert int(row["max_batch"]) == 3
+    assert float(row["max_batch_peak_mb"]) == pytest.approx(peak[3], rel=1e-3)
     assert float(row["max_batch_budget_mb"]) == pytest.approx(budget, abs=0.01)
 
 
@@ -157,7 +157,7 @@ device: cpu
 threads: 1
 measure: [max_batch]
 memory_budget_mib: {budget}
-max_batch_cap: 12
+max_batch_cap: 6
 sweep: {{resolution: [16], dim: 16, num_heads: 2}}
 mechanisms: [vanilla]
 """

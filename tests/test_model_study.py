@@ -305,6 +305,7 @@ def test_best_throughput_and_memory_are_bold(tiny_run, tmp_path):
         write_report(copy, sort="flops")
 
 
+@pytest.mark.slow  # a second models run; the models run itself stays in the default suite
 def test_resume_keeps_ok_rows_retries_errors_and_refreshes_references(tiny_run, tmp_path, capsys):
     path, run_dir = tiny_run
     copy = tmp_path / "run"

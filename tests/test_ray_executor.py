@@ -276,6 +276,7 @@ mechanisms: [vanilla]
 """
 
 
+@pytest.mark.slow  # a local Ray instance
 def test_cli_runs_a_study_on_ray_and_records_how(ray_instance, tmp_path, capsys):
     study = tmp_path / "tiny.yaml"
     study.write_text(TINY)

@@ -311,6 +311,7 @@ def _argv(run: Path, options: dict) -> list[str]:
     return argv
 
 
+@pytest.mark.slow  # 37 reports; test_command_line_options_reach_write_report keeps options in the default run
 def test_every_option_combination_works_or_says_what_is_wrong_in_one_line(tmp_path, capsys):
     """``attnbench report``'s options, each value alone and in pairs with the others: exit 0, or
     exit 2 with one line naming the problem; never a traceback."""

@@ -44,6 +44,7 @@ def fake_cifar10(root, n_train=500, n_test=200, seed=0):
     return root
 
 
+@pytest.mark.slow  # 13 s of training; the ablation end-to-end test keeps training in the default run
 def test_easy_set_is_learned(tmp_path):
     cfg = {"name": "cifar10", "root": str(fake_cifar10(tmp_path / "data"))}
     lines = []
