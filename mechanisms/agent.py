@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 
 __all__ = ["AgentAttention", "resize_axis"]
 
@@ -147,20 +147,27 @@ class AgentAttention(AttentionMechanism):
         self._check_shape(x)
         B, H, W, C = x.shape
         m, d, a, N = self.num_heads, self.head_dim, self.agent_num, H * W
-        q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (B, H, W, C)
-        agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.pool_size)  # (B, C, p, p)
+        with phase("projections"):
+            q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (B, H, W, C)
+        with phase("agents"):
+            agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.pool_size)  # (B, C, p, p)
         agents = agents.reshape(B, m, d, a).transpose(-2, -1)  # (B, m, A, d)
         v_map = v.permute(0, 3, 1, 2)  # (B, C, H, W) for the dwc branch
         q, k, v = (t.reshape(B, N, m, d).transpose(1, 2) for t in (q, k, v))  # each (B, m, N, d)
 
-        agent_bias, query_bias = self.position_biases(H, W)
-        agent_bias, query_bias = agent_bias.to(q.dtype), query_bias.to(q.dtype)
-        agent_v = F.scaled_dot_product_attention(agents, k, v, attn_mask=agent_bias, scale=self.scale)
+        with phase("position biases"):
+            agent_bias, query_bias = self.position_biases(H, W)
+            agent_bias, query_bias = agent_bias.to(q.dtype), query_bias.to(q.dtype)
+        with phase("agent attention"):
+            agent_v = F.scaled_dot_product_attention(agents, k, v, attn_mask=agent_bias, scale=self.scale)
         # agent_v: (B, m, A, d)
-        out = F.scaled_dot_product_attention(q, agents, agent_v, attn_mask=query_bias, scale=self.scale)
+        with phase("query attention"):
+            out = F.scaled_dot_product_attention(q, agents, agent_v, attn_mask=query_bias, scale=self.scale)
         # out: (B, m, N, d)
-        out = out.transpose(1, 2).reshape(B, H, W, C) + self.dwc(v_map).permute(0, 2, 3, 1)
-        return self.proj(out)
+        with phase("dwc"):
+            out = out.transpose(1, 2).reshape(B, H, W, C) + self.dwc(v_map).permute(0, 2, 3, 1)
+        with phase("projections"):
+            return self.proj(out)
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1 with N = H·W tokens and A agents (see the module docstring for prices)."""

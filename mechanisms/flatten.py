@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 
 __all__ = ["FocusedLinearAttention", "focus"]
 
@@ -118,21 +118,26 @@ class FocusedLinearAttention(AttentionMechanism):
         self._check_shape(x)
         B, H, W, C = x.shape
         m, d, N = self.num_heads, self.head_dim, H * W
-        q, k, v = self.qkv(x).reshape(B, N, 3 * C).chunk(3, dim=-1)  # each (B, N, C)
-        k = k + self.position_encoding(H, W).to(k.dtype)
-        scale = self.channel_scale()
-        q = focus((F.relu(q) + EPS) / scale, self.focusing_factor)  # (B, N, C)
-        k = focus((F.relu(k) + EPS) / scale, self.focusing_factor)
+        with phase("projections"):
+            q, k, v = self.qkv(x).reshape(B, N, 3 * C).chunk(3, dim=-1)  # each (B, N, C)
+        with phase("focusing"):
+            k = k + self.position_encoding(H, W).to(k.dtype)
+            scale = self.channel_scale()
+            q = focus((F.relu(q) + EPS) / scale, self.focusing_factor)  # (B, N, C)
+            k = focus((F.relu(k) + EPS) / scale, self.focusing_factor)
         q, k, v = (t.reshape(B, N, m, d).transpose(1, 2) for t in (q, k, v))  # each (B, m, N, d)
 
-        z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + EPS)  # (B, m, N, 1)
-        kv = (k.transpose(-2, -1) * N**-0.5) @ (v * N**-0.5)  # (B, m, d, d)
-        out = (q @ kv) * z  # (B, m, N, d)
+        with phase("linear attention"):
+            z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + EPS)  # (B, m, N, 1)
+            kv = (k.transpose(-2, -1) * N**-0.5) @ (v * N**-0.5)  # (B, m, d, d)
+            out = (q @ kv) * z  # (B, m, N, d)
 
         out = out.transpose(1, 2).reshape(B, H, W, C)
-        rank = self.dwc(v.reshape(B * m, H, W, d).permute(0, 3, 1, 2))  # (B·m, d, H, W), shared conv
-        rank = rank.reshape(B, m, d, H, W).permute(0, 3, 4, 1, 2).reshape(B, H, W, C)
-        return self.proj(out + rank)
+        with phase("dwc"):
+            rank = self.dwc(v.reshape(B * m, H, W, d).permute(0, 3, 1, 2))  # (B·m, d, H, W), shared conv
+            rank = rank.reshape(B, m, d, H, W).permute(0, 3, 4, 1, 2).reshape(B, H, W, C)
+        with phase("projections"):
+            return self.proj(out + rank)
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1 with N = H·W tokens (see the module docstring for prices)."""

@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 
 __all__ = ["KNNAttention", "knn_attention"]
 
@@ -53,13 +53,17 @@ def knn_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, scale: float) -> T
     Returns:
         (B, heads, N, d).
     """
-    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, h, N, N)
-    kept, index = scores.topk(topk, dim=-1)  # each (B, h, N, k)
+    with phase("scores"):
+        scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, h, N, N)
+    with phase("selection"):
+        kept, index = scores.topk(topk, dim=-1)  # each (B, h, N, k)
     # softmax over a row whose other scores are -inf is the softmax of the kept scores with exact
     # zeros elsewhere; topk's backward needs only the indices, so the score buffer is zeroed and
     # reused as the scatter's base (out of place: the FLOP counter has no entry for scatter_)
-    weights = scores.zero_().scatter(-1, index, kept.softmax(dim=-1))  # (B, h, N, N)
-    return weights @ v  # (B, h, N, d)
+    with phase("selection"):
+        weights = scores.zero_().scatter(-1, index, kept.softmax(dim=-1))  # (B, h, N, N)
+    with phase("attention"):
+        return weights @ v  # (B, h, N, d)
 
 
 @register_mechanism("kvt")
@@ -92,10 +96,12 @@ class KNNAttention(AttentionMechanism):
 
     def forward(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
-        qkv = self.qkv(x).view(B, H * W, 3, self.num_heads, self.head_dim)
+        with phase("projections"):
+            qkv = self.qkv(x).view(B, H * W, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, N, d)
         out = knn_attention(q, k, v, self.kept(H, W), self.scale)  # (B, h, N, d)
-        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+        with phase("projections"):
+            return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: projections 4·N·C², dense attention 2·N²·C; the top-k selection is free."""

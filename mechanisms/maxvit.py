@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 
 __all__ = ["MaxViTAttention", "PartitionAttention", "relative_offset_index"]
 
@@ -181,8 +181,10 @@ class MaxViTAttention(AttentionMechanism):
         self.grid_attn = PartitionAttention(dim, num_heads, "grid", grid, qkv_bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.block_attn(x)  # (B, H, W, C)
-        return y + self.grid_attn(self.grid_norm(x + y))
+        with phase("block attention"):
+            y = self.block_attn(x)  # (B, H, W, C)
+        with phase("grid attention"):
+            return y + self.grid_attn(self.grid_norm(x + y))
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: each step's projections and attention on its padded map, the LayerNorm."""

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 
 try:
     import natten
@@ -334,16 +334,20 @@ class NeighborhoodAttentionBase(AttentionMechanism):
     def forward(self, x: Tensor) -> Tensor:
         self._check_shape(x)
         B, H, W, C = x.shape
-        qkv = self.qkv(x).view(B, H, W, 3, self.num_heads, self.head_dim)
+        with phase("projections"):
+            qkv = self.qkv(x).view(B, H, W, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(3)  # each (B, H, W, heads, head_dim)
         backend = self.choose_backend(q, k, v)
-        if backend == "natten":
-            out = natten.na2d(q, k, v, kernel_size=self.kernel_size, dilation=self.dilation, scale=self.scale)
-        elif backend == "tiled":
-            out = tiled_neighborhood_attention(q, k, v, self.kernel_size, self.dilation, self.scale)
-        else:
-            out = neighborhood_attention(q, k, v, self.kernel_size, self.dilation, self.scale)
-        return self.proj(out.reshape(B, H, W, C))  # out: (B, H, W, heads, head_dim)
+        with phase("attention"):
+            if backend == "natten":
+                k_, d_ = self.kernel_size, self.dilation
+                out = natten.na2d(q, k, v, kernel_size=k_, dilation=d_, scale=self.scale)
+            elif backend == "tiled":
+                out = tiled_neighborhood_attention(q, k, v, self.kernel_size, self.dilation, self.scale)
+            else:
+                out = neighborhood_attention(q, k, v, self.kernel_size, self.dilation, self.scale)
+        with phase("projections"):
+            return self.proj(out.reshape(B, H, W, C))  # out: (B, H, W, heads, head_dim)
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: projections 4·N·C², attention 2·N·k²·C (QKᵀ and AV over k² keys)."""

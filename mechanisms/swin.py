@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, register_mechanism
+from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 from attnbench.flops import is_counting
 
 __all__ = [
@@ -270,18 +270,24 @@ class SwinWindowAttention(AttentionMechanism):
         nh, nw = H // wh, W // ww
         if (H, W) != (H_in, W_in):
             x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))  # zeros at bottom/right, before qkv
-        xw = partition_windows(x, wh, ww, sh, sw)  # (B, nh, nw, wh, ww, C)
+        with phase("windows"):
+            xw = partition_windows(x, wh, ww, sh, sw)  # (B, nh, nw, wh, ww, C)
         # q, k, v stay strided views of the projection (SDPA's CPU kernel takes any strides)
-        qkv = self.qkv(xw).view(B * nh * nw, n, 3, m, d).permute(2, 0, 3, 1, 4)
+        with phase("projections"):
+            qkv = self.qkv(xw).view(B * nh * nw, n, 3, m, d).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B·nW, m, n, d)
 
-        index = relative_position_index(wh, ww, self.window_size, x.device)  # (n, n)
-        bias = self.relative_position_bias_table[index.view(-1)].view(n, n, m).permute(2, 0, 1)
-        bias = bias.to(q.dtype).contiguous()  # (m, n, n); contiguous, or SDPA copies the mask per call
-        mask = shifted_window_mask(H, W, wh, ww, sh, sw, x.device, q.dtype)  # (nW, n, n) or None
-        out = self._attend(q, k, v, bias, mask, B)  # (B·nW, n, m, d)
-        out = self.proj(out.reshape(B, nh, nw, wh, ww, C))  # on padded tokens too, as Swin projects windows
-        out = merge_windows(out, sh, sw)  # (B, H, W, C)
+        with phase("bias and mask"):
+            index = relative_position_index(wh, ww, self.window_size, x.device)  # (n, n)
+            bias = self.relative_position_bias_table[index.view(-1)].view(n, n, m).permute(2, 0, 1)
+            bias = bias.to(q.dtype).contiguous()  # (m, n, n); contiguous, or SDPA copies the mask per call
+            mask = shifted_window_mask(H, W, wh, ww, sh, sw, x.device, q.dtype)  # (nW, n, n) or None
+        with phase("attention"):
+            out = self._attend(q, k, v, bias, mask, B)  # (B·nW, n, m, d)
+        with phase("projections"):
+            out = self.proj(out.reshape(B, nh, nw, wh, ww, C))  # on padded tokens too, as Swin does
+        with phase("windows"):
+            out = merge_windows(out, sh, sw)  # (B, H, W, C)
         return out[:, :H_in, :W_in].contiguous()
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None, B: int) -> Tensor:
