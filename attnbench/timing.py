@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-__all__ = ["Timing", "fixed_threads", "time_function"]
+__all__ = ["Timing", "fixed_threads", "gc_paused", "time_function"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ def fixed_threads(threads: int | None) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -116,7 +116,7 @@ def time_function(
 
     samples: list[float] = []
     start_all = time.perf_counter()
-    with _gc_paused():
+    with gc_paused():
         for _ in range(repeats):
             if cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -20,7 +20,7 @@ import hashlib
 import json
 from typing import Any
 
-__all__ = ["KINDS", "Kind", "RunContext", "Task", "get_kind", "kind_of", "run_task"]
+__all__ = ["KINDS", "Kind", "RunContext", "Task", "config_id", "get_kind", "kind_of", "run_task"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +141,12 @@ KINDS: dict[str, str] = {
     "ablation": "attnbench.kinds.ablation",
     "peers": "attnbench.kinds.peers",
 }
+
+
+def config_id(config: dict[str, Any]) -> str:
+    """A point id: 16 hex digits of the SHA-256 of ``config`` as sorted JSON."""
+    blob = json.dumps(config, sort_keys=True, default=repr).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def get_kind(name: str) -> Kind:

@@ -11,7 +11,6 @@ under the noise guard.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from attnbench.ablation import build_for_dataset, dataset_shape, run_key, train_and_evaluate
 from attnbench.ablation.train import TrainConfig
 from attnbench.flops import count_flops
-from attnbench.kinds import Kind, RunContext, Task
+from attnbench.kinds import Kind, RunContext, Task, config_id
 from attnbench.kinds._common import (
     NOISE_DOCS,
     finish,
@@ -127,7 +126,7 @@ class AblationKind(Kind):
             "measure": sorted(s.measure),
             "environment": ctx.env_key,
         }
-        return hashlib.sha256(json.dumps(config, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+        return config_id(config)
 
     def tasks(self, ctx: RunContext) -> list[Task]:
         out = []

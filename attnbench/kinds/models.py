@@ -12,13 +12,12 @@ of the ``point_id``: a resumed run refreshes them in the rows it keeps.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 import torch
 
-from attnbench.kinds import Kind, RunContext, Task
+from attnbench.kinds import Kind, RunContext, Task, config_id
 from attnbench.kinds._common import (
     NOISE_DOCS,
     TIMING_DOCS,
@@ -106,8 +105,7 @@ def model_point_id(
         "protocol": proto,
         "environment": env_key,
     }
-    blob = json.dumps(config, sort_keys=True, default=repr).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return config_id(config)
 
 
 def _pct(ours: float | None, reference: float | None) -> float | None:

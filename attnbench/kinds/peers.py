@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -39,12 +37,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnbench.kinds import Kind, RunContext, Task
+from attnbench.kinds import Kind, RunContext, Task, config_id
 from attnbench.kinds._common import NOISE_DOCS, check_output, finish, free, message, number, table_text
 from attnbench.noise import Snapshot, noise_columns, snapshot, unstable_reasons
 from attnbench.peers import get_peer
 from attnbench.registry import available_mechanisms, build_mechanism
 from attnbench.study import DTYPES, PeerPoint
+from attnbench.timing import gc_paused
 from attnbench.worker import emit
 
 __all__ = ["COLUMN_DOCS", "KIND", "TOLERANCE", "peer_point_id", "time_interleaved"]
@@ -113,8 +112,7 @@ def peer_point_id(
         "protocol": proto,
         "environment": env_key,
     }
-    blob = json.dumps(config, sort_keys=True, default=repr).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return config_id(config)
 
 
 def time_interleaved(
@@ -161,7 +159,7 @@ def time_interleaved(
     out_a: list[float] = []
     out_b: list[float] = []
     start = time.perf_counter()
-    with _gc_paused():
+    with gc_paused():
         for i in range(repeats):
             if i % 2 == 0:
                 out_a.append(sample(a))
@@ -173,17 +171,6 @@ def time_interleaved(
             if max_time_s is not None and len(out_a) >= min_repeats and spent >= max_time_s:
                 break
     return out_a, out_b
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ Per point (mechanism, parameters, H, W, C, heads, batch, dtype), seeded with the
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
 from typing import Any
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from attnbench.flops import count_flops
-from attnbench.kinds import Kind, RunContext, Task
+from attnbench.kinds import Kind, RunContext, Task, config_id
 from attnbench.kinds._common import (
     NOISE_DOCS,
     TIMING_DOCS,
@@ -129,8 +128,7 @@ def point_id(point: Point, pass_: str, device: str, proto: dict[str, Any], env_k
     }
     if point.compile != "none":  # eager points keep the ids they had before the compile axis
         config["compile"] = point.compile
-    blob = json.dumps(config, sort_keys=True, default=repr).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return config_id(config)
 
 
 class SweepKind(Kind):
