@@ -26,7 +26,9 @@ _LAZY = {
     "FlopReport": "attnbench.flops",
     "count_flops": "attnbench.flops",
     "register_flop_handle": "attnbench.flops",
+    "AttentionMap": "attnbench.mechanism",
     "AttentionMechanism": "attnbench.mechanism",
+    "Region": "attnbench.mechanism",
     "Param": "attnbench.mechanism",
     "check_param": "attnbench.mechanism",
     "phase": "attnbench.phases",
@@ -38,6 +40,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AttentionMap",
     "AttentionMechanism",
     "FlopReport",
     "Param",
@@ -47,6 +50,7 @@ __all__ = [
     "count_flops",
     "get_mechanism",
     "load_plugin",
+    "Region",
     "phase",
     "register_flop_handle",
     "register_mechanism",
@@ -54,7 +58,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from attnbench.flops import FlopReport, count_flops, register_flop_handle
-    from attnbench.mechanism import AttentionMechanism, Param, check_param
+    from attnbench.mechanism import AttentionMap, AttentionMechanism, Param, Region, check_param
     from attnbench.phases import phase
     from attnbench.registry import (
         available_mechanisms,

@@ -10,7 +10,53 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 
 from torch import Tensor, nn
 
-__all__ = ["AttentionMechanism", "Param", "check_param"]
+__all__ = ["AttentionMap", "AttentionMechanism", "Param", "Region", "check_param"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """A rectangle of input positions a mechanism shows for a query (a window, a routed region, a
+    stripe): rows ``top .. top + height - 1`` and columns ``left .. left + width - 1`` of the map.
+
+    A region that wraps around the map (Swin's shifted windows) is given as several rectangles with
+    the same ``label``.
+    """
+
+    label: str
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionMap:
+    """What one query of one input attends to, on the ``(H, W)`` grid of the mechanism's input.
+
+    Attributes:
+        query: ``(row, col)`` of the query on the map.
+        weights: ``(heads, H, W)`` float tensor: for each head, the weight of each input position's
+            value in the query's output (the attention probabilities, moved onto the grid; weights of
+            keys sampled between positions are split bilinearly over the four neighbours).
+        normalized: True where each head's weights sum to 1 (a softmax over the keys, or a product of
+            softmaxes); False where they need not (a linear attention's kernel weights before
+            normalization, say so in ``note``).
+        regions: the rectangles that explain the pattern (Swin's window, BRA's routed regions, axial's
+            stripes), drawn as outlines.
+        points: ``(heads, P, 2)`` fractional ``(row, col)`` positions of sampled keys or agents (DAT's
+            sampling points, DBRA's agents), or None.
+        point_weights: ``(heads, P)`` the query's weight on each point, or None.
+        note: one line saying what is drawn, e.g. "routed regions (k = 4) and token weights".
+    """
+
+    query: tuple[int, int]
+    weights: Tensor
+    normalized: bool = True
+    regions: tuple[Region, ...] = ()
+    points: Tensor | None = None
+    point_weights: Tensor | None = None
+    note: str = ""
+
 
 _MISSING = inspect.Parameter.empty
 
@@ -185,6 +231,23 @@ class AttentionMechanism(nn.Module):
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """Closed-form cost for one ``(1, H, W, C)`` input, in multiply-accumulates, term by term."""
         raise NotImplementedError(f"{type(self).__name__} does not define analytic_flops")
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """Where the query at ``query = (row, col)`` of ``x`` (``(1, H, W, C)``) looks: optional.
+
+        Mechanisms that implement it are drawn by ``attnbench maps``; the picture code reads only the
+        returned :class:`AttentionMap`, never the mechanism's internals. Computed under
+        ``torch.no_grad()`` in eval mode by the caller; the weights are those of ``forward`` on ``x``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} ({self.name!r}) has no attention_map(x, query); implement it to draw "
+            "the mechanism with attnbench maps (docs/adding-a-mechanism.md)"
+        )
+
+    @classmethod
+    def has_attention_map(cls) -> bool:
+        """True where the class overrides :meth:`attention_map`."""
+        return cls.attention_map is not AttentionMechanism.attention_map
 
     def _check_shape(self, x: Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is ``(B, H, W, dim)`` and ``check_input(H, W)`` passes.
