@@ -37,9 +37,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, check_param, phase, register_mechanism
 
-__all__ = ["KNNAttention", "knn_attention"]
+__all__ = ["KNNAttention", "knn_attention", "knn_weights"]
+
+
+def knn_weights(scores: Tensor, topk: int) -> Tensor:
+    """The attention weights of k-NN attention from scaled scores (..., N): the softmax of each row's
+    ``topk`` largest scores, exact zeros elsewhere. Overwrites ``scores`` (its buffer is reused)."""
+    kept, index = scores.topk(topk, dim=-1)  # each (..., k)
+    # softmax over a row whose other scores are -inf is the softmax of the kept scores with exact
+    # zeros elsewhere; topk's backward needs only the indices, so the score buffer is zeroed and
+    # reused as the scatter's base (out of place: the FLOP counter has no entry for scatter_)
+    return scores.zero_().scatter(-1, index, kept.softmax(dim=-1))
 
 
 def knn_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, scale: float) -> Tensor:
@@ -56,12 +66,7 @@ def knn_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, scale: float) -> T
     with phase("scores"):
         scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, h, N, N)
     with phase("selection"):
-        kept, index = scores.topk(topk, dim=-1)  # each (B, h, N, k)
-    # softmax over a row whose other scores are -inf is the softmax of the kept scores with exact
-    # zeros elsewhere; topk's backward needs only the indices, so the score buffer is zeroed and
-    # reused as the scatter's base (out of place: the FLOP counter has no entry for scatter_)
-    with phase("selection"):
-        weights = scores.zero_().scatter(-1, index, kept.softmax(dim=-1))  # (B, h, N, N)
+        weights = knn_weights(scores, topk)  # (B, h, N, N)
     with phase("attention"):
         return weights @ v  # (B, h, N, d)
 
@@ -102,6 +107,23 @@ class KNNAttention(AttentionMechanism):
         out = knn_attention(q, k, v, self.kept(H, W), self.scale)  # (B, h, N, d)
         with phase("projections"):
             return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """The query's weights over all H·W keys, per head: the softmax of its ``kept(H, W)`` highest
+        scores, exact zeros on the keys it drops. No regions: the kept keys are wherever they are."""
+        self._check_shape(x)
+        _, H, W, _ = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
+            raise ValueError(
+                f"kvt: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
+                f"query {query}"
+            )
+        qkv = self.qkv(x).view(H * W, 3, self.num_heads, self.head_dim)
+        q, k = qkv[r * W + c, 0], qkv[:, 1]  # (h, d), (N, h, d)
+        scores = torch.einsum("md,nmd->mn", q, k).mul_(self.scale)  # (h, N)
+        weights = knn_weights(scores, self.kept(H, W)).view(self.num_heads, H, W)
+        return AttentionMap(query, weights, note=f"softmax over the {self.kept(H, W)} highest-scoring keys")
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: projections 4·N·C², dense attention 2·N²·C; the top-k selection is free."""

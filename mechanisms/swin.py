@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, Region, check_param, phase, register_mechanism
 from attnbench.flops import is_counting
 
 __all__ = [
@@ -205,6 +205,15 @@ def _tracked(t: Tensor) -> bool:
     return t.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing()
 
 
+def _spans(start: int, length: int, size: int, keep: int) -> list[tuple[int, int]]:
+    """Positions ``start .. start + length - 1`` mod ``size`` as (first, count) runs, cut to ``[0, keep)``."""
+    start %= size
+    runs = [(start, min(length, size - start))]
+    if start + length > size:
+        runs.append((0, start + length - size))
+    return [(a, min(a + n, keep) - a) for a, n in runs if a < keep]
+
+
 @register_mechanism("swin")
 class SwinWindowAttention(AttentionMechanism):
     """Swin's (shifted) window multi-head self-attention with relative position bias.
@@ -317,6 +326,55 @@ class SwinWindowAttention(AttentionMechanism):
         # GPU kernels pad and copy a mask whose rows are not aligned anyway: one call, timm's layout
         full = full.repeat(B, 1, 1, 1)  # (B·nW, m, n, n)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=full, scale=self.scale).transpose(1, 2)
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """The query's softmax weights over the keys of its (shifted) window, per head, with the
+        relative position bias and the shift mask, moved back to the keys' original positions.
+
+        The window is one Region (label "window", or "shifted window"), several rectangles when the
+        cyclic shift wraps it around the map. On a padded map the window may hold padded keys, which
+        take part of the weight but are not on the map: then ``normalized`` is False.
+        """
+        self._check_shape(x)
+        _, H_in, W_in, C = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H_in and 0 <= c < W_in):
+            raise ValueError(
+                f"swin: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
+                f"query {query}"
+            )
+        wh, ww, sh, sw = self.window_and_shift(H_in, W_in)
+        H, W = self.padded_size(H_in, W_in)
+        m = self.num_heads
+        x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))
+        # in the rolled frame the query sits at ((r - sh) mod H, (c - sw) mod W); its window's token
+        # at offset (a, b) comes from ((i·wh + a + sh) mod H, (j·ww + b + sw) mod W) of the map
+        rr, cc = (r - sh) % H, (c - sw) % W
+        i, j = rr // wh, cc // ww
+        rows = (i * wh + torch.arange(wh, device=x.device) + sh) % H  # (wh,)
+        cols = (j * ww + torch.arange(ww, device=x.device) + sw) % W  # (ww,)
+        keys = (rows[:, None] * W + cols[None, :]).view(-1)  # (n,) flat positions, window order
+        qkv = self.qkv(x).view(H * W, 3, m, self.head_dim)
+        q, k = qkv[r * W + c, 0], qkv[keys, 1]  # (m, d), (wh·ww, m, d)
+        token = (rr % wh) * ww + cc % ww  # the query's place in its window
+        index = relative_position_index(wh, ww, self.window_size, x.device)[token]  # (n,)
+        scores = torch.einsum("md,nmd->mn", q * self.scale, k) + self.relative_position_bias_table[index].T
+        mask = shifted_window_mask(H, W, wh, ww, sh, sw, x.device, q.dtype)  # (nW, n, n) or None
+        if mask is not None:
+            scores = scores + mask[i * (W // ww) + j, token]
+        weights = x.new_zeros(m, H * W).index_copy_(1, keys, scores.softmax(dim=-1))
+        weights = weights.view(m, H, W)[:, :H_in, :W_in]
+        label = "shifted window" if sh or sw else "window"
+        regions = tuple(
+            Region(label, top, left, height, width)
+            for top, height in _spans(i * wh + sh, wh, H, H_in)
+            for left, width in _spans(j * ww + sw, ww, W, W_in)
+        )
+        padded = bool((rows >= H_in).any() or (cols >= W_in).any())
+        note = f"softmax over the {wh}x{ww} {label}, relative position bias"
+        note += " and shift mask" if mask is not None else ""
+        note += "; padded keys off the map take the rest of the weight" if padded else ""
+        return AttentionMap(query, weights.contiguous(), normalized=not padded, regions=regions, note=note)
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1 on the padded map: projections 4·N·C², attention 2·N·n·C (n = wh·ww)."""

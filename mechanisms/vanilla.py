@@ -10,10 +10,11 @@ fp32, batch 4, shared machine).
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, phase, register_mechanism
 
 
 @register_mechanism("vanilla")
@@ -44,6 +45,22 @@ class VanillaAttention(AttentionMechanism):
             out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, head_dim)
         with phase("projections"):
             return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """The query's softmax weights over all H·W keys, per head (scale head_dim^-0.5); no regions."""
+        self._check_shape(x)
+        _, H, W, _ = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
+            raise ValueError(
+                f"vanilla: attention_map takes x (1, H, W, C) and a query on the map; got "
+                f"x {tuple(x.shape)}, query {query}"
+            )
+        qkv = self.qkv(x).view(H * W, 3, self.num_heads, self.head_dim)
+        q, k = qkv[r * W + c, 0], qkv[:, 1]  # (heads, d), (HW, heads, d)
+        scores = torch.einsum("md,nmd->mn", q, k) * self.head_dim**-0.5  # (heads, HW)
+        weights = scores.softmax(dim=-1).view(self.num_heads, H, W)
+        return AttentionMap(query, weights, note="softmax weights over all H·W keys")
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: projections 4·N·C², attention 2·N²·C (QKᵀ and AV)."""
