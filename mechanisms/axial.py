@@ -40,27 +40,28 @@ from attnbench import AttentionMechanism, check_param, phase, register_mechanism
 __all__ = ["AxialAttention", "stripe_attention"]
 
 
-def stripe_attention(q: Tensor, k: Tensor, v: Tensor, axis: Literal["row", "col"], stripe: int) -> Tensor:
+def stripe_attention(qkv: Tensor, axis: Literal["row", "col"], stripe: int) -> Tensor:
     """Multi-head attention within stripes of ``stripe`` whole rows or whole columns.
 
+    SDPA reads q, k and v as strided views of the projections (batch·stripes as its batch, heads as
+    its heads); the only copies are those a view cannot express (a column step's transpose, and the
+    output back into channels-last).
+
     Args:
-        q, k, v: (B, heads, H, W, d), scale d^-0.5.
+        qkv: (B, H, W, 3, heads, d) projections, any strides; scale d^-0.5.
         axis: "row": a stripe is ``stripe`` consecutive rows (horizontal); "col": ``stripe``
             consecutive columns (vertical).
         stripe: stripe width; must divide H (rows) or W (columns).
 
     Returns:
-        (B, heads, H, W, d).
+        (B, H, W, heads·d).
     """
-    B, m, H, W, d = q.shape
-    if axis == "col":  # attend along H: put columns first
-        q, k, v = (t.transpose(2, 3) for t in (q, k, v))  # (B, m, W, H, d)
-    L, S = q.shape[2], q.shape[3]  # stripes are groups of `stripe` lines of length S
-    # heads and stripes share one dim so that SDPA sees 4-D inputs (its fused kernels)
-    q, k, v = (t.reshape(B, m * L // stripe, stripe * S, d) for t in (q, k, v))  # (B, m·L/s, s·S, d)
-    out = F.scaled_dot_product_attention(q, k, v)  # (B, m·L/s, s·S, d)
-    out = out.view(B, m, L, S, d)
-    return out.transpose(2, 3) if axis == "col" else out  # (B, m, H, W, d)
+    if axis == "col":  # columns as rows: a transposed view
+        return stripe_attention(qkv.transpose(1, 2), "row", stripe).transpose(1, 2)
+    B, H, W, _, m, d = qkv.shape
+    q, k, v = qkv.reshape(B * H // stripe, stripe * W, 3, m, d).permute(2, 0, 3, 1, 4)  # (B·H/s, m, s·W, d)
+    out = F.scaled_dot_product_attention(q, k, v)  # (B·H/s, m, s·W, d)
+    return out.transpose(1, 2).reshape(B, H, W, m * d)
 
 
 @register_mechanism("axial")
@@ -113,37 +114,31 @@ class AxialAttention(AttentionMechanism):
                 "choose a stripe dividing both (stripe=1 always works)"
             )
 
-    def _heads(self, qkv: Tensor, heads: int) -> tuple[Tensor, Tensor, Tensor]:
-        # (B, H, W, 3·heads·d) -> three (B, heads, H, W, d)
-        B, H, W, _ = qkv.shape
-        qkv = qkv.view(B, H, W, 3, heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
-        return qkv.unbind(0)
-
-    @staticmethod
-    def _merge(out: Tensor) -> Tensor:
-        # (B, heads, H, W, d) -> (B, H, W, heads·d)
-        B, m, H, W, d = out.shape
-        return out.permute(0, 2, 3, 1, 4).reshape(B, H, W, m * d)
+    def _heads(self, qkv: Tensor, heads: int) -> Tensor:
+        # (B, H, W, 3·heads·d) -> (B, H, W, 3, heads, d), a view
+        return qkv.unflatten(-1, (3, heads, self.head_dim))
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_shape(x)
         m, s = self.num_heads, self.stripe
         if self.mode == "sequential":
             with phase("rows"):
-                x = self._merge(stripe_attention(*self._heads(self.qkv_row(x), m), "row", s))  # (B, H, W, C)
+                x = stripe_attention(self._heads(self.qkv_row(x), m), "row", s)  # (B, H, W, C)
             with phase("columns"):
-                x = self._merge(stripe_attention(*self._heads(self.qkv_col(x), m), "col", s))  # (B, H, W, C)
+                # the transpose before the projection copies C channels, not the 3·C of its output
+                xt = x.transpose(1, 2)  # (B, W, H, C)
+                x = stripe_attention(self._heads(self.qkv_col(xt), m), "row", s).transpose(1, 2)
             with phase("projections"):
                 return self.proj(x)
         B, H, W, C = x.shape
         with phase("projections"):
-            qkv = self.qkv(x).view(B, H, W, 3, 2, C // 2)  # channel halves: rows | columns
+            qkv = self.qkv(x).view(B, H, W, 3, 2, m // 2, self.head_dim)  # channel halves: rows | columns
         with phase("rows"):
-            rows = stripe_attention(*self._heads(qkv[..., 0, :].reshape(B, H, W, -1), m // 2), "row", s)
+            rows = stripe_attention(qkv[..., 0, :, :], "row", s)  # (B, H, W, C/2)
         with phase("columns"):
-            cols = stripe_attention(*self._heads(qkv[..., 1, :].reshape(B, H, W, -1), m // 2), "col", s)
+            cols = stripe_attention(qkv[..., 1, :, :], "col", s)  # (B, H, W, C/2)
         with phase("projections"):
-            return self.proj(torch.cat([self._merge(rows), self._merge(cols)], dim=-1))
+            return self.proj(torch.cat([rows, cols], dim=-1))
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: projections, then QKᵀ and AV over s·W keys (rows) and s·H keys (columns)."""
