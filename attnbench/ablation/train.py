@@ -45,7 +45,11 @@ __all__ = [
     "TrainConfig",
     "build_for_dataset",
     "check_run",
+    "decode_correct",
+    "encode_correct",
     "evaluate",
+    "initial_model",
+    "load_trained",
     "probe_dispatch",
     "run_key",
     "train_and_evaluate",
@@ -54,6 +58,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"  # the trained weights alone, with the run's configuration (for attnbench maps)
 RESULT = "result.json"
 
 
@@ -194,6 +199,39 @@ def build_for_dataset(
     )
 
 
+def initial_model(
+    mechanism: str,
+    params: dict[str, Any] | None,
+    dataset_cfg: dict[str, Any],
+    backbone_cfg: dict[str, Any] | None,
+    seed: int,
+) -> AblationBackbone:
+    """The backbone exactly as a run with this seed starts training (same seeding, same weights)."""
+    _seed_everything(seed)
+    return build_for_dataset(mechanism, params, dataset_cfg, backbone_cfg)
+
+
+def load_trained(workdir: str | Path) -> tuple[AblationBackbone, dict[str, Any]]:
+    """The trained backbone of a finished run's folder and the run's configuration (``mechanism``,
+    ``params``, ``dataset``, ``backbone``, ``train``, ``seed``), in eval mode on CPU.
+
+    Raises:
+        FileNotFoundError: the folder holds no ``model.pt`` (the run did not finish, or finished
+            before attnbench saved trained weights: run it again with ``--fresh``).
+    """
+    path = Path(workdir) / MODEL
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no trained weights; the run has not finished, or was made by an attnbench that did "
+            "not keep them (run the study again with --fresh)"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    config = state["config"]
+    model = build_for_dataset(config["mechanism"], config["params"], config["dataset"], config["backbone"])
+    model.load_state_dict(state["model"])
+    return model.eval(), config
+
+
 def check_run(
     mechanism: str,
     params: dict[str, Any] | None,
@@ -276,6 +314,7 @@ def evaluate(
     """Top-1 (and top-5 where classes > 5) in %, and the mean cross-entropy, on the val split."""
     model.eval()
     n, loss_sum, correct1, correct5 = len(data.val), 0.0, 0, 0
+    hits = []
     for lo in range(0, n, batch):
         images, labels = data.val.__getitems__(list(range(lo, min(n, lo + batch))))
         x, y = data.normalize(images.to(device)), labels.to(device)
@@ -284,14 +323,31 @@ def evaluate(
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
-        correct1 += (top[:, 0] == y).sum().item()
+        hits.append((top[:, 0] == y).cpu())
+        correct1 += int(hits[-1].sum())
         correct5 += (top == y[:, None]).any(dim=1).sum().item()
     model.train()
     return {
         "top1": 100.0 * correct1 / n,
         "top5": 100.0 * correct5 / n if data.num_classes > 5 else None,
         "val_loss": loss_sum / n,
+        "val_correct": encode_correct(torch.cat(hits).numpy()) if hits else "",
+        "val_n": n,
     }
+
+
+def encode_correct(correct: np.ndarray) -> str:
+    """Per-image top-1 correctness in val order as hex: bit i of the little-endian bit stream is
+    image i (``np.packbits(..., bitorder="little")``), so 1,000 images take 250 characters."""
+    return np.packbits(np.asarray(correct, dtype=bool), bitorder="little").tobytes().hex()
+
+
+def decode_correct(text: str, n: int) -> np.ndarray:
+    """The boolean array :func:`encode_correct` wrote for ``n`` images."""
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8), bitorder="little")
+    if len(bits) < n or len(bits) - n >= 8:
+        raise ValueError(f"val_correct holds {len(bits)} bits, which cannot encode {n} images")
+    return bits[:n].astype(bool)
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
@@ -360,17 +416,7 @@ def train_and_evaluate(
         )
 
     data = load_dataset(dataset_cfg)
-    _seed_everything(seed)
-    bb = dict(backbone_cfg or {})
-    model = build_backbone(
-        mechanism,
-        params,
-        preset=bb.pop("preset", "stl-nano"),
-        num_classes=data.num_classes,
-        in_chans=data.in_chans,
-        img_size=data.img_size,
-        **bb,
-    ).to(dev)
+    model = initial_model(mechanism, params, dataset_cfg, backbone_cfg, seed).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     dispatch = probe_dispatch(model, dev, cfg.amp)
     for line in dispatch:
@@ -440,7 +486,9 @@ def train_and_evaluate(
             "time_s": epoch_time,
         }
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            record.update(evaluate(model, data, dev, batch=cfg.eval_batch, amp=cfg.amp))
+            scores = evaluate(model, data, dev, batch=cfg.eval_batch, amp=cfg.amp)
+            record.update({k: v for k, v in scores.items() if k != "val_correct"})
+            record["val_correct"] = scores["val_correct"] if epoch + 1 == cfg.epochs else None
         history.append(record)
         _save(
             ckpt_path,
@@ -463,9 +511,10 @@ def train_and_evaluate(
 
     final = (
         history[-1]
-        if history and "top1" in history[-1]
+        if history and history[-1].get("val_correct")
         else evaluate(model, data, dev, batch=cfg.eval_batch, amp=cfg.amp)
     )
+    _save(workdir / MODEL, {"fingerprint": fingerprint, "config": config, "model": model.state_dict()})
     result = {
         "top1": final["top1"],
         "top5": final["top5"],
@@ -476,7 +525,9 @@ def train_and_evaluate(
         "params": n_params,
         "final_train_loss": history[-1]["train_loss"] if history else None,
         "final_train_acc": history[-1]["train_acc"] if history else None,
-        "history": history,
+        "val_correct": final["val_correct"],
+        "val_n": final["val_n"],
+        "history": [{k: v for k, v in h.items() if k != "val_correct"} for h in history],
         "dispatch": dispatch,
         "backbone": model.describe(),
         "dataset": data.info,
