@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from attnbench import AttentionMechanism, check_param, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, Region, check_param, phase, register_mechanism
 
 try:
     import natten
@@ -348,6 +348,36 @@ class NeighborhoodAttentionBase(AttentionMechanism):
                 out = neighborhood_attention(q, k, v, self.kernel_size, self.dilation, self.scale)
         with phase("projections"):
             return self.proj(out.reshape(B, H, W, C))  # out: (B, H, W, heads, head_dim)
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """The query's softmax weights over its ``kernel_size²`` keys, per head, zero elsewhere (no
+        relative position bias: this variant has none), computed in plain torch as the ``torch``
+        backend does, whatever backend ``forward`` takes.
+
+        Region "window" (NAT) or "dilated window" (DiNAT): the extent of the key set, shifted inward at
+        the borders; with dilation d only every d-th row and column of it are keys, which the weights
+        show.
+        """
+        self._check_shape(x)
+        _, H, W, _ = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
+            raise ValueError(
+                f"{self.name}: attention_map takes x (1, H, W, C) and a query on the map; got "
+                f"x {tuple(x.shape)}, query {query}"
+            )
+        keys = neighborhood_index(H, W, self.kernel_size, self.dilation, x.device)[r * W + c]  # (k²,)
+        qkv = self.qkv(x).view(H * W, 3, self.num_heads, self.head_dim)
+        q, k = qkv[r * W + c, 0], qkv[keys, 1]  # (m, d), (k², m, d)
+        probs = torch.einsum("md,nmd->mn", q * self.scale, k).softmax(dim=-1)  # (m, k²)
+        weights = x.new_zeros(self.num_heads, H * W).index_copy_(1, keys, probs).view(self.num_heads, H, W)
+        rows, cols = keys // W, keys % W
+        top, left = int(rows.min()), int(cols.min())
+        extent = (int(rows.max()) - top + 1, int(cols.max()) - left + 1)
+        k, d = self.kernel_size, self.dilation
+        label = "dilated window" if d > 1 else "window"
+        note = f"softmax over the {k}x{k} neighbourhood" + (f", keys {d} tokens apart" if d > 1 else "")
+        return AttentionMap(query, weights, regions=(Region(label, top, left, *extent),), note=note)
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: projections 4·N·C², attention 2·N·k²·C (QKᵀ and AV over k² keys)."""
