@@ -48,6 +48,11 @@ _HEAD_DOCS = {
 _TAIL_DOCS = {
     "seed": "training seed (model init, data order, augmentation)",
     "dataset": "dataset name",
+    "level": "the dataset entry in words (difficulty preset and overridden knobs), e.g. 'easy, contour 8'",
+    "level_index": "position of the dataset entry in the study's list (the difficulty ladder's order)",
+    "contour_length": "Pathfinder: paddles per main contour (empty for other datasets)",
+    "n_distractors": "Pathfinder: distractor contours per image",
+    "paddle_gap": "Pathfinder: gap between consecutive paddles, pixels",
     "resolution": "input image side (pixels)",
     "H": "input image height (pixels; = resolution)",
     "W": "input image width (pixels; = resolution)",
@@ -66,6 +71,10 @@ _TAIL_DOCS = {
     "epochs": "training epochs",
     "final_train_loss": "mean training loss of the last epoch",
     "final_train_acc": "training accuracy of the last epoch, %",
+    "val_correct": "per-image top-1 correctness on the val split, in val order: hex of the little-endian bit "
+    "stream (attnbench.ablation.decode_correct); the report's bootstrap and paired differences read it",
+    "val_n": "images in the val split",
+    "curve": "learning curve: JSON list of [epoch, val top-1 %] for every evaluated epoch",
     "dispatch": "JSON list of the backend choices the mechanisms logged",
     "params": "parameters of the whole backbone (elements)",
     "flops": "MACs of one backbone forward at batch 1, fp32, fvcore convention (1 MAC = 1 FLOP)",
@@ -78,7 +87,19 @@ _TAIL_DOCS = {
     "timestamp": "UTC time the row was written",
 }
 ABLATION_COLUMN_DOCS = {**_HEAD_DOCS, **_TAIL_DOCS}
-_RESULT_FIELDS = ("top1", "top5", "val_loss", "train_time_s", "epochs", "final_train_loss", "final_train_acc")
+_RESULT_FIELDS = (
+    "top1",
+    "top5",
+    "val_loss",
+    "train_time_s",
+    "epochs",
+    "final_train_loss",
+    "final_train_acc",
+    "val_correct",
+    "val_n",
+)
+_NOT_KNOBS = ("name", "difficulty", "resolution", "train_size", "val_size", "seed", "cache_dir", "augment")
+_KNOB_WORDS = {"contour_length": "contour {}", "n_distractors": "{} distractors", "paddle_gap": "gap {} px"}
 
 # how the backbone's latency is taken (an ablation study has no timing keys of its own)
 _LATENCY = types.SimpleNamespace(
@@ -87,16 +108,50 @@ _LATENCY = types.SimpleNamespace(
 _model_cache: dict[str, dict[str, Any]] = {}  # per worker process: seeds share one count
 
 
+def level_label(dataset: dict[str, Any]) -> str:
+    """A dataset entry in words: the name unless Pathfinder, its difficulty preset and the knobs it
+    overrides ("easy, contour 8"), and the resolution where it is not 32."""
+    if dataset["name"] != "pathfinder":
+        extra = [f"{k}={v}" for k, v in dataset.items() if k in ("train_size", "label_type")]
+        return ", ".join([dataset["name"], *extra])
+    words = [str(dataset.get("difficulty", "medium"))]
+    words += [_KNOB_WORDS.get(k, f"{k}={{}}").format(v) for k, v in dataset.items() if k not in _NOT_KNOBS]
+    if dataset.get("resolution", 32) != 32:
+        words.append(f"{dataset['resolution']} px")
+    return ", ".join(words)
+
+
+def _knobs(dataset: dict[str, Any]) -> dict[str, Any]:
+    """Pathfinder's difficulty knobs as the generator resolves them (empty for other datasets)."""
+    if dataset["name"] != "pathfinder":
+        return {}
+    from attnbench.ablation.data.pathfinder import PathfinderConfig
+
+    fields = {f.name for f in dataclasses.fields(PathfinderConfig)}
+    cfg = PathfinderConfig.from_difficulty(
+        dataset.get("difficulty", "medium"),
+        dataset.get("resolution", 32),
+        **{k: v for k, v in dataset.items() if k in fields and k != "resolution"},
+    )
+    return {
+        "contour_length": cfg.contour_length,
+        "n_distractors": cfg.n_distractors,
+        "paddle_gap": round(cfg.gap, 3),
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class _Run:
     dataset: dict[str, Any]
+    level_index: int
     mechanism: str
     params: dict[str, Any]
     seed: int
 
     @property
     def label(self) -> str:
-        return " ".join([self.mechanism, *(f"{k}={v}" for k, v in self.params.items()), f"seed {self.seed}"])
+        words = [self.mechanism, *(f"{k}={v}" for k, v in self.params.items()), f"seed {self.seed}"]
+        return " ".join(words) + f" ({level_label(self.dataset)})"
 
 
 class AblationKind(Kind):
@@ -131,7 +186,7 @@ class AblationKind(Kind):
     def tasks(self, ctx: RunContext) -> list[Task]:
         out = []
         for dataset, mechanism, params, seed in ctx.study.runs():
-            run = _Run(dataset, mechanism, params, seed)
+            run = _Run(dataset, ctx.study.datasets.index(dataset), mechanism, params, seed)
             out.append(Task(run.label, ((self.point_id(ctx, run), PASS),), run))
         return out
 
@@ -159,6 +214,9 @@ class AblationKind(Kind):
             **{param_column(k, ABLATION_COLUMN_DOCS): "None" if v is None else v for k, v in full.items()},
             "seed": run.seed,
             "dataset": run.dataset["name"],
+            "level": level_label(run.dataset),
+            "level_index": run.level_index,
+            **_knobs(run.dataset),
             "resolution": side,
             "H": side,
             "W": side,
@@ -186,7 +244,9 @@ class AblationKind(Kind):
                 "datasets": list(s.datasets),
                 "backbone": s.backbone,
                 "train": dataclasses.asdict(TrainConfig.from_dict(s.train)),
+                "levels": [level_label(d) for d in s.datasets],
                 "seeds": list(s.seeds),
+                "baseline": s.baseline,
                 "device": ctx.device,
                 "pass": PASS,
             },
@@ -208,7 +268,7 @@ class AblationKind(Kind):
         return table_text(
             {
                 "mechanism": [r.get("mechanism") for r in rows],
-                "dataset": [f"{r.get('dataset')}-{r.get('resolution')}" for r in rows],
+                "dataset": [r.get("level") or f"{r.get('dataset')}-{r.get('resolution')}" for r in rows],
                 "seed": [r.get("seed") for r in rows],
                 "status": [r.get("status") for r in rows],
                 "top1 %": num("top1", 1, 2),
@@ -283,6 +343,7 @@ def _train_row(kind: AblationKind, ctx: RunContext, task: Task) -> dict[str, Any
         for field in _RESULT_FIELDS:
             row[field] = result.get(field)
         row["dispatch"] = json.dumps(result.get("dispatch", []))
+        row["curve"] = json.dumps([[h["epoch"], h["top1"]] for h in result.get("history", []) if "top1" in h])
         row["params"] = result.get("params")
     try:
         measured = _measure_model(ctx, run)

@@ -89,6 +89,7 @@ class AblationStudy:
     text: str
     point_timeout_s: float | None = POINT_TIMEOUT_S  # None: no limit
     kind: str = "ablation"
+    baseline: str | None = None  # the mechanism every other is compared with; None: the first listed
 
     @property
     def sha256(self) -> str:
@@ -347,6 +348,12 @@ class AblationFile(Header):
         worded(lambda value: "expected a non-empty list of mechanisms (- name: bra)"),
     ] = Field(description="registered mechanisms (see `attnbench list`): a name, or name and params")
 
+    baseline: str | None = Field(
+        None,
+        description="the mechanism the report compares every other with (paired differences over the "
+        "same val images and seeds); default: vanilla if listed, else the first mechanism",
+    )
+
     @field_validator("measure")
     @classmethod
     def _accuracy(cls, measure: list[str]) -> list[str]:
@@ -383,8 +390,17 @@ class AblationFile(Header):
             )
         return handler(value)
 
+    @field_validator("baseline")
+    @classmethod
+    def _listed(cls, baseline: str | None, info: ValidationInfo) -> str | None:
+        names = [spec.name for spec in info.data.get("mechanisms") or []]
+        if baseline is not None and names and baseline not in names:
+            raise said(f"{baseline!r} is not among the study's mechanisms; choose one of {names}")
+        return baseline
+
     def study(self, path: Path, text: str) -> AblationStudy:
         seeds = self.train.seeds if self.train is not None and self.train.seeds else (self.seed,)
+        names = [spec.name for spec in self.mechanisms]
         return AblationStudy(
             path=path,
             **self.header(),
@@ -396,4 +412,5 @@ class AblationFile(Header):
             mechanisms=tuple(self.mechanisms),
             plugins=tuple(self.plugins),
             text=text,
+            baseline=self.baseline or ("vanilla" if "vanilla" in names else names[0]),
         )
