@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, Region, check_param, phase, register_mechanism
 from attnbench.flops import is_counting
 from mechanisms.bra import bmm, flex, masked, reference, sdpa
 from mechanisms.bra.layout import from_regions, to_regions
@@ -183,15 +183,12 @@ class BiLevelRoutingAttention(AttentionMechanism):
         S = self.n_win
         return H + (-H) % S, W + (-W) % S
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_shape(x)
-        B, H_in, W_in, C = x.shape
-        S = self.n_win
-        H, W = self.padded_size(H_in, W_in)
-        if (H, W) != (H_in, W_in):
-            x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))  # zeros at bottom/right, before qkv
-
-        qk = self.qk_dim
+    def project_and_route(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The projection ``qkv`` (B, H, W, 2·qk + C), channels q | k | v, and the routed regions of
+        every region ``idx`` (B, S², k), regions row-major over the S x S grid, from a map ``x``
+        (B, H, W, C) already padded to multiples of S."""
+        B, H, W, _ = x.shape
+        S, qk = self.n_win, self.qk_dim
         with phase("projections"):
             qkv = self.qkv(x)  # (B, H, W, 2·qk + C), channels q | k | v
         with phase("routing"), torch.no_grad():  # routing is on detached region means (released behaviour)
@@ -202,6 +199,66 @@ class BiLevelRoutingAttention(AttentionMechanism):
             region_qk = region_qk.sum(3).div_(h * w).to(qkv.dtype)
             region_qk = region_qk.reshape(B, S * S, 2 * qk)  # (B, S², 2·qk) region means
             idx = self.router(region_qk[..., :qk], region_qk[..., qk:])  # (B, S², k)
+        return qkv, idx
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """The query's token weights: a softmax over the tokens of the k regions routed to the query's
+        region (scale ``qk_dim ** -0.5``, as every backend), per head, zero elsewhere; computed from
+        the reference math (gather, scores, softmax) with the module's routing.
+
+        Regions: "query region" and "routed 1" .. "routed k" in routing order (the routing scores
+        themselves are not used by BRA). The LCE (a depthwise conv on v added to the attention
+        output) is not attention and is not drawn. With ``auto_pad``, regions are cut to the map and
+        padded keys may take part of the weight: then ``normalized`` is False.
+        """
+        self._check_shape(x)
+        _, H_in, W_in, _ = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H_in and 0 <= c < W_in):
+            raise ValueError(
+                f"bra: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
+                f"query {query}"
+            )
+        S, qk, m = self.n_win, self.qk_dim, self.num_heads
+        H, W = self.padded_size(H_in, W_in)
+        qkv, idx = self.project_and_route(F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in)))
+        h, w = H // S, W // S
+        routed = idx[0, (r // h) * S + c // w].tolist()  # k region indices
+        grid = torch.arange(H * W, device=x.device).view(S, h, S, w).permute(0, 2, 1, 3).reshape(S * S, h * w)
+        keys = grid[routed].reshape(-1)  # (k·M,) flat positions of the gathered keys
+        qkv = qkv.view(H * W, -1)
+        q = qkv[r * W + c, :qk].view(m, qk // m)  # (m, qk/m)
+        k = qkv[keys, qk : 2 * qk].view(-1, m, qk // m)  # (k·M, m, qk/m)
+        probs = torch.einsum("md,nmd->mn", q * self.scale, k).softmax(dim=-1)  # (m, k·M)
+        weights = x.new_zeros(m, H * W).index_copy_(1, keys, probs).view(m, H, W)[:, :H_in, :W_in]
+
+        def region(label: str, index: int) -> Region | None:
+            top, left = (index // S) * h, (index % S) * w
+            if top >= H_in or left >= W_in:
+                return None
+            return Region(label, top, left, min(h, H_in - top), min(w, W_in - left))
+
+        shown = [region("query region", (r // h) * S + c // w)]
+        shown += [region(f"routed {i + 1}", g) for i, g in enumerate(routed)]
+        padded = any((g // S + 1) * h > H_in or (g % S + 1) * w > W_in for g in routed)
+        note = f"token weights in the {self.topk} routed regions; LCE (depthwise conv on v) not drawn"
+        note += "; padded keys off the map take the rest of the weight" if padded else ""
+        return AttentionMap(
+            query,
+            weights.contiguous(),
+            normalized=not padded,
+            regions=tuple(g for g in shown if g is not None),
+            note=note,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_shape(x)
+        B, H_in, W_in, C = x.shape
+        H, W = self.padded_size(H_in, W_in)
+        if (H, W) != (H_in, W_in):
+            x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))  # zeros at bottom/right, before qkv
+
+        qkv, idx = self.project_and_route(x)  # (B, H, W, 2·qk + C), (B, S², k)
         with phase("attention"):  # a backend marks its gather and layout copies inside
             out, v = self.attn(qkv, idx)  # (B, H, W, C) each
         if self.lepe is not None:
