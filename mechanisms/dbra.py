@@ -58,9 +58,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, Region, check_param, phase, register_mechanism
 from mechanisms.bra import TopkRouting, from_regions, to_regions
-from mechanisms.deformable import ChannelLayerNorm, centre_grid, corner_grid, relative_position_bias
+from mechanisms.deformable import (
+    ChannelLayerNorm,
+    centre_grid,
+    corner_grid,
+    grid_points,
+    relative_position_bias,
+    splat_bilinear,
+)
 
 __all__ = ["ConvMlp", "DeformableBiLevelRoutingAttention", "routed_attention"]
 
@@ -231,13 +238,16 @@ class DeformableBiLevelRoutingAttention(AttentionMechanism):
         if Hp < 2 or Wp < 2:
             raise ValueError(f"dbra: a {H}x{W} map is too small; the query grid needs H, W >= 2")
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_shape(x)
-        B, H_in, W_in, C = x.shape
+    def refined_agents(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Steps 1-4 on a map ``x`` (B, H, W, C) already padded to ``padded_size``.
+
+        Returns:
+            q (B, C, H, W) of the full-resolution queries; the refined agents (B, C, Hg, Wg); their
+            positions (B·g, Hg, Wg, 2), (y, x) in [-1, 1] with ``align_corners=True``, zeros where
+            padded; and the routed key regions of each agent region, (B, S², k).
+        """
+        B, H, W, C = x.shape
         S, g, m = self.n_win, self.n_groups, self.num_heads
-        H, W = self.padded_size(H_in, W_in)
-        if (H, W) != (H_in, W_in):
-            x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))  # zeros at bottom/right, before qkv
         x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
         with phase("projections"):
             q, kv = self.qkv_conv(x).split([C, 2 * C], dim=1)  # (B, C, H, W), (B, 2C, H, W)
@@ -272,6 +282,17 @@ class DeformableBiLevelRoutingAttention(AttentionMechanism):
             agents = agents + self.unifyheads1(out)
             agents = agents + self.mlp(self.norm2(agents.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
             agents = self.norm(agents.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C, Hg, Wg)
+        return q, agents, pos, idx
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_shape(x)
+        B, H_in, W_in, C = x.shape
+        g, m = self.n_groups, self.num_heads
+        H, W = self.padded_size(H_in, W_in)
+        if (H, W) != (H_in, W_in):
+            x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))  # zeros at bottom/right, before qkv
+        q, agents, pos, _ = self.refined_agents(x)  # (B, C, H, W), (B, C, Hg, Wg), (B·g, Hg, Wg, 2)
+        Hg, Wg = agents.shape[-2:]
 
         # every full-resolution query over the refined agents
         with phase("attention"):
@@ -284,6 +305,63 @@ class DeformableBiLevelRoutingAttention(AttentionMechanism):
         with phase("projections"):
             out = self.proj_out(out.transpose(-2, -1).reshape(B, C, H, W)).permute(0, 2, 3, 1)
         return out[:, :H_in, :W_in]
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """The query's softmax weights over the agents (step 5, with the relative position bias), per
+        head, as points and splatted onto the grid.
+
+        ``points`` are the agents' positions (heads, Hg·Wg, 2) in fractional (row, col) of the
+        (padded) input grid, ``align_corners=True`` as the sampling reads them; a head takes its
+        offset group's positions; agents added by ``auto_pad`` sit at the map's centre (position
+        0, 0), as forward's bias sees them. ``weights`` split each agent's weight bilinearly over its
+        four neighbours: where the query's output comes from. An agent's value is a refined token
+        (the input sampled there, then routed attention, LCE, MLP and norm), not the input at that
+        point, so the splat shows where, not what. Regions: the k key regions routed to the region
+        of the agent the query weighs most (mean over heads), which that agent attended in step 4.
+        On a padded map part of the weight may fall on padded rows or columns: then ``normalized``
+        is False.
+        """
+        self._check_shape(x)
+        _, H_in, W_in, _ = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H_in and 0 <= c < W_in):
+            raise ValueError(
+                f"dbra: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
+                f"query {query}"
+            )
+        S, g, m, d = self.n_win, self.n_groups, self.num_heads, self.head_dim
+        H, W = self.padded_size(H_in, W_in)
+        x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))
+        q, agents, pos, idx = self.refined_agents(x)
+        Hg, Wg = agents.shape[-2:]
+        k = self.proj_k(agents).reshape(m, d, Hg * Wg)  # (m, d, Ns)
+        scores = torch.einsum("md,mdn->mn", q[0, :, r, c].view(m, d) * self.scale, k)  # (m, Ns)
+        here = corner_grid(H, W, x)[r, c].view(1, 1, 2)
+        probs = (scores + relative_position_bias(self.rpe_table, here, pos, g)[0, :, 0]).softmax(dim=-1)
+        points = grid_points(pos, H, W).reshape(g, 1, -1, 2).expand(-1, m // g, -1, -1).reshape(m, -1, 2)
+        weights = splat_bilinear(points, probs, H, W)[:, :H_in, :W_in]
+
+        top = int(probs.mean(0).argmax())  # the agent the query weighs most
+        agent_region = (top // Wg) // (Hg // S) * S + (top % Wg) // (Wg // S)
+        h, w = H // S, W // S
+        regions = []
+        for i, key_region in enumerate(idx[0, agent_region].tolist()):
+            t, lft = (key_region // S) * h, (key_region % S) * w
+            if t < H_in and lft < W_in:
+                regions.append(Region(f"routed {i + 1}", t, lft, min(h, H_in - t), min(w, W_in - lft)))
+        note = (
+            f"softmax over {Hg * Wg} agents (points) with relative position bias, splatted bilinearly; "
+            f"regions: the {self.topk} key regions routed to the top agent's region"
+        )
+        return AttentionMap(
+            query,
+            weights.contiguous(),
+            normalized=(H, W) == (H_in, W_in),
+            regions=tuple(regions),
+            points=points,
+            point_weights=probs,
+            note=note,
+        )
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: N = HW (padded) queries, Nk = Hk·Wk agents, Ns = Hg·Wg padded agents.

@@ -50,14 +50,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, check_param, phase, register_mechanism
 
 __all__ = [
     "ChannelLayerNorm",
     "DeformableAttention",
     "centre_grid",
     "corner_grid",
+    "grid_points",
     "relative_position_bias",
+    "splat_bilinear",
 ]
 
 
@@ -105,6 +107,39 @@ def relative_position_bias(table: Tensor, queries: Tensor, pos: Tensor, n_groups
     tab = tab.reshape(Bg, heads // n_groups, th, tw)  # (B·g, heads/g, Th, Tw)
     bias = F.grid_sample(tab, disp.flip(-1), mode="bilinear", align_corners=True)  # (B·g, heads/g, HW, Ns)
     return bias.reshape(Bg // n_groups, heads, *bias.shape[-2:])
+
+
+def grid_points(pos: Tensor, H: int, W: int) -> Tensor:
+    """grid_sample positions (..., 2) as (y, x) in [-1, 1], ``align_corners=True``, to fractional
+    (row, col) on an H x W map: -1 is row/column 0, +1 is row H - 1 / column W - 1."""
+    scale = pos.new_tensor([(H - 1) / 2, (W - 1) / 2])
+    return (pos + 1) * scale
+
+
+def splat_bilinear(points: Tensor, weights: Tensor, H: int, W: int) -> Tensor:
+    """Point weights spread over an H x W grid as bilinear sampling reads it (zeros outside the map).
+
+    Args:
+        points: (heads, P, 2) fractional (row, col) positions.
+        weights: (heads, P) weight of each point.
+
+    Returns:
+        (heads, H, W): each point's weight split over its four neighbours in proportion to the
+        bilinear coefficients; the share of a neighbour outside the map is dropped, as
+        ``grid_sample(padding_mode="zeros")`` reads zero there.
+    """
+    m = points.shape[0]
+    base = points.floor()
+    frac = points - base  # (m, P, 2)
+    out = weights.new_zeros(m, H * W)
+    for dr in (0, 1):
+        for dc in (0, 1):
+            row, col = base[..., 0].long() + dr, base[..., 1].long() + dc  # (m, P)
+            coef = (frac[..., 0] if dr else 1 - frac[..., 0]) * (frac[..., 1] if dc else 1 - frac[..., 1])
+            inside = (row >= 0) & (row < H) & (col >= 0) & (col < W)
+            flat = row.clamp(0, H - 1) * W + col.clamp(0, W - 1)  # (m, P)
+            out.scatter_add_(1, flat, weights * coef * inside)
+    return out.view(m, H, W)
 
 
 def _divisors(n: int) -> list[int]:
@@ -225,6 +260,48 @@ class DeformableAttention(AttentionMechanism):
         with phase("projections"):
             out = self.proj_out(out.transpose(-2, -1).reshape(B, C, H, W))
         return out.permute(0, 2, 3, 1)
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """The query's softmax weights over the Hk·Wk sampled keys (with the relative position bias
+        where ``use_pe``), per head, as points and splatted onto the grid.
+
+        ``points`` are the sampling positions (heads, Hk·Wk, 2) in fractional (row, col) of the input
+        grid (grid_sample's ``align_corners=True`` convention: -1 is row 0, +1 is row H - 1), a head
+        taking its offset group's points; offsets can carry a point up to ``offset_range_factor``
+        key-grid cells past the outer reference points, off the map. ``weights`` split each point's
+        weight over its four neighbours with the bilinear coefficients the sampling used, so that
+        ``proj_v`` of the map under them is the attended value: they sum to 1 per head unless a
+        point lies off the map, whose neighbours there read zeros (then ``normalized`` is False).
+        With ``n_groups > 1`` a key's value mixes the channels of every group's point; each head is
+        drawn at its own group's points.
+        """
+        self._check_shape(x)
+        _, H, W, C = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
+            raise ValueError(
+                f"deformable: attention_map takes x (1, H, W, C) and a query on the map; got "
+                f"x {tuple(x.shape)}, query {query}"
+            )
+        g, m, d = self.n_groups, self.num_heads, self.head_dim
+        x = x.permute(0, 3, 1, 2)  # (1, C, H, W)
+        q_map = self.proj_q(x)  # (1, C, H, W)
+        pos = self.sample_positions(q_map)  # (g, Hk, Wk, 2)
+        x_s = F.grid_sample(x.reshape(g, C // g, H, W), pos.flip(-1), mode="bilinear", align_corners=True)
+        k = self.proj_k(x_s.reshape(1, C, *pos.shape[1:3])).reshape(m, d, -1)  # (m, d, Ns)
+        scores = torch.einsum("md,mdn->mn", q_map[0, :, r, c].view(m, d) * self.scale, k)  # (m, Ns)
+        if self.rpe_table is not None:
+            here = centre_grid(H, W, x)[r, c].view(1, 1, 2)
+            scores = scores + relative_position_bias(self.rpe_table, here, pos, g)[0, :, 0]
+        probs = scores.softmax(dim=-1)  # (m, Ns)
+        points = grid_points(pos, H, W).reshape(g, 1, -1, 2).expand(-1, m // g, -1, -1).reshape(m, -1, 2)
+        weights = splat_bilinear(points, probs, H, W)
+        inside = bool(((points >= 0) & (points <= points.new_tensor([H - 1, W - 1]))).all())
+        note = f"softmax over {probs.shape[1]} deformed sampling points"
+        note += ", relative position bias" if self.rpe_table is not None else ""
+        note += "; weights: bilinear splat of the points"
+        note += "" if inside else " (points off the map lose their outside share)"
+        return AttentionMap(query, weights, normalized=inside, points=points, point_weights=probs, note=note)
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1 with N = HW queries and Ns = Hk·Wk sampled keys.
