@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, check_param, phase, register_mechanism
 
 __all__ = ["AgentAttention", "resize_axis"]
 
@@ -168,6 +168,48 @@ class AgentAttention(AttentionMechanism):
             out = out.transpose(1, 2).reshape(B, H, W, C) + self.dwc(v_map).permute(0, 2, 3, 1)
         with phase("projections"):
             return self.proj(out)
+
+    def agent_centres(self, H: int, W: int) -> Tensor:
+        """(A, 2) fractional (row, col) centres of the pooled cells, agents row-major:
+        ``adaptive_avg_pool2d``'s cell i spans rows floor(i·H/p) .. ceil((i+1)·H/p) - 1."""
+        p = self.pool_size
+
+        def centres(n: int) -> Tensor:
+            i = torch.arange(p)
+            return ((i * n) // p + (-((-(i + 1) * n) // p)) - 1) / 2  # (first + last) / 2
+
+        rows, cols = torch.meshgrid(centres(H), centres(W), indexing="ij")
+        return torch.stack([rows, cols], dim=-1).reshape(p * p, 2).float()
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """The query's effective weights on the H·W values through the agents: its softmax over the A
+        agents (broadcast, with its bias) times each agent's softmax over the keys (aggregation, with
+        its bias), per head; they sum to 1.
+
+        ``points`` are the agents at the centres of their pooled cells of q, ``point_weights`` the
+        query's weights over them. The 3x3 depthwise conv on v, added to the attention output before
+        ``proj``, is not attention and is not drawn.
+        """
+        self._check_shape(x)
+        _, H, W, C = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
+            raise ValueError(
+                f"agent: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
+                f"query {query}"
+            )
+        m, d, a = self.num_heads, self.head_dim, self.agent_num
+        q, k, _ = self.qkv(x).chunk(3, dim=-1)  # each (1, H, W, C)
+        agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.pool_size).reshape(m, d, a)  # (m, d, A)
+        agent_bias, query_bias = self.position_biases(H, W)  # (1, m, A, HW), (1, m, HW, A)
+        k = k.reshape(H * W, m, d)
+        to_keys = (torch.einsum("mda,nmd->man", agents, k) * self.scale + agent_bias[0]).softmax(-1)
+        to_agents = torch.einsum("md,mda->ma", q[0, r, c].view(m, d), agents) * self.scale
+        to_agents = (to_agents + query_bias[0, :, r * W + c]).softmax(-1)  # (m, A)
+        weights = torch.einsum("ma,man->mn", to_agents, to_keys).view(m, H, W)
+        points = self.agent_centres(H, W).to(x.device, x.dtype).expand(m, -1, -1)
+        note = f"query -> {a} agents -> keys, softmax times softmax; 3x3 dwc on v not drawn"
+        return AttentionMap(query, weights, points=points, point_weights=to_agents, note=note)
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1 with N = H·W tokens and A agents (see the module docstring for prices)."""

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, check_param, phase, register_mechanism
 
 __all__ = ["FocusedLinearAttention", "focus"]
 
@@ -114,8 +114,8 @@ class FocusedLinearAttention(AttentionMechanism):
         """softplus(scale), (1, 1, C)."""
         return F.softplus(self.scale)
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_shape(x)
+    def features(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The focused q and k and the plain v of a map x (B, H, W, C): each (B, m, N, d)."""
         B, H, W, C = x.shape
         m, d, N = self.num_heads, self.head_dim, H * W
         with phase("projections"):
@@ -125,7 +125,36 @@ class FocusedLinearAttention(AttentionMechanism):
             scale = self.channel_scale()
             q = focus((F.relu(q) + EPS) / scale, self.focusing_factor)  # (B, N, C)
             k = focus((F.relu(k) + EPS) / scale, self.focusing_factor)
-        q, k, v = (t.reshape(B, N, m, d).transpose(1, 2) for t in (q, k, v))  # each (B, m, N, d)
+        return tuple(t.reshape(B, N, m, d).transpose(1, 2) for t in (q, k, v))  # each (B, m, N, d)
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """The query's linear-attention weights, per head: ``q·k_j / (N · (q·mean(k) + 1e-6))``, the
+        kernel weights divided by the module's denominator, as forward applies them (non-negative:
+        the focused features are). They sum to 1 up to the release's 1e-6 in the denominator (its
+        share is in ``note``). The depthwise conv on v, added before ``proj``, is not drawn.
+        """
+        self._check_shape(x)
+        _, H, W, _ = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
+            raise ValueError(
+                f"flatten: attention_map takes x (1, H, W, C) and a query on the map; got "
+                f"x {tuple(x.shape)}, query {query}"
+            )
+        q, k, _ = self.features(x)  # each (1, m, N, d)
+        q, k = q[0, :, r * W + c], k[0]  # (m, d), (m, N, d)
+        z = 1 / ((q * k.mean(dim=-2)).sum(-1, keepdim=True) + EPS)  # (m, 1)
+        weights = torch.einsum("md,mnd->mn", q, k) / (H * W) * z  # (m, N)
+        lost = float(1 - weights.sum(-1).min())
+        note = f"focused kernel weights q·k_j over the normaliser (sum 1 - {lost:.0e}); "
+        note += f"{self.kernel_size}x{self.kernel_size} dwc on v not drawn"
+        return AttentionMap(query, weights.view(self.num_heads, H, W), note=note)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_shape(x)
+        B, H, W, C = x.shape
+        m, d, N = self.num_heads, self.head_dim, H * W
+        q, k, v = self.features(x)  # each (B, m, N, d)
 
         with phase("linear attention"):
             z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + EPS)  # (B, m, N, 1)
