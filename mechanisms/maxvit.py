@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, Region, check_param, phase, register_mechanism
 
 __all__ = ["MaxViTAttention", "PartitionAttention", "relative_offset_index"]
 
@@ -185,6 +185,59 @@ class MaxViTAttention(AttentionMechanism):
             y = self.block_attn(x)  # (B, H, W, C)
         with phase("grid attention"):
             return y + self.grid_attn(self.grid_norm(x + y))
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """The first step's attention: the query's softmax weights over its block window (with the
+        block step's relative position bias), per head, zero elsewhere.
+
+        Regions: the block window ("block"), and the keys of the query's group in the grid step that
+        follows, one 1x1 Region each ("grid"): tokens H/G rows and W/G columns apart. The grid step's
+        weights are not drawn (they act on the block step's output, not on x's values). On a padded
+        map the window may hold padded keys, which take part of the weight: then ``normalized`` is
+        False.
+        """
+        self._check_shape(x)
+        _, H_in, W_in, _ = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H_in and 0 <= c < W_in):
+            raise ValueError(
+                f"maxvit: attention_map takes x (1, H, W, C) and a query on the map; got "
+                f"x {tuple(x.shape)}, query {query}"
+            )
+        block = self.block_attn
+        m, d = block.num_heads, block.head_dim
+        H, W, gh, gw = block.layout(H_in, W_in)
+        x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))
+        top, left = r - r % gh, c - c % gw
+        keys = ((top + torch.arange(gh))[:, None] * W + left + torch.arange(gw)).view(-1).to(x.device)
+        qkv = block.qkv(x).view(H * W, 3, m, d)
+        q, k = qkv[r * W + c, 0], qkv[keys, 1]  # (m, d), (gh·gw, m, d)
+        index = relative_offset_index(gh, gw, block.size, x.device)[(r % gh) * gw + c % gw]  # (gh·gw,)
+        scores = (
+            torch.einsum("md,nmd->mn", q * block.scale, k)
+            + block.relative_position_bias_table.flatten(1)[:, index]
+        )
+        weights = x.new_zeros(m, H * W).index_copy_(1, keys, scores.softmax(dim=-1)).view(m, H, W)
+        regions = [Region("block", top, left, min(gh, H_in - top), min(gw, W_in - left))]
+        Hg, Wg, grid_h, grid_w = self.grid_attn.layout(H_in, W_in)
+        step_h, step_w = Hg // grid_h, Wg // grid_w  # grid keys lie this many rows / columns apart
+        regions += [
+            Region("grid", row, col, 1, 1)
+            for row in range(r % step_h, H_in, step_h)
+            for col in range(c % step_w, W_in, step_w)
+        ]
+        padded = top + gh > H_in or left + gw > W_in
+        note = (
+            f"block step: softmax over the {gh}x{gw} window with relative bias; 'grid': the grid step's keys"
+        )
+        note += "; padded keys off the map take the rest of the weight" if padded else ""
+        return AttentionMap(
+            query,
+            weights[:, :H_in, :W_in].contiguous(),
+            normalized=not padded,
+            regions=tuple(regions),
+            note=note,
+        )
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: each step's projections and attention on its padded map, the LayerNorm."""
