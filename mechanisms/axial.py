@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbench import AttentionMechanism, check_param, phase, register_mechanism
+from attnbench import AttentionMap, AttentionMechanism, Region, check_param, phase, register_mechanism
 
 __all__ = ["AxialAttention", "stripe_attention"]
 
@@ -139,6 +139,57 @@ class AxialAttention(AttentionMechanism):
             cols = stripe_attention(qkv[..., 1, :, :], "col", s)  # (B, H, W, C/2)
         with phase("projections"):
             return self.proj(torch.cat([rows, cols], dim=-1))
+
+    def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
+        """Where the query's output comes from, per head, as forward combines the two directions.
+
+        ``mode="parallel"``: heads 1 .. m/2 are the row heads, their softmax over the query's row
+        stripe; heads m/2 + 1 .. m the column heads, over its column stripe (forward concatenates the
+        two halves in this order). ``mode="sequential"``: for column head h, the flow through both
+        steps, Σ_i a_col[h, i] · a_row[g, i, j] over the keys i of the query's column stripe and the
+        row-stripe keys j of each i, averaged over the row heads g (the column step's v mixes every
+        row head's output, so a row head is not tied to a column head); it reaches every row and
+        sums to 1. Regions: the query's "row stripe" and "column stripe".
+        """
+        self._check_shape(x)
+        _, H, W, _ = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
+            raise ValueError(
+                f"axial: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
+                f"query {query}"
+            )
+        m, s, d = self.num_heads, self.stripe, self.head_dim
+        top, left = r - r % s, c - c % s  # the query's row stripe and column stripe
+        regions = (Region("row stripe", top, 0, s, W), Region("column stripe", 0, left, H, s))
+        scale = d**-0.5
+        if self.mode == "parallel":
+            qkv = self.qkv(x)[0].view(H, W, 3, 2, m // 2, d)  # channel halves: rows | columns
+            q_row, q_col = qkv[r, c, 0]  # each (m/2, d)
+            k_row = qkv[top : top + s, :, 1, 0].reshape(s * W, m // 2, d)
+            k_col = qkv[:, left : left + s, 1, 1].reshape(H * s, m // 2, d)
+            a_row = torch.einsum("md,nmd->mn", q_row * scale, k_row).softmax(-1)  # (m/2, s·W)
+            a_col = torch.einsum("md,nmd->mn", q_col * scale, k_col).softmax(-1)  # (m/2, H·s)
+            weights = x.new_zeros(m, H, W)
+            weights[: m // 2, top : top + s] = a_row.view(-1, s, W)
+            weights[m // 2 :, :, left : left + s] = a_col.view(-1, H, s)
+            note = f"heads 1-{m // 2}: softmax over the row stripe; {m // 2 + 1}-{m}: over the column stripe"
+            return AttentionMap(query, weights, regions=regions, note=note)
+        T = H // s  # row stripes
+        qkv_row = self._heads(self.qkv_row(x), m)  # (1, H, W, 3, m, d)
+        rows = stripe_attention(qkv_row, "row", s)  # (1, H, W, C): the row step's output
+        qkv_row, qkv_col = qkv_row[0], self._heads(self.qkv_col(rows), m)[0]  # each (H, W, 3, m, d)
+        # the column step's keys i: the column stripe, ordered (row stripe t, row in t, column)
+        k_col = qkv_col[:, left : left + s, 1].reshape(T, s * s, m, d)
+        a_col = torch.einsum("md,tqmd->mtq", qkv_col[r, c, 0] * scale, k_col)
+        a_col = a_col.flatten(1).softmax(-1).view(m, T, s * s)  # (m, T, s²)
+        # the row step at each of those keys i, over its row stripe j
+        q_i = qkv_row[:, left : left + s, 0].reshape(T, s * s, m, d)
+        k_j = qkv_row[:, :, 1].reshape(T, s * W, m, d)
+        a_row = torch.einsum("tqmd,tjmd->tmqj", q_i * scale, k_j).softmax(-1)  # (T, m, s², s·W)
+        flow = torch.einsum("htq,tgqj->htj", a_col, a_row) / m  # (m, T, s·W), mean over row heads g
+        note = "rows then columns: each column head's flow through the row step, mean over row heads"
+        return AttentionMap(query, flow.reshape(m, H, W), regions=regions, note=note)
 
     def analytic_flops(self, H: int, W: int) -> dict[str, int]:
         """MACs for batch 1: projections, then QKᵀ and AV over s·W keys (rows) and s·H keys (columns)."""
