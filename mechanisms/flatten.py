@@ -130,8 +130,9 @@ class FocusedLinearAttention(AttentionMechanism):
     def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
         """The query's linear-attention weights, per head: ``q·k_j / (N · (q·mean(k) + 1e-6))``, the
         kernel weights divided by the module's denominator, as forward applies them (non-negative:
-        the focused features are). They sum to 1 up to the release's 1e-6 in the denominator (its
-        share is in ``note``). The depthwise conv on v, added before ``proj``, is not drawn.
+        the focused features are). They sum to 1 up to the release's 1e-6 in the denominator: its
+        share is in ``note``, and ``normalized`` is False where it reaches 1e-5 (small q·mean(k)).
+        The depthwise conv on v, added before ``proj``, is not drawn.
         """
         self._check_shape(x)
         _, H, W, _ = x.shape
@@ -148,7 +149,7 @@ class FocusedLinearAttention(AttentionMechanism):
         lost = float(1 - weights.sum(-1).min())
         note = f"focused kernel weights q·k_j over the normaliser (sum 1 - {lost:.0e}); "
         note += f"{self.kernel_size}x{self.kernel_size} dwc on v not drawn"
-        return AttentionMap(query, weights.view(self.num_heads, H, W), note=note)
+        return AttentionMap(query, weights.view(self.num_heads, H, W), normalized=lost < 1e-5, note=note)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_shape(x)
