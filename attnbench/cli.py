@@ -13,6 +13,9 @@ new function there):
 - ``attnbench check NAME_OR_FILE``: the conformance suite on one mechanism, as a pass/fail table;
 - ``attnbench new NAME``: a skeleton mechanism file that passes ``check``;
 - ``attnbench schema [-o FILE]``: the JSON Schema of study files (for an editor).
+- ``attnbench maps RUN_DIR [--level L] [--seed N] [--image-index I] [--query ROW,COL ...] [--stage S]``
+  and ``attnbench maps --model NAME [--checkpoint FILE] [--image FILE] --out DIR``: pictures of where
+  each mechanism looks and its effective receptive field (docs/maps.md).
 
 Exit codes: 0 done, 2 bad study or usage, 130 interrupted (Ctrl-C).
 
@@ -280,6 +283,97 @@ def _add_schema(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_schema)
 
 
+def _queries(texts: list[str] | None) -> list[tuple[int, int]] | None:
+    """``ROW,COL`` strings as (row, col); ValueError naming a bad one."""
+    out = []
+    for text in texts or []:
+        try:
+            row, col = (int(v) for v in text.split(","))
+        except ValueError:
+            raise ValueError(
+                f"--query {text!r} is not ROW,COL; give two integers, e.g. --query 3,7 (a token of the "
+                "stage's map)"
+            ) from None
+        out.append((row, col))
+    return out or None
+
+
+def _cmd_maps(args: argparse.Namespace) -> int:
+    if (args.run_dir is None) == (args.model is None):
+        print("attnbench maps: give RUN_DIR or --model NAME (with --out DIR), not both", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.model is not None and args.out is None:
+        print("attnbench maps: --model needs --out DIR, the folder to write the pictures to", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        queries = _queries(args.query)
+    except ValueError as exc:
+        print(f"attnbench maps: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from attnbench.maps import MapsError, draw_model_maps, draw_run_maps
+
+    try:
+        if args.model is not None:
+            written = draw_model_maps(
+                args.model,
+                args.checkpoint,
+                args.image,
+                out_dir=args.out,
+                queries=queries,
+                stage=args.stage,
+                img_size=args.img_size,
+            )
+        else:
+            written = draw_run_maps(
+                args.run_dir,
+                level=args.level,
+                seed=args.seed,
+                image_index=args.image_index,
+                queries=queries,
+                stage=args.stage,
+                progress=lambda line: print(line, file=sys.stderr),
+            )
+    except MapsError as exc:
+        print(f"attnbench maps: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for path in written:
+        print(path)
+    return 0
+
+
+def _add_maps(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "maps",
+        help="draw where each mechanism looks (attention maps, effective receptive fields)",
+        description="For an ablation run: per configuration (one trained model each, the smallest seed), "
+        "the attention of a few queries on one val image (the hook attention_map), and the effective "
+        "receptive field at initialisation and trained; writes RUN_DIR/maps/<config>.png|.svg, "
+        "all.png|.svg and erf.csv. With --model: a seed model, with --checkpoint or randomly "
+        "initialised, on --image or a synthetic pattern, into --out. See docs/maps.md.",
+    )
+    p.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="an ablation run folder")
+    p.add_argument("--level", metavar="L", help="dataset level: its label (e.g. pathfinder-32-easy) or index")
+    p.add_argument(
+        "--seed", type=int, metavar="N", help="training seed (default: the smallest per configuration)"
+    )
+    p.add_argument(
+        "--image-index", type=int, metavar="I", help="val image (default: the first connected one)"
+    )
+    p.add_argument(
+        "--query",
+        action="append",
+        metavar="ROW,COL",
+        help="a query token on the stage's map (repeatable; default: the markers and the contour's middle)",
+    )
+    p.add_argument("--stage", type=int, default=1, metavar="S", help="1-based stage drawn (default 1)")
+    p.add_argument("--model", metavar="NAME", help="a seed model instead of a run (biformer_tiny, ...)")
+    p.add_argument("--checkpoint", type=Path, metavar="FILE", help="with --model: its released .pth")
+    p.add_argument("--image", type=Path, metavar="FILE", help="with --model: a PNG or JPEG to look at")
+    p.add_argument("--img-size", type=int, metavar="PX", help="with --model: input side (default 224)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="with --model: the folder to write to")
+    p.set_defaults(func=_cmd_maps)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_list,
     _add_run,
@@ -287,6 +381,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_check,
     _add_new,
     _add_schema,
+    _add_maps,
 ]
 
 
