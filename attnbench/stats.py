@@ -49,10 +49,12 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
+    "IMAGES_AND_SEEDS",
     "LEVEL",
     "MIN_SEEDS",
     "RESAMPLES",
     "SEED",
+    "SEEDS_ONLY",
     "Difference",
     "Estimate",
     "accuracy_ci",

@@ -77,6 +77,13 @@ def write_report(
         ValueError: an option names a column, value, format or resolution the run does not have.
     """
     from attnbench.report._results import filter_rows, load_manifest, load_results, mechanism_labels
+    from attnbench.report.ablation import (
+        ablation_findings,
+        ablation_summary,
+        ablation_tables,
+        is_ablation_frame,
+        method_text,
+    )
     from attnbench.report.bra_backends import bra_backend_tables
     from attnbench.report.formula import formula_tables, run_formula_check, verdict, write_formula_files
     from attnbench.report.html import files_doc, index_html
@@ -104,9 +111,16 @@ def write_report(
     df = filter_rows(results, passes=passes, dtypes=dtypes, devices=devices).copy()
 
     peers_run = is_peers_frame(results)
+    ablation_run = not peers_run and is_ablation_frame(results)
+    summary = None
     if peers_run:  # each mechanism against its peers: ratio tables; the sweep's tables do not apply
         tables = peers_tables(df)
         formula = plots = False
+    elif ablation_run:  # trained backbones: accuracy with intervals and differences per dataset level
+        say("bootstrapping the accuracies and the paired differences")
+        summary = ablation_summary(df, manifest=manifest)
+        tables = ablation_tables(summary, df)
+        formula = False  # the rows count whole backbones, not one BRA layer
     else:
         tables = [
             *comparison_tables(df, columns=columns, sort=sort, group_by=group_by, resolution=resolution),
@@ -136,8 +150,16 @@ def write_report(
     write_bib(run_dir, [t.to_latex() for t in [*tables, *check_tables]])
 
     say("writing report.md and index.html")
-    findings = _findings(df, check, verdict)
+    if summary is not None:
+        findings = ablation_findings(summary)
+        if _unstable(df):
+            findings.para(f"**{_unstable(df)} timed row(s) are unstable**: their latency cells carry †.")
+    else:
+        findings = _findings(df, check, verdict)
     details = _run_details(results, df, run_dir)
+    if summary is not None:
+        details.para(method_text(summary))
+    maps_doc = _maps_doc(run_dir) if ablation_run else None
     plots_doc = Doc()
     for path, caption in figures.values():
         plots_doc.figure(path, caption)
@@ -155,6 +177,9 @@ def write_report(
     markdown.extend(findings)
     markdown.heading("Plots")
     markdown.extend(plots_doc)
+    if maps_doc is not None:
+        markdown.heading("Attention maps")
+        markdown.extend(maps_doc)
     markdown.heading("Tables")
     for table in tables:
         markdown.table(table)
@@ -172,6 +197,7 @@ def write_report(
     sections = [
         ("summary", "Summary", findings),
         ("plots", "Plots", plots_doc),
+        *([("maps", "Attention maps", maps_doc)] if maps_doc is not None else []),
         ("tables", "Tables", tables_doc),
     ]
     if formula_doc is not None:
@@ -183,6 +209,25 @@ def write_report(
     index = run_dir / "index.html"
     index.write_text(index_html(f"attnbench report: {run_dir.name}", sections, manifest))
     return index
+
+
+def _maps_doc(run_dir: Path) -> Doc | None:
+    """The attention maps of an ablation run, where ``attnbench.maps.draw_run_maps`` wrote them
+    (``maps/*.png``, ``all.png`` first, and ``erf.csv``); None when the folder has none. The report
+    only shows these files: drawing them needs the trained models and torch."""
+    pngs = sorted((run_dir / "maps").glob("*.png"), key=lambda p: (p.stem != "all", p.stem))
+    if not pngs:
+        return None
+    doc = Doc()
+    doc.para(
+        "Where each configuration's attention looks, at initialisation and trained, for a few query "
+        "positions, with the effective receptive field (drawn by `attnbench.maps` into `maps/`)."
+        + (" ERF radii: [maps/erf.csv](maps/erf.csv)." if (run_dir / "maps" / "erf.csv").is_file() else "")
+    )
+    for path in pngs:
+        what = "every configuration" if path.stem == "all" else path.stem
+        doc.figure(path.relative_to(run_dir).as_posix(), f"Attention maps and ERF: {what}.")
+    return doc
 
 
 def _one_table(table: Table) -> Doc:

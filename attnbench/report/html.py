@@ -94,7 +94,8 @@ def files_doc(run_dir: Path) -> Doc:
         "formula_report.md",
     ]
     items = [f"[{n}]({n})" for n in names if (run_dir / n).exists()]
-    for folder, what in (("tables", "tables (Markdown and LaTeX)"), ("plots", "plots")):
+    folders = (("tables", "tables (Markdown and LaTeX)"), ("plots", "plots"), ("maps", "attention maps"))
+    for folder, what in folders:
         files = sorted(p for p in (run_dir / folder).glob("*") if p.is_file())
         if files:
             links = ", ".join(f"[{p.name}]({folder}/{p.name})" for p in files)

@@ -28,8 +28,9 @@ from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
+from attnbench import stats
 from attnbench.report._results import (
     device_label,
     display_name,
@@ -39,6 +40,7 @@ from attnbench.report._results import (
     resolution_label,
     scaled_unit,
 )
+from attnbench.report.ablation import ablation_summary, is_ablation_frame, learning_curves
 from attnbench.report.bra_backends import backend_summary
 from attnbench.report.formula import (
     CLAIMED_SLOPE,
@@ -641,9 +643,12 @@ def pareto_front(agg: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_pareto(df: pd.DataFrame) -> Figure | None:
-    """Top-1 accuracy against FLOPs with the Pareto front (higher accuracy at no more FLOPs)."""
+    """Top-1 accuracy against FLOPs with the Pareto front (higher accuracy at no more FLOPs); an
+    ablation run's with 95 % intervals per dataset level (:func:`plot_accuracy_vs_cost`)."""
     if "top1" not in df.columns or df["top1"].isna().all():
         return None
+    if is_ablation_frame(df):
+        return plot_accuracy_vs_cost(df, "flops")
     acc = df[(df["status"] == "ok") & df["top1"].notna() & df["flops"].notna()]
     if acc.empty:
         return None
@@ -698,6 +703,193 @@ def plot_pareto(df: pd.DataFrame) -> Figure | None:
     ax.set_title("Accuracy vs FLOPs")
     handles, labels = ax.get_legend_handles_labels()
     _legend_right(fig, handles, labels)
+    return fig
+
+
+# --- ablation runs: accuracy with its 95 % interval (attnbench.stats via report.ablation) ---------
+
+
+def _grid(n: int, cols: int = 3) -> tuple[int, int]:
+    ncols = min(cols, max(n, 1))
+    return math.ceil(max(n, 1) / ncols), ncols
+
+
+def _bars(rows: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Error bars of the summary rows: to the 95 % interval where they have one, else ± std over
+    seeds (none for one seed); and the words for the axis."""
+    has_ci = rows["lo"].notna() & rows["hi"].notna()
+    low = np.where(has_ci, rows["top1"] - rows["lo"], rows["std"].fillna(0))
+    high = np.where(has_ci, rows["hi"] - rows["top1"], rows["std"].fillna(0))
+    if has_ci.all():
+        words = "bars: 95 % CI"
+    elif not has_ci.any():
+        words = "bars: ± std over seeds, no CI"
+    else:
+        words = "bars: 95 % CI; ± std where no CI"
+    return np.clip(np.stack([low, high]), 0, None), words
+
+
+def _summary(df: pd.DataFrame) -> pd.DataFrame:
+    summary = ablation_summary(df)
+    return summary[summary["status"] == "ok"]
+
+
+def plot_accuracy_vs_cost(df: pd.DataFrame, cost: str = "flops") -> Figure | None:
+    """An ablation run's top-1 (bars: 95 % CI) against FLOPs or latency, one panel per dataset
+    level, with the Pareto front (no configuration more accurate at no more cost) dashed."""
+    summary = _summary(df)
+    if summary.empty or cost not in summary.columns:
+        return None
+    summary = summary[summary[cost].notna()]
+    if summary.empty:
+        return None
+    styles = series_styles(df[df["label"].isin(set(summary["label"]))])
+    if cost == "flops":
+        div, unit = scaled_unit(float(summary[cost].max()), "MACs")
+        xlabel = f"FLOPs ({unit}, fvcore, batch 1"
+    else:
+        div, xlabel = 1.0, "latency (ms, median, batch 1"
+    levels = list(dict.fromkeys(summary["level"]))
+    nrows, ncols = _grid(len(levels))
+    fig = Figure(figsize=(4.3 * ncols + 0.4, 3.7 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles: dict[str, Any] = {}
+    log = summary[cost].max() / summary[cost].min() > 3
+    words = _bars(summary)[1]
+    for ax, level in zip(axes, levels):
+        part = summary[summary["level"] == level]
+        err, _ = _bars(part)
+        x = part[cost].to_numpy(float) / div
+        for j, r in enumerate(part.itertuples()):
+            st = styles[r.label]
+            h = ax.errorbar(
+                x[j],
+                r.top1,
+                yerr=err[:, j : j + 1],
+                linestyle="none",
+                marker=st.marker,
+                fillstyle=st.fillstyle,
+                color=st.color,
+                ms=7,
+                capsize=3,
+                lw=1.1,
+            )
+            handles.setdefault(r.label, h)
+        front = stats.pareto_front(x, part["top1"].to_numpy(float))
+        if len(front) >= 2:  # a front of one point is no line
+            (line,) = ax.step(
+                x[front], part["top1"].to_numpy(float)[front], where="post", color="grey", ls="--", lw=1
+            )
+            handles["Pareto front (means)"] = line
+        if log:
+            _log_axis(ax, "x")
+        ax.set_title(str(level), fontsize=9)
+        ax.set_xlabel(xlabel + (", log)" if log else ")"))
+        ax.set_ylabel(f"top-1 (%, mean; {words})")
+        note_box(ax, overlapping_points(ax, x, part["top1"], list(part["label"])), head="Drawn on one spot:")
+    for ax in axes[len(levels) :]:
+        ax.set_visible(False)
+    what = "FLOPs" if cost == "flops" else "latency"
+    fig.suptitle(f"Top-1 against {what} ({_seed_words(summary)}); dashed: the Pareto front", fontsize=10)
+    fig.tight_layout()
+    _legend_right(fig, list(handles.values()), [_with_seeds(name, summary) for name in handles])
+    return fig
+
+
+def _seed_words(summary: pd.DataFrame) -> str:
+    """``3 seeds each``, or ``2 to 3 seeds`` when configurations differ (the legend then says which)."""
+    lo, hi = int(summary["n_seeds"].min()), int(summary["n_seeds"].max())
+    return f"{hi} seed{'s' if hi != 1 else ''} each" if lo == hi else f"{lo} to {hi} seeds"
+
+
+def _with_seeds(label: str, summary: pd.DataFrame) -> str:
+    """A legend entry; the seed counts where they differ between levels or configurations."""
+    if summary["n_seeds"].nunique() == 1 or label not in set(summary["label"]):
+        return label
+    counts = sorted({int(n) for n in summary.loc[summary["label"] == label, "n_seeds"]})
+    return f"{label} ({'/'.join(map(str, counts))} seeds)"
+
+
+def plot_accuracy_vs_latency(df: pd.DataFrame) -> Figure | None:
+    """:func:`plot_accuracy_vs_cost` against the median latency (an ablation run that timed it)."""
+    if not is_ablation_frame(df) or "latency_ms" not in df.columns:
+        return None
+    return plot_accuracy_vs_cost(df, "latency_ms")
+
+
+def plot_accuracy_ladder(df: pd.DataFrame) -> Figure | None:
+    """The difficulty ladder: top-1 (bars: 95 % CI) against the dataset level, in the study's order,
+    one line per configuration, labelled at its hardest level."""
+    if not is_ablation_frame(df):
+        return None
+    summary = _summary(df)
+    if summary["level"].nunique() < 2:
+        return None
+    levels = summary.drop_duplicates("level").sort_values("level_index")["level"].tolist()
+    pos = {lv: i for i, lv in enumerate(levels)}
+    styles = series_styles(df[df["label"].isin(set(summary["label"]))])
+    labels = list(dict.fromkeys(summary["label"]))
+    fig = Figure(figsize=(max(6.4, 1.3 * len(levels) + 4.2), 4.6))
+    fig.subplots_adjust(left=0.1, right=0.68, top=0.9, bottom=0.2)
+    ax = fig.add_subplot()
+    dodge = 0.05 if len(labels) > 1 else 0.0
+    series = []
+    words = _bars(summary)[1]
+    for j, label in enumerate(labels):
+        part = summary[summary["label"] == label].sort_values("level_index")
+        x = part["level"].map(pos).to_numpy(float) + dodge * (j - (len(labels) - 1) / 2)
+        err, _ = _bars(part)
+        st = styles[label]
+        ax.errorbar(x, part["top1"], yerr=err, capsize=2.5, ms=5, lw=1.3, elinewidth=0.9, **st.kwargs())
+        series.append(Series(str(label), x, part["top1"].to_numpy(float), st))
+    ax.set_xticks(range(len(levels)), levels, fontsize=8)
+    if max(len(lv) for lv in levels) > 12:
+        for text in ax.get_xticklabels():
+            text.set_rotation(20)
+            text.set_ha("right")
+    ax.set_xlim(-0.4, len(levels) - 0.6)
+    ax.set_xlabel("dataset level (the study's order)")
+    ax.set_ylabel(f"top-1 (%, mean; {words})")
+    ax.set_title("Top-1 against difficulty, one line per configuration", fontsize=10)
+    label_line_ends(ax, series)
+    return fig
+
+
+def plot_learning_curves(df: pd.DataFrame) -> Figure | None:
+    """Validation top-1 against epoch, one panel per dataset level: each configuration's mean over
+    its seeds (thick, markers) and every seed (thin)."""
+    if not is_ablation_frame(df):
+        return None
+    curves = learning_curves(df)
+    if curves.empty or curves.groupby(["level", "label", "seed"])["epoch"].nunique().max() < 2:
+        return None
+    styles = series_styles(df[df["label"].isin(set(curves["label"]))])
+    levels = curves.drop_duplicates("level").sort_values("level_index")["level"].tolist()
+    nrows, ncols = _grid(len(levels))
+    fig = Figure(figsize=(4.3 * ncols + 0.4, 3.5 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles: dict[str, Any] = {}
+    for ax, level in zip(axes, levels):
+        part = curves[curves["level"] == level]
+        for label, rows in part.groupby("label", sort=False):
+            st = styles[label]
+            for _, seed_rows in rows.groupby("seed"):
+                seed_rows = seed_rows.sort_values("epoch")
+                ax.plot(
+                    seed_rows["epoch"], seed_rows["top1"], color=st.color, ls=st.linestyle, lw=0.6, alpha=0.35
+                )
+            mean = rows.groupby("epoch")["top1"].mean()
+            (line,) = ax.plot(mean.index, mean.to_numpy(), ms=4, lw=1.5, **st.kwargs())
+            handles.setdefault(str(label), line)
+        ax.set_title(str(level), fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation top-1 (%)")
+    for ax in axes[len(levels) :]:
+        ax.set_visible(False)
+    fig.suptitle("Learning curves: mean over seeds (thick), each seed (thin)", fontsize=10)
+    fig.tight_layout()
+    _legend_right(fig, list(handles.values()), list(handles))
     return fig
 
 
@@ -986,6 +1178,24 @@ PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
     ),
     ("accuracy_vs_flops", "Top-1 accuracy against FLOPs with the Pareto front.", plot_pareto, "results"),
     (
+        "accuracy_vs_latency",
+        "Top-1 against median latency (batch 1) per dataset level; bars: 95 % CI; dashed: the Pareto front.",
+        plot_accuracy_vs_latency,
+        "results",
+    ),
+    (
+        "accuracy_ladder",
+        "The difficulty ladder: top-1 against the dataset level, one line per configuration; bars: 95 % CI.",
+        plot_accuracy_ladder,
+        "results",
+    ),
+    (
+        "learning_curves",
+        "Validation top-1 against epoch per dataset level: mean over seeds (thick) and each seed (thin).",
+        plot_learning_curves,
+        "results",
+    ),
+    (
         "bra_backends",
         "BRA's backends per shape: median latency (bars: 25th–75th percentile) and peak memory; "
         "reference = the released algorithm.",
@@ -1032,6 +1242,9 @@ WHY_NOT = {
     "memory_vs_resolution": "no ok row has a peak memory at two or more resolutions",
     "bra_s_k_heatmaps": "the run has no BRA rows over at least two S or k values at one resolution",
     "accuracy_vs_flops": "the run has no accuracy (top1) column with values",
+    "accuracy_vs_latency": "the run's ok rows have no latency",
+    "accuracy_ladder": "the run has fewer than two dataset levels with an ok row",
+    "learning_curves": "the rows store no learning curve with two or more epochs (column curve)",
     "bra_backends": "the run has no timed BRA rows over at least two backends",
     "roofline": "the run measured no latency with FLOPs (no efficiency)",
     "phases": "the run did not measure phases",
@@ -1039,6 +1252,19 @@ WHY_NOT = {
     "formula_flops_vs_s": "the formula check has fewer than two S values at one setting",
     "formula_scaling": "the formula check has fewer than two resolutions per setting",
 }
+
+
+# the plots of an ablation run; a sweep run draws the others (accuracy_vs_flops: both)
+ABLATION_PLOTS = ("accuracy_vs_flops", "accuracy_vs_latency", "accuracy_ladder", "learning_curves")
+ABLATION_CAPTIONS = {
+    "accuracy_vs_flops": "Top-1 against FLOPs (fvcore MACs, batch 1) per dataset level; bars: 95 % CI "
+    "(± std over seeds where the run has no interval); dashed: the Pareto front.",
+}
+
+
+def _relevant(name: str, ablation: bool) -> bool:
+    """Whether a plot belongs to this kind of run (an ablation run's plots, or a sweep's)."""
+    return name == "accuracy_vs_flops" or (name in ABLATION_PLOTS) == ablation
 
 
 def _why_no_check(results: pd.DataFrame | None) -> str:
@@ -1074,8 +1300,15 @@ def draw_all(
     check_formats(formats)
     drawn: dict[str, tuple[Path, str]] = {}
     skipped: dict[str, str] = {}
+    ablation = is_ablation_frame(df)
     with matplotlib.rc_context(RC):
         for name, caption, fn, source in PLOTS:
+            if not _relevant(name, ablation):  # the other kind's plot: not drawn, not listed
+                for stale in folder.glob(f"{name}.*"):
+                    stale.unlink()
+                continue
+            if ablation:
+                caption = ABLATION_CAPTIONS.get(name, caption)
             arg = df if source == "results" else check
             fig = fn(arg) if arg is not None else None
             if fig is None:
