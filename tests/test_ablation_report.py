@@ -230,7 +230,8 @@ def test_rows_without_per_image_results_still_report(tmp_path):
     assert "Seeds only (no row stores val_correct" in md
     assert re.search(r"\| BRA \(S=4, k=4\) \| [\d.]+ ± [\d.]+ \| \+[\d.]+ \| — \|", md)
     report = (two / "report.md").read_text()
-    assert "the run names no baseline; vanilla (global attention) is the baseline" in report
+    assert "Each configuration against **Global** (the run names no baseline, so vanilla)" in report
+    assert re.search(r"most accurate: \*\*.+\*\*, [\d.]+ % ± [\d.]+ \(std over 2 seeds, no CI\)", report)
     assert "no per-image results and fewer than 3 seeds, so no interval" in report
     three = write_ablation_run(tmp_path / "three", ablation_rows(per_image=False))
     s = ablation_summary(_frame(three))

@@ -63,12 +63,12 @@ def baseline_mechanism(df: pd.DataFrame, manifest: dict[str, Any] | None = None)
     given = ((manifest or {}).get("conditions") or {}).get("baseline")
     if given and given in names:
         return str(given), "the study's baseline"
-    why = f"the study's baseline {given!r} has no rows; " if given else "the run names no baseline; "
+    why = f"the study's baseline {given!r} has no rows, so " if given else "the run names no baseline, so "
     if "vanilla" in names:
-        return "vanilla", why + "vanilla (global attention) is the baseline"
+        return "vanilla", why + "vanilla"
     if names:
-        return names[0], why + "the first mechanism is the baseline"
-    return "", why
+        return names[0], why + "its first mechanism"
+    return "", why + "none"
 
 
 def _levels(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -387,8 +387,14 @@ def ablation_findings(summary: pd.DataFrame) -> Doc:
         lines = []
         if not ok.empty:
             best = ok.loc[ok["top1"].idxmax()]
-            ci = f", 95 % CI {stats.interval(best['lo'], best['hi'])}" if best["estimate"].has_ci else ""
-            lines.append(f"most accurate: **{best['label']}**, {best['top1']:.1f} %{ci}")
+            est = best["estimate"]
+            if est.has_ci:
+                spread = f", 95 % CI {stats.interval(est.lo, est.hi)}"
+            elif math.isfinite(est.std):
+                spread = f" ± {est.std:.1f} (std over {est.n_seeds} seeds, no CI)"
+            else:
+                spread = ""
+            lines.append(f"most accurate: **{best['label']}**, {best['top1']:.1f} %{spread}")
         lines += [s for s in part["sentence"] if s]
         lines += [f"{r.label}: {r.status}, no top-1" for r in part.itertuples() if r.status != "ok"]
         doc.para(f"**{level}**:")

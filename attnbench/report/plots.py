@@ -709,7 +709,7 @@ def plot_pareto(df: pd.DataFrame) -> Figure | None:
 # --- ablation runs: accuracy with its 95 % interval (attnbench.stats via report.ablation) ---------
 
 
-def _grid(n: int, cols: int = 3) -> tuple[int, int]:
+def _grid(n: int, cols: int = 2) -> tuple[int, int]:
     ncols = min(cols, max(n, 1))
     return math.ceil(max(n, 1) / ncols), ncols
 
