@@ -352,7 +352,9 @@ def _add_maps(sub: argparse._SubParsersAction) -> None:
         "initialised, on --image or a synthetic pattern, into --out. See docs/maps.md.",
     )
     p.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="an ablation run folder")
-    p.add_argument("--level", metavar="L", help="dataset level: its label (e.g. pathfinder-32-easy) or index")
+    p.add_argument(
+        "--level", metavar="L", help="dataset level: its index in the study, or its label (the rows' level)"
+    )
     p.add_argument(
         "--seed", type=int, metavar="N", help="training seed (default: the smallest per configuration)"
     )

@@ -277,7 +277,8 @@ def config_slug(mechanism: str, params: dict[str, Any]) -> str:
 
 
 def level_label(dataset: dict[str, Any]) -> str:
-    """A level's name from its ``dataset:`` mapping, e.g. ``pathfinder-32-easy``."""
+    """A level's name from its ``dataset:`` mapping, e.g. ``pathfinder-32-easy``, for rows written
+    before the ablation kind recorded a ``level`` column."""
     parts = [str(dataset.get("name", "?")), str(dataset.get("resolution", ""))]
     if "difficulty" in dataset:
         parts.append(str(dataset["difficulty"]))
@@ -746,8 +747,9 @@ def draw_run_maps(
 
     Args:
         run_dir: the run folder of an ablation study (``results.db`` and ``ablation/<key>/model.pt``).
-        level: a dataset level's label (``pathfinder-32-easy``, or the row's ``level``) or its index
-            in the study; default the first level with trained models.
+        level: a dataset level's index in the study, or its label: the rows' ``level`` column
+            (``"easy, contour 8"``), or for rows without one :func:`level_label`
+            (``pathfinder-32-easy``); default the first level with trained models.
         seed: the training seed to draw; default the smallest per configuration.
         image_index: the val image; default the first connected one (label 1) of a two-class
             dataset, else image 0.

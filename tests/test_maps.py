@@ -84,9 +84,9 @@ def registered():
     registry._REGISTRY.update(saved)
 
 
-def _make_run(run_dir, runs):
+def _make_run(run_dir, runs, level=None):
     """A finished ablation run folder of (mechanism, seed) runs: rows in results.db,
-    ablation/<key>/model.pt, manifest.json."""
+    ablation/<key>/model.pt, manifest.json; ``level``: the rows' level column (none without)."""
     from attnbench.ablation import initial_model
     from attnbench.store import ResultsStore
 
@@ -117,6 +117,7 @@ def _make_run(run_dir, runs):
                 "seed": seed,
                 "dataset": "pathfinder",
                 "workdir": f"ablation/{key}",
+                **({"level": level, "level_index": 0} if level else {}),
             }
         )
     store.write_manifest({"conditions": {"datasets": [DATASET]}})
@@ -137,7 +138,7 @@ def run_maps(registered, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vanilla_run(run_maps, tmp_path_factory):
-    return _make_run(tmp_path_factory.mktemp("vanilla"), [(VANILLA, 0), (VANILLA, 1)])
+    return _make_run(tmp_path_factory.mktemp("vanilla"), [(VANILLA, 0), (VANILLA, 1)], level="easy")
 
 
 def test_files_written(run_maps):
@@ -182,13 +183,14 @@ def test_erf_radii_of_a_point_and_a_ring():
 
 def test_cli_writes_and_prints_paths(vanilla_run, capsys):
     argv = ["maps", str(vanilla_run), "--seed", "1", "--query", "3,4", "--stage", "2", "--image-index", "1"]
-    code = main(argv)
+    code = main([*argv, "--level", "easy"])
     out = capsys.readouterr().out
     assert code == 0
     assert str(vanilla_run / "maps" / "all.png") in out and str(vanilla_run / "maps" / "vanilla.svg") in out
     rows = list(csv.DictReader((vanilla_run / "maps" / "erf.csv").open()))
     assert {r["configuration"] for r in rows} == {"Global"}
     assert {r["seed"] for r in rows} == {"1"} and {r["query"] for r in rows} == {"query 1"}
+    assert {r["level"] for r in rows} == {"easy"}
     assert "Val image 1 " in (vanilla_run / "maps" / "all.svg").read_text()
 
 
