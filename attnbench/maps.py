@@ -632,7 +632,10 @@ def _finished_runs(run_dir: Path) -> list[_Trained]:
         path = run_dir / row["workdir"] / "model.pt"
         if row.get("status") != "ok" or not path.is_file():
             continue
-        config = torch.load(path, map_location="cpu", weights_only=True)["config"]
+        try:
+            config = torch.load(path, map_location="cpu", weights_only=True)["config"]
+        except Exception:  # noqa: BLE001 - a damaged or foreign file counts as no finished model
+            continue
         ds = config["dataset"]
         index = row.get("level_index")
         if index is None:
