@@ -6,7 +6,8 @@ new function there):
 - ``attnbench list``: every registered mechanism, its docstring's first line and its parameters
   with types and defaults;
 - ``attnbench run STUDY.yaml [--out DIR] [--fresh] [--device auto|cpu|cuda] [--quiet] [--no-report]
-  [--retry-errors] [--isolation process|none] [--executor local|ray] [--address ADDR]``: validate
+  [--retry-errors] [--retry-unstable] [--workers N] [--isolation process|none] [--executor local|ray]
+  [--address ADDR]``: validate
   the study (exit 2 with one line per problem), then measure it, each point in a watched worker
   process or on a Ray cluster, into a resumable run folder (default runs/<name>) and write its report;
 - ``attnbench report RUN_DIR``: tables, plots, the BRA formula check and index.html of a run;
@@ -83,6 +84,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         command += ["--executor", args.executor] + (["--address", args.address] if args.address else [])
     if args.isolation != "process":
         command += ["--isolation", args.isolation]
+    if args.workers != 1:
+        command += ["--workers", str(args.workers)]
     try:
         return _run(args, command)
     except KeyboardInterrupt:  # while importing or validating: nothing was measured
@@ -97,7 +100,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     from attnbench.study import StudyError, load_study
 
     try:
-        executor = make_executor(args.executor, args.address, args.isolation)
+        executor = make_executor(args.executor, args.address, args.isolation, args.workers)
     except (ValueError, ImportError) as exc:
         print(f"attnbench run: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -117,6 +120,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             command=command,
             executor=executor,
             retry_errors=args.retry_errors,
+            retry_unstable=args.retry_unstable,
         )
     except ExecutorError as exc:
         print(f"attnbench run: {exc}", file=sys.stderr)
@@ -147,6 +151,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-report", action="store_true", help="do not write the report after the run")
     p.add_argument(
         "--retry-errors", action="store_true", help="measure again error rows that already failed twice"
+    )
+    p.add_argument(
+        "--retry-unstable",
+        action="store_true",
+        help="measure again the tasks whose rows the noise guard marked unstable (do it on a quiet machine; "
+        "an ablation reads its trainings back and times only the latency)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N points side by side in N worker processes (default 1). For trainings: each uses the "
+        "study's threads, and timed rows measured beside another point come out unstable",
     )
     p.add_argument(
         "--isolation",

@@ -6,8 +6,10 @@ what they send back; it knows nothing of study kinds, rows or the runner.
 - :class:`LocalExecutor` with ``isolation="process"`` (the default) runs each job in one
   :class:`attnbench.worker.Worker` child process, reused across jobs and replaced when it dies:
   a job killed by a signal (the OOM killer), one past its timeout, or one that calls
-  ``sys.exit`` becomes a failure of that job only. ``isolation="none"`` runs jobs in this process
-  (for debugging: no timeout, and a crash takes the run down).
+  ``sys.exit`` becomes a failure of that job only. ``workers=N`` keeps N such children busy side
+  by side (for trainings; timed rows measured beside another job are what the noise guard marks
+  unstable). ``isolation="none"`` runs jobs in this process (for debugging: no timeout, and a crash
+  takes the run down).
 - :class:`RayExecutor` makes each job a Ray task. CUDA: one GPU per task, a GPU worker serves one
   task only (``max_calls=1``). CPU: ``threads`` Ray CPUs per task. A task that raises or whose
   worker dies is retried once by Ray, then it is a failure. Before submitting, one probe per
@@ -22,7 +24,9 @@ import contextlib
 import dataclasses
 import json
 import logging
+import queue
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -128,22 +132,31 @@ class Executor(abc.ABC):
 
 
 class LocalExecutor(Executor):
-    """Jobs one after the other on this machine, in a watched worker process or in this process.
+    """Jobs on this machine: in watched worker processes (one after the other, or ``workers`` side
+    by side), or in this process.
 
     Args:
-        isolation: ``process`` (a :class:`attnbench.worker.Worker`) or ``none`` (this process).
+        isolation: ``process`` (:class:`attnbench.worker.Worker` children) or ``none`` (this process).
+        workers: worker processes running jobs side by side (``isolation="process"`` only). Each job
+            still runs with the study's ``threads``; events reach the runner in this thread, in the
+            order they happen.
     """
 
     name = "local"
 
-    def __init__(self, isolation: str = "process") -> None:
+    def __init__(self, isolation: str = "process", workers: int = 1) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation {isolation!r} is not one of {list(ISOLATIONS)}")
-        self.isolation = isolation
-        self._worker: Any = None
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers {workers!r} is not an int >= 1")
+        if workers > 1 and isolation != "process":
+            raise ValueError(f"workers {workers} needs isolation 'process' (side by side in child processes)")
+        self.isolation, self.workers = isolation, workers
+        self._pool: list[Any] = []
 
     def resume_args(self) -> list[str]:
-        return [] if self.isolation == "process" else ["--isolation", self.isolation]
+        args = [] if self.isolation == "process" else ["--isolation", self.isolation]
+        return args + (["--workers", str(self.workers)] if self.workers > 1 else [])
 
     @contextlib.contextmanager
     def start(self, threads: int | None, device: str) -> Iterator[Setup]:
@@ -151,26 +164,92 @@ class LocalExecutor(Executor):
 
         threads = default_threads(threads, device)
         env = _environment(device, threads)
-        process = self.isolation == "process"
-        self._worker = Worker(timeout_setting="point_timeout_s") if process else InlineWorker()
+        if self.isolation == "process":
+            self._pool = [Worker(timeout_setting="point_timeout_s") for _ in range(self.workers)]
+        else:
+            self._pool = [InlineWorker()]
+        where = "" if self.isolation == "process" else ", in this process"
+        if self.workers > 1:
+            where += f", {self.workers} workers side by side"
         try:
-            yield Setup(
-                threads=threads, env=env, where="" if self.isolation == "process" else ", in this process"
-            )
+            yield Setup(threads=threads, env=env, where=where)
         finally:
-            self._worker.close()
-            self._worker = None
+            for worker in self._pool:
+                worker.close()
+            self._pool = []
 
     def run(
         self, jobs: list[Job], *, on_event: OnEvent, describe: Callable[[str], Any], manifest: dict[str, Any]
     ) -> None:
-        manifest["runs"][-1]["executor"] = {"name": self.name, "isolation": self.isolation}
+        manifest["runs"][-1]["executor"] = {
+            "name": self.name,
+            "isolation": self.isolation,
+            "workers": self.workers,
+        }
+        if len(self._pool) > 1 and len(jobs) > 1:
+            self._run_side_by_side(jobs, on_event, describe)
+            return
         for i, job in enumerate(jobs):
             describe(job.label)
-            outcome, value = self._worker.call(
+            outcome, value = self._pool[0].call(
                 job.fn, job.args, timeout_s=job.timeout_s, on_emit=lambda obj, i=i: on_event(i, "emit", obj)
             )
             on_event(i, *(("done", None) if outcome == "result" else ("failed", value)))
+
+    def _run_side_by_side(self, jobs: list[Job], on_event: OnEvent, describe: Callable[[str], Any]) -> None:
+        """One thread per worker takes the next job; this thread reports every event (the runner's
+        store is written from here only). Ctrl-C here kills the children, which ends their threads."""
+        events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        todo = list(enumerate(jobs))[::-1]
+        lock, stop = threading.Lock(), threading.Event()
+
+        def serve(worker: Any) -> None:
+            try:
+                while not stop.is_set():
+                    with lock:
+                        if not todo:
+                            break
+                        i, job = todo.pop()
+                    events.put((i, "started", job.label))
+                    outcome, value = worker.call(
+                        job.fn,
+                        job.args,
+                        timeout_s=job.timeout_s,
+                        on_emit=lambda obj, i=i: events.put((i, "emit", obj)),
+                    )
+                    events.put((i, "done", None) if outcome == "result" else (i, "failed", value))
+            except BaseException as exc:  # noqa: BLE001 - handed to the reporting thread
+                events.put((None, "raised", exc))
+            finally:
+                events.put((None, "ended", None))
+
+        threads = [threading.Thread(target=serve, args=(w,), daemon=True) for w in self._pool]
+        for thread in threads:
+            thread.start()
+        running: dict[int, str] = {}
+        try:
+            alive = len(threads)
+            while alive:
+                i, what, value = events.get()
+                if what == "ended":
+                    alive -= 1
+                elif what == "raised":
+                    raise value
+                elif what == "started":
+                    running[i] = value
+                    describe(" | ".join(running.values()))
+                else:
+                    if what != "emit":
+                        running.pop(i, None)
+                    on_event(i, what, value)
+        except BaseException:
+            stop.set()
+            for worker in self._pool:
+                worker.kill()
+            raise
+        finally:
+            for thread in threads:
+                thread.join(timeout=10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,7 +525,9 @@ class RayExecutor(Executor):
         return key
 
 
-def make_executor(name: str, address: str | None = None, isolation: str = "process") -> Executor:
+def make_executor(
+    name: str, address: str | None = None, isolation: str = "process", workers: int = 1
+) -> Executor:
     """The executor called ``name`` (``local`` or ``ray``).
 
     Raises:
@@ -458,5 +539,7 @@ def make_executor(name: str, address: str | None = None, isolation: str = "proce
     if name == "local":
         if address is not None:
             raise ValueError(f"address {address!r} needs the ray executor (--executor ray)")
-        return LocalExecutor(isolation)
+        return LocalExecutor(isolation, workers)
+    if workers != 1:
+        raise ValueError("--workers is for the local executor; a Ray cluster schedules its own tasks")
     return RayExecutor(address)

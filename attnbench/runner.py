@@ -77,6 +77,7 @@ def run_study(
     stderr: TextIO | None = None,
     executor: Executor | None = None,
     retry_errors: bool = False,
+    retry_unstable: bool = False,
 ) -> int:
     """Measure every task of ``study`` into ``out_dir`` (default ``runs/<name>``); returns the exit code.
 
@@ -92,6 +93,8 @@ def run_study(
         executor: where tasks run (default: :class:`attnbench.executors.LocalExecutor`, each task in
             a watched worker process).
         retry_errors: measure again error rows that already failed twice.
+        retry_unstable: measure again tasks with a row the noise guard marked unstable (on a quiet
+            machine; an ablation task then reads its training back and times only the latency).
 
     Raises:
         attnbench.executors.ExecutorError: the executor cannot run the study (e.g. no Ray node fits).
@@ -105,6 +108,7 @@ def run_study(
     run = _Run(
         study, out_dir, quiet, command, stdout or sys.stdout, stderr or sys.stderr, executor, retry_errors
     )
+    run.retry_unstable = retry_unstable
     return run.go(fresh=fresh, report=report)
 
 
@@ -128,6 +132,7 @@ class _Run:
         self.out, self.err = out, err
         self.executor = executor or LocalExecutor()
         self.retry_errors = retry_errors
+        self.retry_unstable = False
         self.store: ResultsStore | None = None
         self.resume = shlex.join(
             [
@@ -145,6 +150,15 @@ class _Run:
     def say(self, text: str, *, always: bool = False) -> None:
         if always or not self.quiet:
             print(f"attnbench: {text}", file=self.out)
+
+    @staticmethod
+    def _unstable_keys(store: ResultsStore) -> set[tuple[str, str]]:
+        """(point_id, pass) of the rows the noise guard marked unstable."""
+        return {
+            (str(r.get("point_id")), str(r.get("pass")))
+            for r in store.rows()
+            if str(r.get("unstable")) in ("1", "True", "1.0")
+        }
 
     def go(self, *, fresh: bool, report: bool) -> int:
         lock = None
@@ -216,9 +230,12 @@ class _Run:
         for row in refreshed:
             store.add(row, attempt=False)
         todo, kept, given_up = [], 0, 0
+        unstable = self._unstable_keys(store) if self.retry_unstable else set()
         for task in tasks:
             statuses = [state.get(key) for key in task.rows]
-            if all(s is not None and s[0] in DONE_STATUSES for s in statuses):
+            if any(key in unstable for key in task.rows):
+                todo.append(task)
+            elif all(s is not None and s[0] in DONE_STATUSES for s in statuses):
                 kept += len(statuses)
             elif not self.retry_errors and all(
                 s is not None and (s[0] in DONE_STATUSES or s[1] >= MAX_ATTEMPTS) for s in statuses
@@ -232,6 +249,9 @@ class _Run:
             self.say(f"resuming: {kept} {kind.unit}s already measured are kept")
         if refreshed:
             self.say(f"reference numbers of {len(refreshed)} kept rows updated from the study")
+        if unstable:
+            retried = sum(1 for t in todo if any(key in unstable for key in t.rows))
+            self.say(f"measuring again {retried} tasks with unstable rows (--retry-unstable)", always=True)
         if given_up:
             self.say(
                 f"{given_up} tasks failed twice and are kept as error rows (--retry-errors measures them "

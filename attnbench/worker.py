@@ -385,6 +385,12 @@ class Worker:
             return Failure("signal", f"killed by {name}{oom}")
         return Failure("exit", f"the worker exited with code {code}")
 
+    def kill(self) -> None:
+        """Kill the child now (from any thread: a call waiting on it in another thread then fails)."""
+        process = self._process
+        if process is not None and process.is_alive():
+            process.kill()
+
     def close(self) -> None:
         """Stop the child (asked, then terminated, then killed) and reap it. Idempotent."""
         if self._process is not None:
@@ -446,6 +452,9 @@ class InlineWorker:
         if raised:
             raise raised[0]
         return "result", value
+
+    def kill(self) -> None:
+        """Nothing to kill: calls run in this process."""
 
     def close(self) -> None:
         """Nothing to release."""

@@ -8,6 +8,7 @@ point_timeout_s, sys.exit, a wrong output shape and NaN. The others run in this 
 from __future__ import annotations
 
 import csv
+import json
 import multiprocessing
 import sqlite3
 from pathlib import Path
@@ -271,3 +272,55 @@ def test_unstable_rows_are_counted_and_marked(tmp_path, capsys, monkeypatch, mar
     out = capsys.readouterr().out
     assert f"3 ok, 0 skipped, 0 errors, {3 if mark else 0} unstable" in out
     assert {r["unstable"] for r in _rows(run_dir)} == {"1" if mark else "0"}
+
+
+def test_two_workers_side_by_side_give_the_same_rows_and_faults(tmp_path):
+    """--workers 2: every point once, the same statuses as one worker, a killed point still only its own."""
+    path = _study(tmp_path, how="ok, kill, exit")
+    run_dir = tmp_path / "run"
+    executor = LocalExecutor("process", workers=2)
+    assert run_study(load_study(path), out_dir=run_dir, quiet=True, report=False, executor=executor) == 0
+    rows = _rows(run_dir)
+    assert sorted((r["how"], r["H"]) for r in rows) == sorted(
+        (how, H) for how in ("ok", "kill", "exit") for H in ("8", "12", "16")
+    )
+    status = {(r["how"], r["H"]): r["status"] for r in rows}
+    assert sorted(k for k, s in status.items() if s == "error") == [("exit", "12"), ("kill", "12")]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["runs"][-1]["executor"] == {"name": "local", "isolation": "process", "workers": 2}
+
+
+def test_workers_need_process_isolation_and_the_local_executor():
+    from attnbench.executors import make_executor
+
+    with pytest.raises(ValueError, match="needs isolation 'process'"):
+        LocalExecutor("none", workers=2)
+    with pytest.raises(ValueError, match="int >= 1"):
+        LocalExecutor("process", workers=0)
+    with pytest.raises(ValueError, match="local executor"):
+        make_executor("ray", None, "process", 2)
+
+
+def test_retry_unstable_measures_only_the_unstable_rows_again(tmp_path, capsys, monkeypatch):
+    from attnbench.kinds import _common
+
+    path, run_dir = _study(tmp_path, how="ok"), tmp_path / "run"
+    marked = {"on": True}
+    monkeypatch.setattr(
+        _common, "unstable_reasons", lambda row: ["other processes kept 1 core busy"] if marked["on"] else []
+    )
+    none = LocalExecutor("none")
+    assert run_study(load_study(path), out_dir=run_dir, quiet=True, report=False, executor=none) == 0
+    before = {r["H"]: r for r in _rows(run_dir)}
+    assert {r["unstable"] for r in before.values()} == {"1"}
+    marked["on"] = False
+    capsys.readouterr()
+    kwargs = {"out_dir": run_dir, "quiet": True, "report": False, "executor": none}
+    assert run_study(load_study(path), retry_unstable=True, **kwargs) == 0
+    assert "measuring again 3 tasks with unstable rows" in capsys.readouterr().out
+    after = {r["H"]: r for r in _rows(run_dir)}
+    assert {r["unstable"] for r in after.values()} == {"0"}
+    assert all(after[H]["timestamp"] >= before[H]["timestamp"] for H in before)
+    # nothing unstable left: a second retry measures nothing
+    assert run_study(load_study(path), retry_unstable=True, **kwargs) == 0
+    assert "measuring again" not in capsys.readouterr().out

@@ -36,7 +36,7 @@ from attnbench.worker import emit
 __all__ = ["ABLATION_COLUMN_DOCS", "KIND"]
 
 PASS = "train"
-LATENCY_REPEATS, LATENCY_WARMUP = 20, 3
+LATENCY_REPEATS, LATENCY_WARMUP = 50, 10
 
 _HEAD_DOCS = {
     "point_id": "hash of the run key (mechanism, params, dataset, backbone, train, seed), the device, "
