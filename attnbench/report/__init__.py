@@ -54,6 +54,7 @@ def write_report(
     plots: bool = True,
     formats: Sequence[str] = ("png", "svg"),
     progress: Callable[[str], None] | None = None,
+    maps: bool = True,
 ) -> Path:
     """Write the tables, plots, formula check and ``index.html`` of a run folder.
 
@@ -68,6 +69,9 @@ def write_report(
         plots: draw the plots.
         formats: image formats of the plots (the first is linked from the pages).
         progress: called with a short line as each step starts (``attnbench report`` prints them).
+        maps: an ablation run with trained models (and ``plots``): draw the attention maps and ERFs
+            into ``maps/`` first (:func:`attnbench.maps.draw_run_maps`, about 5 s per configuration
+            on a CPU); False keeps ``maps/`` as it is.
 
     Returns:
         The path of ``index.html``.
@@ -159,6 +163,8 @@ def write_report(
     details = _run_details(results, df, run_dir)
     if summary is not None:
         details.para(method_text(summary))
+    if ablation_run and maps and plots:
+        _draw_maps(run_dir, say)
     maps_doc = _maps_doc(run_dir) if ablation_run else None
     plots_doc = Doc()
     for path, caption in figures.values():
@@ -209,6 +215,20 @@ def write_report(
     index = run_dir / "index.html"
     index.write_text(index_html(f"attnbench report: {run_dir.name}", sections, manifest))
     return index
+
+
+def _draw_maps(run_dir: Path, say: Callable[[str], None]) -> None:
+    """``attnbench maps RUN_DIR`` for the report; a run whose models cannot be drawn (none kept, a
+    mechanism that fails) is said in one line, and the report goes on."""
+    if not any(run_dir.glob("ablation/*/model.pt")):
+        return
+    from attnbench.maps import MapsError, draw_run_maps
+
+    say("drawing the attention maps and effective receptive fields (maps/)")
+    try:
+        draw_run_maps(run_dir)
+    except MapsError as exc:
+        say(f"no attention maps: {exc}")
 
 
 def _maps_doc(run_dir: Path) -> Doc | None:
@@ -362,5 +382,6 @@ def report_from_args(args: argparse.Namespace) -> Path:
         formula=args.formula,
         plots=args.plots,
         formats=args.formats,
+        maps=args.maps,
         progress=lambda line: print(f"attnbench report: {line} ...", flush=True),
     )

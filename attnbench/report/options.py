@@ -75,5 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the plots")
     parser.add_argument(
+        "--no-maps",
+        dest="maps",
+        action="store_false",
+        help="ablation runs: keep maps/ as it is instead of drawing the attention maps (attnbench maps)",
+    )
+    parser.add_argument(
         "--formats", nargs="+", default=["png", "svg"], help="plot formats (default: png svg)"
     )
