@@ -70,7 +70,9 @@ def test_load_study_gives_an_ablation_study(tmp_path):
 def test_the_repository_study_validates():
     study = load_study(Path(__file__).resolve().parent.parent / "studies" / "ablation.yaml")
     assert isinstance(study, AblationStudy)
-    assert len(study.runs()) == 16  # 8 mechanisms x 2 seeds
+    assert len(study.runs()) == 72  # 3 contour lengths x 8 mechanisms x 3 seeds
+    assert [d.get("contour_length", 4) for d in study.datasets] == [4, 6, 7]
+    assert study.baseline == "vanilla" and study.backbone["before_attn_dwconv"] == 3
 
 
 @pytest.mark.parametrize(
