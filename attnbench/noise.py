@@ -119,7 +119,19 @@ def unstable_reasons(row: dict[str, Any]) -> list[str]:
     start, end = row.get("load_avg"), row.get("load_avg_end")
     if other is None and start is not None and end is not None and end - start >= LOAD_RISE_LIMIT:
         reasons.append(f"load rose from {start:.1f} to {end:.1f}")
+    # a row too short for the CPU counters on a machine that was already busy: the load average
+    # (which counts this process's threads) left less than a core idle beside them
+    cores, threads = os.cpu_count() or 1, _int(row.get("threads"), 1)
+    if other is None and start is not None and start >= cores - threads + 1 and not reasons:
+        reasons.append(f"load average {start:.1f} on {cores} cores")
     return reasons
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 def busy_warning(threads: int, device: str) -> str | None:

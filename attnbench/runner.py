@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from attnbench import __version__
 from attnbench.executors import Executor, ExecutorError, Job, LocalExecutor
 from attnbench.kinds import Kind, RunContext, kind_of, run_task
-from attnbench.noise import busy_warning, load_average
+from attnbench.noise import busy_warning, load_average, unstable_reasons
 from attnbench.store import (
     DONE_STATUSES,
     ResultsStore,
@@ -153,11 +153,13 @@ class _Run:
 
     @staticmethod
     def _unstable_keys(store: ResultsStore) -> set[tuple[str, str]]:
-        """(point_id, pass) of the rows the noise guard marked unstable."""
+        """(point_id, pass) of the timed rows the noise guard marked unstable, or would mark now (its
+        rules as they are, applied to the row's recorded load)."""
         return {
             (str(r.get("point_id")), str(r.get("pass")))
             for r in store.rows()
             if str(r.get("unstable")) in ("1", "True", "1.0")
+            or (r.get("latency_ms") not in (None, "") and unstable_reasons(r))
         }
 
     def go(self, *, fresh: bool, report: bool) -> int:
