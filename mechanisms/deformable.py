@@ -41,7 +41,8 @@ attention products go through ``scaled_dot_product_attention`` (the bias as its 
 attnbench counts as QKᵀ plus AV.
 
 Peers (docs/peers.md): a plain re-implementation of the released CVPR 2022 forward (einsum, explicit
-softmax); ours / released 0.78-1.09 (provisional: CPU, 1 thread, fp32, batch 4, shared machine).
+softmax); ours / released 0.78-1.12 forward (1.12 at 28², C 128, 1.04 in the run before: see
+docs/peers.md), 0.81-0.96 forward+backward (CPU, 1 thread, fp32, batch 4, quiet machine, results/peers).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ own sub-grid, with NATTEN's inward shift at that sub-grid's borders. DiNAT alter
 non-dilated (``neighborhood``) layers; this module is the dilated layer alone. The body, backends,
 FLOP count and the absence of relative position bias are those of ``mechanisms/neighborhood.py``.
 
-Peers (docs/peers.md): ``natten.na2d``; on CPU ours / natten 0.01-0.22 forward (provisional: CPU, 1
-thread, fp32, batch 4, shared machine).
+Peers (docs/peers.md): ``natten.na2d``; on CPU ours / natten 0.01-0.23 forward, natten having no CPU
+backward (CPU, 1 thread, fp32, batch 4, quiet machine, results/peers).
 """
 
 from __future__ import annotations

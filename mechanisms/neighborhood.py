@@ -37,8 +37,8 @@ its two attention products are ``matmul``s that both counters count MAC for MAC,
 (k² keys per query), not ``tiled``'s halo work, which shows in its latency.
 
 Peers (docs/peers.md): ``natten.na2d`` between the same projections; on CPU ours (``tiled``) /
-natten 0.01-0.51 forward, natten having no CPU backward (provisional: CPU, 1 thread, fp32, batch 4,
-shared machine); on GPU ``auto`` runs natten itself.
+natten 0.01-0.53 forward, natten having no CPU backward
+(CPU, 1 thread, fp32, batch 4, quiet machine, results/peers); on GPU ``auto`` runs natten itself.
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ that returns a mask gradient, the same math is written out (scores, mask broadca
 softmax, values). While FLOPs are counted the fused call runs, so that the count sees SDPA.
 
 Peers (docs/peers.md): timm's ``WindowAttention`` on its fused path
-(``SwinTransformerBlock._attn``); ours / timm 0.78-1.07 forward, 0.80-1.01 forward+backward
-(provisional: CPU, 1 thread, fp32, batch 4, shared machine); before the changes above the forward
-was 1.3-2.0x timm's.
+(``SwinTransformerBlock._attn``); ours / timm 0.99-1.08 forward, 0.83-1.01 forward+backward
+(CPU, 1 thread, fp32, batch 4, quiet machine, results/peers); before the changes above the
+forward was 1.3-2.0x timm's.
 
 FLOPs: ``analytic_flops`` equals the fvcore count exactly (tolerance 0): qkv and output projections
 on every padded token and, per window of ``n = wh*ww`` tokens, the two attention products n²·C.

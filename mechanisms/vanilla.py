@@ -3,9 +3,9 @@
 Through ``F.scaled_dot_product_attention`` with scale head_dim^-0.5. ``analytic_flops`` equals the
 fvcore count exactly (tolerance 0): three dense products and the two attention products.
 
-Peers (docs/peers.md): timm's ViT ``Attention`` and Linear + SDPA + Linear; ours / peer 0.93-1.06
-over BiFormer-T's stage shapes and 28², forward and forward+backward (provisional: CPU, 1 thread,
-fp32, batch 4, shared machine).
+Peers (docs/peers.md): timm's ViT ``Attention`` and Linear + SDPA + Linear; ours / fastest peer
+1.01-1.06 forward, 1.00-1.03 forward+backward over BiFormer-T's stage shapes and 28²
+(CPU, 1 thread, fp32, batch 4, quiet machine, results/peers).
 """
 
 from __future__ import annotations

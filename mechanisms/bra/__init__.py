@@ -34,8 +34,8 @@ only the routed pairs (flex cannot be traced; ``masked`` does dense N^2 work by 
 in its latency, not in BRA's FLOPs).
 
 Peers (docs/peers.md): the ``reference`` backend and a plain re-implementation of the released
-``bra_legacy`` module; ours (``auto``) / peer 0.14-0.73 (provisional: CPU, 1 thread, fp32, batch 4,
-shared machine).
+``bra_legacy`` module; ours (``auto``) / fastest peer 0.17-0.79 forward, 0.22-0.49 forward+backward
+(CPU, 1 thread, fp32, batch 4, quiet machine, results/peers).
 """
 
 from __future__ import annotations
