@@ -67,3 +67,13 @@ def test_busy_warning_names_the_load_and_the_fix(monkeypatch):
     assert busy_warning(1, "cuda") is None  # GPU timings do not share the cores
     monkeypatch.setattr(noise, "load_average", lambda: 0.0)
     assert busy_warning(1, "cpu") is None
+
+
+def test_a_short_row_on_a_busy_machine_is_unstable_by_its_load_average(monkeypatch):
+    """No CPU counters (too short a row) and no rise in the load: a load average that left less than
+    a core idle beside the row's threads still marks it."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    row = {"latency_ms": 5.0, "latency_iqr_ms": 0.2, "load_avg": 2.7, "load_avg_end": 2.7, "threads": 1}
+    assert unstable_reasons(row) == ["load average 2.7 on 2 cores"]
+    assert unstable_reasons({**row, "load_avg": 0.9, "load_avg_end": 0.9}) == []
+    assert unstable_reasons({**row, "other_cpu": 0.1}) == []  # the counters, where read, decide
