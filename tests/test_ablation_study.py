@@ -124,8 +124,11 @@ def test_run_gives_rows_resumes_without_training_and_reports(tmp_path, capsys, m
         assert row["device"] == "cpu" and row["dtype"] == "float32" and row["env_id"] and row["point_id"]
         assert (out / row["workdir"] / "result.json").is_file()
     assert rows[0]["flops"] != rows[1]["flops"]  # the attention differs, so does the count
-    table = (out / "tables" / "comparison.md").read_text()
+    (table_path,) = (out / "tables").glob("ablation_*.md")  # one table per dataset level
+    table = table_path.read_text()
     assert "Top-1" in table and "| Global |" in table and "| BRA (S=4, k=2) |" in table
+    assert rows[0]["val_correct"] and rows[0]["curve"].startswith("[[1, ")
+    assert (out / "maps" / "all.png").is_file()  # the report drew the attention maps
     assert (out / "index.html").is_file() and (out / "manifest.json").is_file()
 
     def no_training(*args, **kwargs):
