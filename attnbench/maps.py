@@ -59,9 +59,6 @@ CSV_FIELDS = (
     "r90_px",
     "n_images",
 )
-# pixel offset of Pathfinder's val split seed from the dataset seed (attnbench.ablation.data); the
-# regenerated images are compared with the loaded ones, so a change there only drops the markers
-_PATHFINDER_VAL_SEED = 1_000_003
 
 
 class MapsError(ValueError):
@@ -694,12 +691,13 @@ def _choose(found: list[_Trained], level: str | int | None, seed: int | None) ->
 
 def _pathfinder_geometry(data: Any, dataset_cfg: dict[str, Any]) -> dict[str, np.ndarray] | None:
     """Marker and contour geometry of the val split, regenerated; None if it does not match the images."""
+    from attnbench.ablation.data import VAL_SEED_OFFSET
     from attnbench.ablation.data.pathfinder import PathfinderConfig, generate
 
     fields = {f.name for f in dataclasses.fields(PathfinderConfig)}
     pf = PathfinderConfig(**{k: v for k, v in data.info.items() if k in fields})
     n = len(data.val)
-    images, _, geo = generate(pf, n, dataset_cfg.get("seed", 0) + _PATHFINDER_VAL_SEED, return_geometry=True)
+    images, _, geo = generate(pf, n, dataset_cfg.get("seed", 0) + VAL_SEED_OFFSET, return_geometry=True)
     loaded = data.val.__getitems__(list(range(n)))[0][:, 0].numpy()
     return geo if np.array_equal(images, loaded) else None
 

@@ -37,6 +37,7 @@ from torch import Tensor
 
 __all__ = [
     "DATASETS",
+    "VAL_SEED_OFFSET",
     "ArraySplit",
     "Dataset",
     "Split",
@@ -45,6 +46,8 @@ __all__ = [
     "dataset_shape",
     "load_dataset",
 ]
+
+VAL_SEED_OFFSET = 1_000_003  # a generated val split uses the dataset's seed + this: never a train image
 
 AUGMENT_KEYS = ("crop_padding", "hflip", "vflip")
 
@@ -200,7 +203,7 @@ def _pathfinder(cfg: dict[str, Any]) -> Dataset:
         if isinstance(value, bool) or not isinstance(value, int) or value < 2:
             raise ValueError(f"dataset.{key} = {value!r}; expected an int >= 2")
     splits, files = {}, {}
-    for key, split_seed in (("train_size", seed), ("val_size", seed + 1_000_003)):
+    for key, split_seed in (("train_size", seed), ("val_size", seed + VAL_SEED_OFFSET)):
         images, labels, path = load_pathfinder(pf, sizes[key], split_seed, cfg.get("cache_dir"))
         splits[key] = ArraySplit(images[:, None], labels)  # (N, 1, R, R)
         files[key.replace("_size", "_file")] = str(path)
