@@ -244,6 +244,18 @@ class AttentionMechanism(nn.Module):
             "the mechanism with attnbench maps (docs/adding-a-mechanism.md)"
         )
 
+    def _check_query(self, x: Tensor, query: tuple[int, int]) -> None:
+        """Raise ``ValueError`` unless ``x`` is one valid ``(1, H, W, dim)`` map and ``query`` a
+        ``(row, col)`` on it (for :meth:`attention_map`, which the forward pre-hook does not guard)."""
+        self._check_shape(x)
+        _, H, W, _ = x.shape
+        r, c = query
+        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
+            raise ValueError(
+                f"{self.name or type(self).__name__}: attention_map takes x (1, H, W, C) and a query on the "
+                f"map; got x {tuple(x.shape)}, query {query}"
+            )
+
     @classmethod
     def has_attention_map(cls) -> bool:
         """True where the class overrides :meth:`attention_map`."""

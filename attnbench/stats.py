@@ -61,6 +61,7 @@ __all__ = [
     "bootstrap_accuracy",
     "bootstrap_difference",
     "decode_correct",
+    "encode_correct",
     "interval",
     "paired_difference",
     "pareto_front",
@@ -145,6 +146,12 @@ class Difference:
     def resolved(self) -> bool:
         """True when the interval excludes 0."""
         return self.has_ci and (self.lo > 0 or self.hi < 0)
+
+
+def encode_correct(correct: np.ndarray) -> str:
+    """Per-image top-1 correctness in val order as a row's ``val_correct``: hex of
+    ``np.packbits(correct, bitorder="little")``, so 1,000 images take 250 characters."""
+    return np.packbits(np.asarray(correct, dtype=bool), bitorder="little").tobytes().hex()
 
 
 def decode_correct(text: str, n: int) -> np.ndarray:

@@ -190,14 +190,9 @@ class AgentAttention(AttentionMechanism):
         query's weights over them. The 3x3 depthwise conv on v, added to the attention output before
         ``proj``, is not attention and is not drawn.
         """
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H, W, C = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
-            raise ValueError(
-                f"agent: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
-                f"query {query}"
-            )
         m, d, a = self.num_heads, self.head_dim, self.agent_num
         q, k, _ = self.qkv(x).chunk(3, dim=-1)  # each (1, H, W, C)
         agents = F.adaptive_avg_pool2d(q.permute(0, 3, 1, 2), self.pool_size).reshape(m, d, a)  # (m, d, A)

@@ -151,14 +151,9 @@ class AxialAttention(AttentionMechanism):
         row head's output, so a row head is not tied to a column head); it reaches every row and
         sums to 1. Regions: the query's "row stripe" and "column stripe".
         """
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H, W, _ = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
-            raise ValueError(
-                f"axial: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
-                f"query {query}"
-            )
         m, s, d = self.num_heads, self.stripe, self.head_dim
         top, left = r - r % s, c - c % s  # the query's row stripe and column stripe
         regions = (Region("row stripe", top, 0, s, W), Region("column stripe", 0, left, H, s))

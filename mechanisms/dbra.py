@@ -321,14 +321,9 @@ class DeformableBiLevelRoutingAttention(AttentionMechanism):
         On a padded map part of the weight may fall on padded rows or columns: then ``normalized``
         is False.
         """
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H_in, W_in, _ = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H_in and 0 <= c < W_in):
-            raise ValueError(
-                f"dbra: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
-                f"query {query}"
-            )
         S, g, m, d = self.n_win, self.n_groups, self.num_heads, self.head_dim
         H, W = self.padded_size(H_in, W_in)
         x = F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in))

@@ -276,14 +276,9 @@ class DeformableAttention(AttentionMechanism):
         With ``n_groups > 1`` a key's value mixes the channels of every group's point; each head is
         drawn at its own group's points.
         """
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H, W, C = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
-            raise ValueError(
-                f"deformable: attention_map takes x (1, H, W, C) and a query on the map; got "
-                f"x {tuple(x.shape)}, query {query}"
-            )
         g, m, d = self.n_groups, self.num_heads, self.head_dim
         x = x.permute(0, 3, 1, 2)  # (1, C, H, W)
         q_map = self.proj_q(x)  # (1, C, H, W)

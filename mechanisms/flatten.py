@@ -134,14 +134,9 @@ class FocusedLinearAttention(AttentionMechanism):
         share is in ``note``, and ``normalized`` is False where it reaches 1e-5 (small q·mean(k)).
         The depthwise conv on v, added before ``proj``, is not drawn.
         """
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H, W, _ = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
-            raise ValueError(
-                f"flatten: attention_map takes x (1, H, W, C) and a query on the map; got "
-                f"x {tuple(x.shape)}, query {query}"
-            )
         q, k, _ = self.features(x)  # each (1, m, N, d)
         q, k = q[0, :, r * W + c], k[0]  # (m, d), (m, N, d)
         z = 1 / ((q * k.mean(dim=-2)).sum(-1, keepdim=True) + EPS)  # (m, 1)

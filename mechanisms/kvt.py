@@ -111,14 +111,9 @@ class KNNAttention(AttentionMechanism):
     def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
         """The query's weights over all H·W keys, per head: the softmax of its ``kept(H, W)`` highest
         scores, exact zeros on the keys it drops. No regions: the kept keys are wherever they are."""
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H, W, _ = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
-            raise ValueError(
-                f"kvt: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
-                f"query {query}"
-            )
         qkv = self.qkv(x).view(H * W, 3, self.num_heads, self.head_dim)
         q, k = qkv[r * W + c, 0], qkv[:, 1]  # (h, d), (N, h, d)
         scores = torch.einsum("md,nmd->mn", q, k).mul_(self.scale)  # (h, N)

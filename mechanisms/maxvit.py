@@ -195,14 +195,9 @@ class MaxViTAttention(AttentionMechanism):
         map the window may hold padded keys, which take part of the weight: then ``normalized`` is
         False.
         """
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H_in, W_in, _ = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H_in and 0 <= c < W_in):
-            raise ValueError(
-                f"maxvit: attention_map takes x (1, H, W, C) and a query on the map; got "
-                f"x {tuple(x.shape)}, query {query}"
-            )
         block = self.block_attn
         m, d = block.num_heads, block.head_dim
         H, W, gh, gw = block.layout(H_in, W_in)

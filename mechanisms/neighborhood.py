@@ -358,14 +358,9 @@ class NeighborhoodAttentionBase(AttentionMechanism):
         the borders; with dilation d only every d-th row and column of it are keys, which the weights
         show.
         """
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H, W, _ = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
-            raise ValueError(
-                f"{self.name}: attention_map takes x (1, H, W, C) and a query on the map; got "
-                f"x {tuple(x.shape)}, query {query}"
-            )
         keys = neighborhood_index(H, W, self.kernel_size, self.dilation, x.device)[r * W + c]  # (k²,)
         qkv = self.qkv(x).view(H * W, 3, self.num_heads, self.head_dim)
         q, k = qkv[r * W + c, 0], qkv[keys, 1]  # (m, d), (k², m, d)

@@ -335,14 +335,9 @@ class SwinWindowAttention(AttentionMechanism):
         cyclic shift wraps it around the map. On a padded map the window may hold padded keys, which
         take part of the weight but are not on the map: then ``normalized`` is False.
         """
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H_in, W_in, C = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H_in and 0 <= c < W_in):
-            raise ValueError(
-                f"swin: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
-                f"query {query}"
-            )
         wh, ww, sh, sw = self.window_and_shift(H_in, W_in)
         H, W = self.padded_size(H_in, W_in)
         m = self.num_heads

@@ -48,14 +48,9 @@ class VanillaAttention(AttentionMechanism):
 
     def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
         """The query's softmax weights over all H·W keys, per head (scale head_dim^-0.5); no regions."""
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H, W, _ = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H and 0 <= c < W):
-            raise ValueError(
-                f"vanilla: attention_map takes x (1, H, W, C) and a query on the map; got "
-                f"x {tuple(x.shape)}, query {query}"
-            )
         qkv = self.qkv(x).view(H * W, 3, self.num_heads, self.head_dim)
         q, k = qkv[r * W + c, 0], qkv[:, 1]  # (heads, d), (HW, heads, d)
         scores = torch.einsum("md,nmd->mn", q, k) * self.head_dim**-0.5  # (heads, HW)

@@ -12,12 +12,12 @@ from attnbench.ablation.train import (
     TrainConfig,
     build_for_dataset,
     check_run,
-    decode_correct,
     initial_model,
     load_trained,
     run_key,
     train_and_evaluate,
 )
+from attnbench.stats import decode_correct
 
 __all__ = [
     "PRESETS",

@@ -39,14 +39,13 @@ from torch import nn
 
 from attnbench.ablation.backbone import AblationBackbone, build_backbone
 from attnbench.ablation.data import Dataset, augment, check_available, dataset_shape, load_dataset
+from attnbench.stats import encode_correct
 
 __all__ = [
     "TRAIN_DEFAULTS",
     "TrainConfig",
     "build_for_dataset",
     "check_run",
-    "decode_correct",
-    "encode_correct",
     "evaluate",
     "initial_model",
     "load_trained",
@@ -334,20 +333,6 @@ def evaluate(
         "val_correct": encode_correct(torch.cat(hits).numpy()) if hits else "",
         "val_n": n,
     }
-
-
-def encode_correct(correct: np.ndarray) -> str:
-    """Per-image top-1 correctness in val order as hex: bit i of the little-endian bit stream is
-    image i (``np.packbits(..., bitorder="little")``), so 1,000 images take 250 characters."""
-    return np.packbits(np.asarray(correct, dtype=bool), bitorder="little").tobytes().hex()
-
-
-def decode_correct(text: str, n: int) -> np.ndarray:
-    """The boolean array :func:`encode_correct` wrote for ``n`` images."""
-    bits = np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8), bitorder="little")
-    if len(bits) < n or len(bits) - n >= 8:
-        raise ValueError(f"val_correct holds {len(bits)} bits, which cannot encode {n} images")
-    return bits[:n].astype(bool)
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:

@@ -211,14 +211,9 @@ class BiLevelRoutingAttention(AttentionMechanism):
         output) is not attention and is not drawn. With ``auto_pad``, regions are cut to the map and
         padded keys may take part of the weight: then ``normalized`` is False.
         """
-        self._check_shape(x)
+        self._check_query(x, query)
         _, H_in, W_in, _ = x.shape
         r, c = query
-        if x.shape[0] != 1 or not (0 <= r < H_in and 0 <= c < W_in):
-            raise ValueError(
-                f"bra: attention_map takes x (1, H, W, C) and a query on the map; got x {tuple(x.shape)}, "
-                f"query {query}"
-            )
         S, qk, m = self.n_win, self.qk_dim, self.num_heads
         H, W = self.padded_size(H_in, W_in)
         qkv, idx = self.project_and_route(F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in)))
