@@ -152,7 +152,7 @@ def capture_input(model: nn.Module, attn: nn.Module, image: Tensor) -> Tensor:
 def attention_at(attn: AttentionMechanism, x: Tensor, query: tuple[int, int]) -> AttentionMap | str:
     """The hook's answer, or why there is none (a placeholder panel says it)."""
     if not type(attn).has_attention_map():
-        return f"no attention_map\n({_display(type(attn).name or type(attn).__name__)} has no hook)"
+        return f"no attention_map\n({type(attn).display_name or type(attn).__name__} has no hook)"
     try:
         with torch.no_grad():
             return attn.attention_map(x, query)
@@ -246,13 +246,6 @@ def _check_queries(queries: Sequence[tuple[int, int]], grid: tuple[int, int], st
 
 
 # ----------------------------------------------------------------------------- labels
-
-
-def _display(mechanism: str) -> str:
-    try:
-        return get_mechanism(mechanism).display_name
-    except (KeyError, ValueError):
-        return mechanism
 
 
 def config_label(mechanism: str, params: dict[str, Any]) -> str:
