@@ -200,16 +200,18 @@ class LocalExecutor(Executor):
         """One thread per worker takes the next job; this thread reports every event (the runner's
         store is written from here only). Ctrl-C here kills the children, which ends their threads."""
         events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        todo = list(enumerate(jobs))[::-1]
-        lock, stop = threading.Lock(), threading.Event()
+        todo: queue.SimpleQueue[tuple[int, Job]] = queue.SimpleQueue()
+        for item in enumerate(jobs):
+            todo.put(item)
+        stop = threading.Event()
 
         def serve(worker: Any) -> None:
             try:
                 while not stop.is_set():
-                    with lock:
-                        if not todo:
-                            break
-                        i, job = todo.pop()
+                    try:
+                        i, job = todo.get_nowait()
+                    except queue.Empty:
+                        break
                     events.put((i, "started", job.label))
                     outcome, value = worker.call(
                         job.fn,
