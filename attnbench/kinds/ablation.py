@@ -127,12 +127,7 @@ def _knobs(dataset: dict[str, Any]) -> dict[str, Any]:
         return {}
     from attnbench.ablation.data.pathfinder import PathfinderConfig
 
-    fields = {f.name for f in dataclasses.fields(PathfinderConfig)}
-    cfg = PathfinderConfig.from_difficulty(
-        dataset.get("difficulty", "medium"),
-        dataset.get("resolution", 32),
-        **{k: v for k, v in dataset.items() if k in fields and k != "resolution"},
-    )
+    cfg = PathfinderConfig.from_dataset(dataset)
     return {
         "contour_length": cfg.contour_length,
         "n_distractors": cfg.n_distractors,

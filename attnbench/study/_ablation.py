@@ -168,12 +168,8 @@ def _validate_dataset(value: Any, info: ValidationInfo) -> dict[str, Any]:
     if cfg["name"] == "pathfinder":
         from attnbench.ablation.data.pathfinder import PathfinderConfig
 
-        fields = {f.name for f in dataclasses.fields(PathfinderConfig)}
-        overrides = {k: v for k, v in cfg.items() if k in fields and k != "resolution"}
         try:
-            PathfinderConfig.from_difficulty(
-                cfg.get("difficulty", "medium"), cfg.get("resolution", 32), **overrides
-            )
+            PathfinderConfig.from_dataset(cfg)
         except (ValueError, TypeError) as exc:
             raise said(str(exc)) from None
     return cfg

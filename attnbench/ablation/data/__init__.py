@@ -193,10 +193,7 @@ def _pathfinder(cfg: dict[str, Any]) -> Dataset:
 
     fields = tuple(f.name for f in dataclasses.fields(PathfinderConfig))
     check_keys(cfg, (*fields, "train_size", "val_size", "seed", "difficulty", "cache_dir"), "pathfinder")
-    overrides = {k: cfg[k] for k in fields if k in cfg and k != "resolution"}
-    pf = PathfinderConfig.from_difficulty(
-        cfg.get("difficulty", "medium"), cfg.get("resolution", 32), **overrides
-    )
+    pf = PathfinderConfig.from_dataset(cfg)
     seed = cfg.get("seed", 0)
     sizes = {key: cfg.get(key, default) for key, default in (("train_size", 8000), ("val_size", 1000))}
     for key, value in sizes.items():

@@ -136,6 +136,15 @@ class PathfinderConfig:
         }
         return cls(resolution=resolution, **{**preset, **overrides})
 
+    @classmethod
+    def from_dataset(cls, cfg: dict[str, Any]) -> PathfinderConfig:
+        """The generator's settings of a study's ``dataset:`` mapping: its ``difficulty`` preset
+        (default ``medium``) at its ``resolution`` (default 32), with the fields it overrides; the
+        mapping's other keys (sizes, seed, cache) are not the generator's."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        overrides = {k: v for k, v in cfg.items() if k in fields and k != "resolution"}
+        return cls.from_difficulty(cfg.get("difficulty", "medium"), cfg.get("resolution", 32), **overrides)
+
     @property
     def scale(self) -> float:
         return self.resolution / 32
