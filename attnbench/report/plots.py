@@ -636,12 +636,6 @@ def plot_bra_heatmaps(df: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def pareto_front(agg: pd.DataFrame) -> pd.DataFrame:
-    """The points no other beats: higher top-1 at no more FLOPs, in order of FLOPs."""
-    front = agg.sort_values(["flops", "top1"], ascending=[True, False])
-    return front[front["top1"] > front["top1"].cummax().shift(fill_value=-np.inf)]
-
-
 def plot_pareto(df: pd.DataFrame) -> Figure | None:
     """Top-1 accuracy against FLOPs with the Pareto front (higher accuracy at no more FLOPs); an
     ablation run's with 95 % intervals per dataset level (:func:`plot_accuracy_vs_cost`)."""
@@ -685,7 +679,7 @@ def plot_pareto(df: pd.DataFrame) -> Figure | None:
             capsize=3,
             label=f"{r.label} ({r.n} seed{'s' if r.n > 1 else ''})",
         )
-    front = pareto_front(agg)
+    front = agg.iloc[stats.pareto_front(agg["flops"], agg["top1"])]
     if len(front) >= 2:  # a front of one point is no line: nothing to name in the legend
         ax.step(
             front["flops"] / div,
