@@ -128,6 +128,33 @@ def test_geometry_obeys_the_constraints():
     assert d.min() > cfg.min_separation
 
 
+def best_threshold_accuracy(score: np.ndarray, labels: np.ndarray) -> float:
+    """The accuracy of the best rule ``label = score > t`` (or ``<``) over every threshold t."""
+    order = np.argsort(score)
+    y = labels[order]
+    ones_below = np.concatenate([[0], np.cumsum(y)])  # label-1 images among the k lowest scores
+    k = np.arange(len(y) + 1)
+    above = (k - ones_below + (y.sum() - ones_below)) / len(y)  # predict 1 above the k lowest
+    return float(max(above.max(), 1 - above.min()))
+
+
+def test_marker_distance_gives_no_label():
+    # a connected pair is a contour's two ends, nearly a fixed distance apart on short contours; a
+    # not-connected pair is chosen at that same distance, so no threshold on it tells the labels
+    # apart (generator version 2 let such a rule score 94 % on these settings)
+    cfg = pf.PathfinderConfig.from_difficulty("easy", 32)
+    _, labels, geo = pf.generate(cfg, 600, seed=11, return_geometry=True)
+    m = geo["markers"]
+    d = np.linalg.norm(m[:, 0] - m[:, 1], axis=-1)
+    seg, L = geo["segments"], cfg.contour_length
+    chords = np.stack([np.linalg.norm(seg[:, c * L + L - 1, 1] - seg[:, c * L, 0], -1) for c in (0, 1)], 1)
+    assert (np.abs(chords - d[:, None]).min(axis=1) <= pf._MATCH_TOLERANCE + 1e-9).all()
+    assert abs(d[labels == 1].mean() - d[labels == 0].mean()) < 0.1
+    assert best_threshold_accuracy(d, labels) < 0.6
+    assert best_threshold_accuracy(-np.abs(d - np.median(d)), labels) < 0.6  # nor a band around it
+    assert best_threshold_accuracy(np.arange(len(d)) % 7, labels) < 0.6  # the helper's own yardstick
+
+
 def test_labels_hold_in_pixels():
     # solid contours (no gaps), re-drawn 4x larger with thin strokes so that only a real path can
     # join the markers: a flood fill from one marker reaches the other exactly when the label is 1
