@@ -147,7 +147,8 @@ def test_marker_distance_gives_no_label():
     m = geo["markers"]
     d = np.linalg.norm(m[:, 0] - m[:, 1], axis=-1)
     seg, L = geo["segments"], cfg.contour_length
-    chords = np.stack([np.linalg.norm(seg[:, c * L + L - 1, 1] - seg[:, c * L, 0], -1) for c in (0, 1)], 1)
+    ends = [(seg[:, c * L, 0], seg[:, c * L + L - 1, 1]) for c in (0, 1)]  # each main contour's ends
+    chords = np.stack([np.linalg.norm(b - a, axis=-1) for a, b in ends], 1)
     assert (np.abs(chords - d[:, None]).min(axis=1) <= pf._MATCH_TOLERANCE + 1e-9).all()
     assert abs(d[labels == 1].mean() - d[labels == 0].mean()) < 0.1
     assert best_threshold_accuracy(d, labels) < 0.6

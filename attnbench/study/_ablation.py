@@ -96,13 +96,14 @@ class AblationStudy:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
     def runs(self) -> list[tuple[dict[str, Any], str, dict[str, Any], int]]:
-        """Every (dataset, mechanism, params as the study gives them, seed), in run order."""
+        """Every (dataset, mechanism, params as the study gives them, seed), in run order: seed by
+        seed, so that a run stopped part-way already has every level and mechanism once."""
         return [
             (dataset, spec.name, combo, seed)
+            for seed in self.seeds
             for dataset in self.datasets
             for spec in self.mechanisms
             for combo in spec.combinations()
-            for seed in self.seeds
         ]
 
 

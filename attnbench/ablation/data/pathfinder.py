@@ -15,19 +15,21 @@ Nor does the markers' distance: a connected pair is a contour's two ends, whose 
 varies (short contours are nearly straight), so a not-connected pair is an end of each main
 contour chosen at that same distance (within 0.1 px at 32 px), and an image with no such pair is
 redrawn whatever its label. Without this (generator version 2) a rule on the distance alone
-scored 94 % on 4-paddle contours. What is left besides tracing the dashes is their direction: on
-short, nearly straight contours the dash at a connected marker points at the other marker (a rule
-on that scores 89 % at 4 paddles, 68 % at 6, 55 % at 7; ``docs/ablation.md``).
+scored 94 % on dashed 4-paddle contours. What is left besides following the path is its
+direction: on short, nearly straight contours the paddle at a connected marker points at the other
+marker. A rule on that scores 96 % on ``easy`` (solid contours of 4 paddles), 79 % at 6 paddles and
+65 % at 8 (``docs/ablation.md``).
 
 Different contours never touch: every paddle stays at least ``separation`` pixels from the
 paddles of other contours (and from its own non-adjacent paddles), and contours stay clear of the
 main contours' end points, where markers may go.
 
 Difficulty presets (:data:`DIFFICULTIES`, chosen by us, not taken from the released generator):
-``easy`` (main contours of 4 paddles, 2 distractors of 2, paddles at half the markers' intensity,
-larger markers), ``medium`` (6 paddles, 3 distractors of 3, paddles at 0.75), ``hard`` (8 paddles,
-3 distractors of 3, turns up to 45 degrees, full contrast). Paddle and marker sizes scale with
-the resolution, so a preset draws the same picture, finer, at 64 or 128 px.
+``easy`` (main contours of 4 paddles without gaps, i.e. solid paths; 2 distractors of 2, paddles
+at half the markers' intensity, larger markers), ``medium`` (6 dashed paddles, 3 distractors of 3,
+paddles at 0.75), ``hard`` (8 paddles, 3 distractors of 3, turns up to 45 degrees, full contrast).
+Paddle and marker sizes scale with the resolution, so a preset draws the same picture, finer, at
+64 or 128 px.
 
 Everything is deterministic from the seed, and labels are exactly balanced (for even sizes).
 Generation is vectorized over images (one numpy step per paddle for all images at once); an image
@@ -71,6 +73,7 @@ DIFFICULTIES: dict[str, dict[str, float]] = {
         "n_distractors": 2,
         "contrast": 0.5,
         "marker_radius": 2.0,
+        "paddle_gap": 0.0,
     },
     "medium": {"contour_length": 6, "distractor_length": 3, "n_distractors": 3, "contrast": 0.75},
     "hard": {"contour_length": 8, "distractor_length": 3, "n_distractors": 3, "continuity": 45},
