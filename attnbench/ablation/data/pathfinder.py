@@ -13,8 +13,8 @@ The geometry is drawn before the label and does not depend on it (both main cont
 and have the same length), so ink, contour count and marker count carry no label information.
 Nor does the markers' distance: a connected pair is a contour's two ends, whose distance barely
 varies (short contours are nearly straight), so a not-connected pair is an end of each main
-contour chosen at that same distance (within 0.1 px at 32 px), and an image with no such pair is
-redrawn whatever its label. Without this (generator version 2) a rule on the distance alone
+contour chosen at that same distance (within 1 %), and the second main contour is redrawn until
+there is such a pair, whatever the label. Without this (generator version 2) a rule on the distance alone
 scored 94 % on dashed 4-paddle contours. What is left besides following the path is its
 direction: on short, nearly straight contours the paddle at a connected marker points at the other
 marker. A rule on that scores 96 % on ``easy`` (solid contours of 4 paddles), 79 % at 6 paddles and
@@ -83,7 +83,7 @@ _TRIES = 12  # candidate directions tried per paddle before its contour is redra
 _CONTOUR_TRIES = 20  # attempts per contour before the image is redrawn
 _MAIN = 2  # the two marked contours come first
 _IMAGE_TRIES = 2000  # rounds of redrawing the images that failed (most rounds redraw a few)
-_MATCH_TOLERANCE = 0.1  # px at 32 px: how close a not-connected pair's distance is to a contour's
+_MATCH_TOLERANCE = 0.01  # a not-connected pair's distance is within 1 % of a contour's length
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,6 +345,10 @@ def _place_contour(
 def _place(cfg: PathfinderConfig, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Place every contour in n images; a contour that gets stuck is redrawn, up to a limit.
 
+    The second main contour is also redrawn until a pair of ends of different main contours is as
+    far apart as one main contour's two ends (:func:`_matches`), whatever the image's label: a
+    not-connected pair of markers then has a connected pair's distance (:func:`_choose_markers`).
+
     Returns:
         segments (n, S, 2, 2) in contour order and ok (n,): False where some contour could not be
         placed after :data:`_CONTOUR_TRIES` attempts (redraw that image).
@@ -364,6 +368,8 @@ def _place(cfg: PathfinderConfig, n: int, rng: np.random.Generator) -> tuple[np.
             if mains:
                 ends = np.stack([prior[:, a, 0] for a, _ in mains] + [prior[:, b, 1] for _, b in mains], 1)
             new, ok = _place_contour(cfg, rng, prior, ends, k < _MAIN, L)
+            if k == _MAIN - 1:  # the second main contour: some pair of ends must match (_matches)
+                ok &= _matches(cfg, np.concatenate([prior, new], axis=1)).any(axis=(1, 2))
             seg[todo[ok], first[k] : first[k] + L] = new[ok]
             todo = todo[~ok]
         alive[todo] = False
@@ -519,28 +525,36 @@ def _end_points(cfg: PathfinderConfig, seg: np.ndarray) -> np.ndarray:
     return np.stack([np.stack([seg[:, c * L, 0], seg[:, c * L + L - 1, 1]], 1) for c in range(_MAIN)], 1)
 
 
+def _matches(cfg: PathfinderConfig, seg: np.ndarray) -> np.ndarray:
+    """(m, contour, pair) where the pair of ends of different main contours (pair = 2 * end of
+    contour 0 + end of contour 1) is as far apart as that main contour's two ends, within
+    :data:`_MATCH_TOLERANCE` of their distance. ``seg`` needs only the main contours' paddles."""
+    m = seg.shape[0]
+    pts = _end_points(cfg, seg)  # (m, contour, end, 2)
+    chord = np.linalg.norm(pts[:, :, 1] - pts[:, :, 0], axis=-1)  # (m, contour)
+    across = np.linalg.norm(pts[:, 0, :, None] - pts[:, 1, None, :], axis=-1).reshape(m, 1, 4)
+    return np.abs(across - chord[:, :, None]) <= _MATCH_TOLERANCE * chord[:, :, None]
+
+
 def _choose_markers(
     cfg: PathfinderConfig, seg: np.ndarray, labels: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where the two markers go, with the same marker distance for both labels.
 
     A pair of ends of different main contours (four pairs) *matches* a main contour when its
-    distance is within :data:`_MATCH_TOLERANCE` (scaled with the resolution) of that contour's
-    end-to-end distance d. One matching (contour, pair) is chosen at random; a connected image puts
-    the markers on that contour's two ends, a not-connected image on that pair. An image with no
-    match is redrawn, whatever its label, so the geometry's distribution does not depend on the
-    label and
-    the markers' distance (the same in both classes up to the tolerance) does not give it away.
+    distance is within :data:`_MATCH_TOLERANCE` (1 %) of that contour's end-to-end distance d
+    (:func:`_matches`; :func:`_place` redraws the second main contour until there is a match). One
+    matching (contour, pair) is chosen at random; a connected image puts the markers on that
+    contour's two ends, a not-connected image on that pair. Which images exist does not depend on
+    the label, and the markers' distance (the same in both classes up to the tolerance) does not
+    give it away.
 
     Returns:
         (m, 2, 2) marker positions as (contour, end), and ok (m,): False where the image has no
         pair of ends at the marked contour's length (redraw it).
     """
     m = len(labels)
-    pts = _end_points(cfg, seg)  # (m, contour, end, 2)
-    chord = np.linalg.norm(pts[:, :, 1] - pts[:, :, 0], axis=-1)  # (m, contour)
-    across = np.linalg.norm(pts[:, 0, :, None] - pts[:, 1, None, :], axis=-1).reshape(m, 1, 4)
-    near = np.abs(across - chord[:, :, None]) <= _MATCH_TOLERANCE * cfg.scale  # (m, contour, pair)
+    near = _matches(cfg, seg)  # (m, contour, pair)
     pick = np.where(near.reshape(m, 8), rng.random((m, 8)), -1.0).argmax(axis=1)  # one at random
     marked, pair = pick // 4, pick % 4
     ends = np.empty((m, 2, 2), dtype=np.int64)
