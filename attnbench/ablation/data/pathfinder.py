@@ -17,8 +17,8 @@ contour chosen at that same distance (within 1 %), and the second main contour i
 there is such a pair, whatever the label. Without this (generator version 2) a rule on the distance alone
 scored 94 % on dashed 4-paddle contours. What is left besides following the path is its
 direction: on short, nearly straight contours the paddle at a connected marker points at the other
-marker. A rule on that scores 96 % on ``easy`` (solid contours of 4 paddles), 79 % at 6 paddles and
-65 % at 8 (``docs/ablation.md``).
+marker. A rule on that scores 97 % on ``easy`` (solid contours of 4 paddles), 80 % at 6 paddles and
+64 % at 8 (``docs/ablation.md``).
 
 Different contours never touch: every paddle stays at least ``separation`` pixels from the
 paddles of other contours (and from its own non-adjacent paddles), and contours stay clear of the
