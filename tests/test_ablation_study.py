@@ -71,7 +71,7 @@ def test_the_repository_study_validates():
     study = load_study(Path(__file__).resolve().parent.parent / "studies" / "ablation.yaml")
     assert isinstance(study, AblationStudy)
     assert len(study.runs()) == 72  # 3 contour lengths x 8 mechanisms x 3 seeds
-    assert [d.get("contour_length", 4) for d in study.datasets] == [4, 6, 8]
+    assert [d.get("contour_length", 4) for d in study.datasets] == [4, 5, 6]
     runs = study.runs()
     assert [r[3] for r in runs[:24]] == [0] * 24  # seed by seed: every level and mechanism once first
     assert len({(r[0].get("contour_length", 4), r[1]) for r in runs[:24]}) == 24
