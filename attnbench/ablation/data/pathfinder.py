@@ -481,8 +481,7 @@ def generate(
         todo = np.arange(m)
         for _attempt in range(_IMAGE_TRIES):
             placed, ok = _place(cfg, len(todo), rng)
-            chosen, matched = _choose_markers(cfg, placed, labels[lo + todo], rng)
-            ok &= matched
+            chosen = _choose_markers(cfg, placed, labels[lo + todo], rng)
             seg[todo[ok]], ends[todo[ok]] = placed[ok], chosen[ok]
             todo = todo[~ok]
             if len(todo) == 0:
@@ -538,7 +537,7 @@ def _matches(cfg: PathfinderConfig, seg: np.ndarray) -> np.ndarray:
 
 def _choose_markers(
     cfg: PathfinderConfig, seg: np.ndarray, labels: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Where the two markers go, with the same marker distance for both labels.
 
     A pair of ends of different main contours (four pairs) *matches* a main contour when its
@@ -550,8 +549,8 @@ def _choose_markers(
     give it away.
 
     Returns:
-        (m, 2, 2) marker positions as (contour, end), and ok (m,): False where the image has no
-        pair of ends at the marked contour's length (redraw it).
+        (m, 2, 2) marker positions as (contour, end); meaningful where :func:`_place` succeeded
+        (those images always have a match).
     """
     m = len(labels)
     near = _matches(cfg, seg)  # (m, contour, pair)
@@ -563,7 +562,7 @@ def _choose_markers(
     ends[pos, 1] = np.stack([marked[pos], np.ones(pos.sum(), dtype=np.int64)], -1)
     ends[~pos, 0] = np.stack([np.zeros((~pos).sum(), dtype=np.int64), pair[~pos] // 2], -1)
     ends[~pos, 1] = np.stack([np.ones((~pos).sum(), dtype=np.int64), pair[~pos] % 2], -1)
-    return ends, near.any(axis=(1, 2))
+    return ends
 
 
 def markers_connected(
