@@ -51,6 +51,7 @@ ERF_DEFINITION = (
 )
 CSV_FIELDS = (
     "configuration",
+    "file",
     "seed",
     "level",
     "query",
@@ -842,7 +843,10 @@ def draw_run_maps(
         pictures.append(pic)
         if progress is not None:
             progress(f"maps: drew {label} (seed {cfg['seed']})")
-        csv_rows += [{"configuration": label, "seed": cfg["seed"], "level": chosen, **n} for n in pic.numbers]
+        csv_rows += [
+            {"configuration": label, "file": pic.slug, "seed": cfg["seed"], "level": chosen, **n}
+            for n in pic.numbers
+        ]
     written += _overview(
         pictures,
         f"Where each mechanism looks: stage {stage}, {chosen}",
@@ -1002,6 +1006,7 @@ def draw_model_maps(
     rows = [
         {
             "configuration": model_name,
+            "file": pic.slug,
             "seed": "",
             "level": image_text.split(",")[0],
             **n,

@@ -246,11 +246,13 @@ def test_attention_maps_are_shown_when_the_run_has_them(run, tmp_path):
     shutil.copytree(run, copy)
     (copy / "maps").mkdir()
     shutil.copy(copy / "plots" / "accuracy_ladder.png", copy / "maps" / "all.png")  # stands in for a picture
-    (copy / "maps" / "erf.csv").write_text("configuration,r50_px\nGlobal,3.0\n")
+    shutil.copy(copy / "plots" / "accuracy_ladder.png", copy / "maps" / "bra-n_win4-topk4.png")
+    (copy / "maps" / "erf.csv").write_text("configuration,file,r50_px\n\"BRA (S=4, k=4)\",bra-n_win4-topk4,3.0\n")
     write_report(copy, plots=False)
     html = (copy / "index.html").read_text()
     assert '<section id="maps"><h2>Attention maps</h2>' in html and 'src="maps/all.png"' in html
     assert 'href="maps/erf.csv"' in html
+    assert "Attention maps and ERF: BRA (S=4, k=4)." in html  # captions name the configuration, not the file
     assert "## Attention maps" in (copy / "report.md").read_text()
     assert "Attention maps" not in (run / "index.html").read_text()
 

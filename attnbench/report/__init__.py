@@ -27,6 +27,7 @@ Importing this package is cheap: pandas, matplotlib and torch are imported by
 from __future__ import annotations
 
 import argparse
+import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -238,6 +239,7 @@ def _maps_doc(run_dir: Path) -> Doc | None:
     pngs = sorted((run_dir / "maps").glob("*.png"), key=lambda p: (p.stem != "all", p.stem))
     if not pngs:
         return None
+    labels = _map_labels(run_dir / "maps" / "erf.csv")
     doc = Doc()
     doc.para(
         "Where each configuration's attention looks, at initialisation and trained, for a few query "
@@ -245,9 +247,19 @@ def _maps_doc(run_dir: Path) -> Doc | None:
         + (" ERF radii: [maps/erf.csv](maps/erf.csv)." if (run_dir / "maps" / "erf.csv").is_file() else "")
     )
     for path in pngs:
-        what = "every configuration" if path.stem == "all" else path.stem
+        what = "every configuration" if path.stem == "all" else labels.get(path.stem, path.stem)
         doc.figure(path.relative_to(run_dir).as_posix(), f"Attention maps and ERF: {what}.")
     return doc
+
+
+def _map_labels(erf_csv: Path) -> dict[str, str]:
+    """``{file stem: configuration label}`` from ``erf.csv``'s ``file`` and ``configuration``
+    columns (empty for a missing file or one written before the ``file`` column)."""
+    if not erf_csv.is_file():
+        return {}
+    with erf_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {r["file"]: r["configuration"] for r in rows if r.get("file") and r.get("configuration")}
 
 
 def _one_table(table: Table) -> Doc:
