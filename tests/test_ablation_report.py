@@ -247,7 +247,8 @@ def test_attention_maps_are_shown_when_the_run_has_them(run, tmp_path):
     (copy / "maps").mkdir()
     shutil.copy(copy / "plots" / "accuracy_ladder.png", copy / "maps" / "all.png")  # stands in for a picture
     shutil.copy(copy / "plots" / "accuracy_ladder.png", copy / "maps" / "bra-n_win4-topk4.png")
-    (copy / "maps" / "erf.csv").write_text("configuration,file,r50_px\n\"BRA (S=4, k=4)\",bra-n_win4-topk4,3.0\n")
+    erf = 'configuration,file,r50_px\n"BRA (S=4, k=4)",bra-n_win4-topk4,3.0\n'
+    (copy / "maps" / "erf.csv").write_text(erf)
     write_report(copy, plots=False)
     html = (copy / "index.html").read_text()
     assert '<section id="maps"><h2>Attention maps</h2>' in html and 'src="maps/all.png"' in html
