@@ -162,10 +162,9 @@ def test_erf_csv(run_maps):
     assert {r["state"] for r in rows} == {"init", "trained"}
     assert {r["query"] for r in rows} == {"marker 1", "contour middle", "marker 2"}
     assert {r["seed"] for r in rows} == {"0"}  # the smallest seed
-    for r in rows:
-        assert (run_dir / "maps" / f"{r['file']}.png").is_file(), r
     assert len(rows) == 2 * 3 * 2
     for r in rows:
+        assert (run_dir / "maps" / f"{r['file']}.png").is_file(), r
         r50, r90 = float(r["r50_px"]), float(r["r90_px"])
         assert 0 < r50 <= r90 <= math.hypot(32, 32), r
         assert r["n_images"] == "4" and r["level"] == "pathfinder-32-easy"

@@ -239,12 +239,13 @@ def _maps_doc(run_dir: Path) -> Doc | None:
     pngs = sorted((run_dir / "maps").glob("*.png"), key=lambda p: (p.stem != "all", p.stem))
     if not pngs:
         return None
-    labels = _map_labels(run_dir / "maps" / "erf.csv")
+    erf = run_dir / "maps" / "erf.csv"
+    labels = _map_labels(erf)
     doc = Doc()
     doc.para(
         "Where each configuration's attention looks, at initialisation and trained, for a few query "
         "positions, with the effective receptive field (drawn by `attnbench.maps` into `maps/`)."
-        + (" ERF radii: [maps/erf.csv](maps/erf.csv)." if (run_dir / "maps" / "erf.csv").is_file() else "")
+        + (" ERF radii: [maps/erf.csv](maps/erf.csv)." if erf.is_file() else "")
     )
     for path in pngs:
         what = "every configuration" if path.stem == "all" else labels.get(path.stem, path.stem)
