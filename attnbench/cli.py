@@ -18,7 +18,8 @@ new function there):
   and ``attnbench maps --model NAME [--checkpoint FILE] [--image FILE] --out DIR``: pictures of where
   each mechanism looks and its effective receptive field (docs/maps.md).
 
-Exit codes: 0 done, 2 bad study or usage, 130 interrupted (Ctrl-C).
+Exit codes: 0 done, 2 bad study or usage, 130 interrupted (Ctrl-C; for ``run`` also SIGTERM or SIGHUP,
+as from ``kill``, ``timeout`` or a closed terminal: the manifest then records the run as interrupted).
 
 Building the parser imports nothing heavy (torch, timm, natten, matplotlib, pandas, ray), so that
 ``--help`` answers at once: each ``_cmd_<name>`` imports what its command needs, and this module's
@@ -28,9 +29,11 @@ top level never does (``tests/test_import_time.py`` keeps it so).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
@@ -87,11 +90,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.workers != 1:
         command += ["--workers", str(args.workers)]
     try:
-        return _run(args, command)
+        with _stop_signals_interrupt():
+            return _run(args, command)
     except KeyboardInterrupt:  # while importing or validating: nothing was measured
         again = shlex.join(command)
         print(f"\nattnbench: interrupted before measuring; run again with: {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop a run the way Ctrl-C does.
+
+    Python's default for them ends the process on the spot, so ``kill``, ``timeout`` or a closed
+    terminal left the manifest saying "running" with no rows counted; as a KeyboardInterrupt the
+    runner stops its workers, records the run as interrupted and prints how to resume. Spawned
+    workers do not inherit the handler (it does not survive their exec). A signal the caller set to
+    be ignored (``nohup`` does so for SIGHUP) is left alone.
+    """
+    import threading
+
+    before: dict[int, object] = {}
+    # handlers can only be set from the main thread (main() may be called from another one)
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            signum = getattr(signal, name, None)
+            # an ignored signal stays ignored: `nohup attnbench run ...` must outlive its terminal
+            if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+                before[signum] = signal.signal(signum, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import signal
 
 import pytest
 import torch
@@ -123,3 +125,59 @@ def test_parser_has_one_entry_per_subcommand():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert {"list", "run"} <= set(sub.choices)
+
+
+SIGTERM_PLUGIN = '''
+import os
+import signal
+
+from torch import nn
+from attnbench import AttentionMechanism, register_mechanism
+
+
+@register_mechanism("_test_cli_sigterm")
+class Term(AttentionMechanism):
+    """Sends its own process SIGTERM on its first forward, as `kill PID` would (test plugin)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__(dim, num_heads)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return self.proj(x)
+'''
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
+def test_sigterm_stops_the_run_like_ctrl_c_and_the_manifest_says_so(tmp_path, capsys, temp_registry):
+    (tmp_path / "term.py").write_text(SIGTERM_PLUGIN)
+    study = tmp_path / "s.yaml"
+    # vanilla's three rows first, then the plugin's point receives SIGTERM
+    study.write_text(
+        STUDY.replace("  - name: bra\n", "  - _test_cli_sigterm\n  - name: bra\n") + "plugins: [term.py]\n"
+    )
+    out = tmp_path / "out"
+    before = signal.getsignal(signal.SIGTERM)
+    code = main(["run", str(study), "--out", str(out), "--quiet", "--no-report", "--isolation", "none"])
+    assert code == 130
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the run's only
+    err = capsys.readouterr().err
+    assert "interrupted; 1 rows are saved" in err and f"resume with: attnbench run {study}" in err
+    last = json.loads((out / "manifest.json").read_text())["runs"][-1]
+    assert last["status"] == "interrupted" and last["rows_written"] == 1 and last["finished"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
+def test_an_ignored_sighup_stays_ignored_during_a_run():
+    """`nohup attnbench run ...` ignores SIGHUP; the run must not take that back."""
+    from attnbench import cli
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with cli._stop_signals_interrupt():
+            during = signal.getsignal(signal.SIGHUP), signal.getsignal(signal.SIGTERM)
+        assert during == (signal.SIG_IGN, cli._raise_interrupt)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
