@@ -182,7 +182,7 @@ def test_the_report_says_it_in_words_and_states_the_method(run):
     assert re.search(r"- Global beats BRA \(S=2, k=1\) by [\d.]+ points", summary)
     assert "- Swin vs Global: not resolved (difference +0.0 points, 95 % CI 0.0–0.0)" in summary
     assert summary.index("**easy, contour 4**") < summary.index("**hard, contour 14**")
-    assert "2000 hierarchical bootstrap replicates" in report and "paired" in report
+    assert "each part with its own Student quantile" in report and "paired" in report
     html = (run / "index.html").read_text()
     assert "beats Global by" in html and "ablation_easy-contour-4" in html
 

@@ -72,7 +72,7 @@ _TAIL_DOCS = {
     "final_train_loss": "mean training loss of the last epoch",
     "final_train_acc": "training accuracy of the last epoch, %",
     "val_correct": "per-image top-1 correctness on the val split, in val order: hex of the little-endian bit "
-    "stream (attnbench.ablation.decode_correct); the report's bootstrap and paired differences read it",
+    "stream (attnbench.ablation.decode_correct); the report's intervals and paired differences read it",
     "val_n": "images in the val split",
     "curve": "learning curve: JSON list of [epoch, val top-1 %] for every evaluated epoch",
     "dispatch": "JSON list of the backend choices the mechanisms logged",

@@ -122,7 +122,7 @@ def write_report(
         tables = peers_tables(df)
         formula = plots = False
     elif ablation_run:  # trained backbones: accuracy with intervals and differences per dataset level
-        say("bootstrapping the accuracies and the paired differences")
+        say("computing the intervals of the accuracies and of the paired differences")
         summary = ablation_summary(df, manifest=manifest)
         tables = ablation_tables(summary, df)
         formula = False  # the rows count whole backbones, not one BRA layer
