@@ -234,6 +234,11 @@ def _parts(m: np.ndarray) -> list[tuple[float, float]]:
     return parts
 
 
+def _clip_top1(lo: float, hi: float) -> tuple[float, float]:
+    """An accuracy's bounds within [0, 100] whatever the spread (NaN stays NaN)."""
+    return float(np.clip(lo, 0.0, 100.0)), float(np.clip(hi, 0.0, 100.0))
+
+
 def accuracy_ci(
     correct: Mapping[Hashable, np.ndarray] | Sequence[np.ndarray], *, level: float = LEVEL
 ) -> Estimate:
@@ -242,8 +247,7 @@ def accuracy_ci(
     m = 100.0 * _matrix(correct, "accuracy")
     per_seed = m.mean(axis=1)
     mean = float(per_seed.mean())
-    lo, hi = student_interval(mean, _parts(m), level)
-    lo, hi = max(lo, 0.0), min(hi, 100.0)  # a top-1 lies in [0, 100] whatever the spread
+    lo, hi = _clip_top1(*student_interval(mean, _parts(m), level))
     return Estimate(
         mean=mean,
         lo=lo,
@@ -278,8 +282,7 @@ def seed_accuracy_ci(
     """Mean top-1 over seeds with the Student interval over seeds alone (no per-image results):
     ``top1`` maps each seed to its top-1 in points. Fewer than ``min_seeds`` seeds: no interval."""
     values = _seed_values(top1, "seed_accuracy_ci")
-    lo, hi = _seed_interval(values, level, min_seeds)
-    lo, hi = (max(lo, 0.0), min(hi, 100.0)) if math.isfinite(lo) else (lo, hi)
+    lo, hi = _clip_top1(*_seed_interval(values, level, min_seeds))
     return Estimate(
         mean=float(values.mean()),
         lo=lo,
