@@ -1,40 +1,44 @@
 """A procedural Pathfinder task (Linsley et al., NeurIPS 2018; Pathfinder-32 of the Long Range Arena).
 
 Our own generator, in numpy, after the task's description (not the released generator's code):
-each image holds two *main* contours of ``contour_length`` paddles and ``n_distractors`` distractor
-contours of ``distractor_length`` paddles. A contour is a chain of short straight paddles (dashes)
-separated by gaps; each paddle turns by at most ``continuity`` degrees from the previous one.
-Two endpoint markers (small discs) are drawn:
+each image holds contours, chains of short straight paddles (dashes) separated by gaps, each
+paddle turning by at most ``continuity`` degrees from the previous one. Two endpoint markers (small
+discs) are drawn: label 1 (connected) when they sit on the two ends of one contour, label 0 when they
+sit on ends of two different contours. Two versions draw the images (``version``):
 
-- label 1 (connected): both markers on the two ends of the same main contour;
-- label 0 (not connected): one marker on an end of each main contour.
+**Version 4** (the default). Every contour has ``contour_length`` paddles (distractors as long as
+the marked ones), turns of up to 75 degrees, bends at least 3 px away from the straight line through
+its two ends (:attr:`PathfinderConfig.min_bend`), and stays 3.5 px from every other contour, centre
+line to centre line, so that a flood fill of the image never jumps from one contour to another.
+Every end of every contour is clear of the other contours, so any pair of ends can carry the
+markers. The label is not drawn first: each image offers every pair of ends as a candidate (the two
+ends of one contour: connected; ends of two contours: not), and the candidates' cues that need no
+tracing (:func:`pair_cues`: the markers' distance, the two direction cosines of the direction rule,
+the ink along the straight line between them, mean and coverage in two band widths, and their
+distance from the centre) put each in a cell of a grid (:data:`_CUE_CELLS`, edges at quantiles of
+the connected pairs). An image is kept with the candidate that evens out its cell's count of
+connected and not-connected pairs; at the end every cell holds as many of one as of the other. So
+within the cells' width the cues are distributed alike for both labels, and a rule on them is at
+chance: ``tests/test_pathfinder_v4.py`` holds every rule of :mod:`attnbench.ablation.data.probes`
+(geometry, ink along the line, a logistic regression on pixels) to at most 60 % and a flood fill
+from a marker to at least 98 % (measured: 100 %). Presets (:data:`DIFFICULTIES_V4`): ``easy``
+(contours of 5 paddles), ``medium`` (6), ``hard`` (7, one distractor: four contours of 7 paddles
+3.5 px apart rarely fit in 32 px); all solid, paddles at half the markers' intensity.
 
-The geometry is drawn before the label and does not depend on it (both main contours always exist
-and have the same length), so ink, contour count and marker count carry no label information.
-Nor does the markers' distance: a connected pair is a contour's two ends, whose distance barely
-varies (short contours are nearly straight), so a not-connected pair is an end of each main
-contour chosen at that same distance (within 1 %), and the second main contour is redrawn until
-there is such a pair, whatever the label. Without this (generator version 2) a rule on the distance alone
-scored 94 % on dashed 4-paddle contours. What is left besides following the path is its
-direction: on short, nearly straight contours the paddle at a connected marker points at the other
-marker. A rule on that scores 97 % on ``easy`` (solid contours of 4 paddles), 80 % at 6 paddles and
-64 % at 8 (``docs/ablation.md``).
+**Version 3** (``version: 3``, the shipped ``results/ablation``; drawn exactly as before version 4
+existed). Two main contours of ``contour_length`` paddles and ``n_distractors`` shorter distractors;
+the label is drawn first and a not-connected pair of markers is put on ends of the two main contours
+as far apart as a connected pair (within 1 %). Its contours are nearly straight, and a rule on the
+direction of the paths at the markers scores 97 % on ``easy`` (contours of 4), a rule on the ink
+along the straight line between the markers 93 % (``docs/ablation.md``). Presets
+(:data:`DIFFICULTIES`): ``easy`` (4 solid paddles, 2 distractors of 2), ``medium`` (6 dashed
+paddles, 3 distractors of 3), ``hard`` (8 paddles, turns up to 45 degrees).
 
-Different contours never touch: every paddle stays at least ``separation`` pixels from the
-paddles of other contours (and from its own non-adjacent paddles), and contours stay clear of the
-main contours' end points, where markers may go.
-
-Difficulty presets (:data:`DIFFICULTIES`, chosen by us, not taken from the released generator):
-``easy`` (main contours of 4 paddles without gaps, i.e. solid paths; 2 distractors of 2, paddles
-at half the markers' intensity, larger markers), ``medium`` (6 dashed paddles, 3 distractors of 3,
-paddles at 0.75), ``hard`` (8 paddles, 3 distractors of 3, turns up to 45 degrees, full contrast).
 Paddle and marker sizes scale with the resolution, so a preset draws the same picture, finer, at
-64 or 128 px.
-
-Everything is deterministic from the seed, and labels are exactly balanced (for even sizes).
-Generation is vectorized over images (one numpy step per paddle for all images at once); an image
-whose contour cannot continue is redrawn. :func:`load_pathfinder` caches each split in an ``.npz``
-under ``~/.cache/attnbench/pathfinder/`` (or ``$ATTNBENCH_CACHE_DIR/pathfinder``, or ``cache_dir``).
+64 or 128 px. Everything is deterministic from the seed, and labels are exactly balanced (for even
+sizes). Generation is vectorized over images; an image whose contour cannot continue is redrawn.
+:func:`load_pathfinder` caches each split in an ``.npz`` under ``~/.cache/attnbench/pathfinder/``
+(or ``$ATTNBENCH_CACHE_DIR/pathfinder``, or ``cache_dir``).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +57,23 @@ import numpy as np
 
 __all__ = [
     "DIFFICULTIES",
+    "DIFFICULTIES_V4",
+    "VERSIONS",
     "GENERATOR_VERSION",
     "PathfinderConfig",
     "default_cache_dir",
     "generate",
+    "load_markers",
     "load_pathfinder",
     "markers_connected",
     "render",
 ]
 
-GENERATOR_VERSION = 3  # bump when the images for a given config change; part of the cache key
+GENERATOR_VERSION = 4  # the default version; a config's version is part of the cache key
+VERSIONS = (3, 4)  # the versions this module can draw (version 2 is gone: its distance gave the label away)
+# defaults of the fields that differ between the versions (None in the dataclass)
+_V3_DEFAULTS = {"distractor_length": 3, "n_distractors": 3, "continuity": 30.0}
+_V4_DEFAULTS = {"n_distractors": 2, "continuity": 75.0}
 
 # Contour lengths and distractors in paddles; pixel sizes (marker_radius) are given at 32 px and
 # scaled with the resolution. Lower paddle contrast makes the markers stand out (easier).
@@ -77,6 +88,19 @@ DIFFICULTIES: dict[str, dict[str, float]] = {
     },
     "medium": {"contour_length": 6, "distractor_length": 3, "n_distractors": 3, "contrast": 0.75},
     "hard": {"contour_length": 8, "distractor_length": 3, "n_distractors": 3, "continuity": 45},
+}
+# Version 4's presets: every contour solid (a flood fill can follow it), distractors as long as the
+# main contours, turns of up to 75 degrees per paddle.
+DIFFICULTIES_V4: dict[str, dict[str, float]] = {
+    "easy": {"contour_length": 5, "contrast": 0.5, "marker_radius": 2.0, "paddle_gap": 0.0},
+    "medium": {"contour_length": 6, "contrast": 0.5, "marker_radius": 2.0, "paddle_gap": 0.0},
+    "hard": {
+        "contour_length": 7,
+        "n_distractors": 1,
+        "contrast": 0.5,
+        "marker_radius": 2.0,
+        "paddle_gap": 0.0,
+    },
 }
 _PIXEL_FIELDS = ("paddle_length", "paddle_gap", "paddle_thickness", "marker_radius", "separation")
 _TRIES = 12  # candidate directions tried per paddle before its contour is redrawn
@@ -93,32 +117,51 @@ class PathfinderConfig:
     Attributes:
         resolution: image side in pixels (32, 64, 128, ...).
         contour_length: paddles per main contour (the task's difficulty).
-        distractor_length: paddles per distractor contour.
-        n_distractors: distractor contours per image.
-        continuity: largest turn between consecutive paddles, in degrees.
+        distractor_length: paddles per distractor contour (version 4: contour_length, always).
+        n_distractors: distractor contours per image (None: 2 in version 4, 3 in version 3).
+        continuity: largest turn between consecutive paddles, in degrees (None: 75 in version
+            4, 30 in version 3).
         paddle_length: paddle length in pixels (None: 3 at 32 px).
         paddle_gap: gap between consecutive paddles in pixels (None: 1.5 at 32 px).
         paddle_thickness: stroke width in pixels (None: 1 at 32 px).
         marker_radius: radius of the endpoint discs in pixels (None: 1.5 at 32 px).
         separation: least distance between the centre lines of different contours
-            (None: thickness + 1.5 px, so that strokes never touch).
+            (None: version 4 3.5 px at 32 px, scaled; version 3 thickness + 1.5 px).
         contrast: intensity of the paddles in (0, 1] (the generator's ``paddle_contrast``);
             markers are always drawn at full intensity.
+        version: the generator, 4 (the default) or 3 (the shipped results/ablation run); see the
+            module docstring. Version 4 draws distractors as long as the main contours, 2 of them
+            and turns of up to 75 degrees by default; version 3 draws 3 distractors of 3 paddles,
+            turns up to 30 degrees.
     """
 
     resolution: int = 32
     contour_length: int = 6
-    distractor_length: int = 3
-    n_distractors: int = 3
-    continuity: float = 30.0
+    distractor_length: int | None = None
+    n_distractors: int | None = None
+    continuity: float | None = None
     paddle_length: float | None = None
     paddle_gap: float | None = None
     paddle_thickness: float | None = None
     marker_radius: float | None = None
     separation: float | None = None
     contrast: float = 1.0
+    version: int = GENERATOR_VERSION
 
     def __post_init__(self) -> None:
+        _check(self.version in VERSIONS, "version", self.version, f"one of {list(VERSIONS)}")
+        if self.version >= 4 and self.distractor_length not in (None, self.contour_length):
+            raise ValueError(
+                f"pathfinder: parameter 'distractor_length' = {self.distractor_length!r} with version "
+                f"{self.version}, which draws distractors as long as the main contours "
+                f"(contour_length = {self.contour_length}); leave distractor_length out, or use version: 3"
+            )
+        defaults = (
+            _V3_DEFAULTS if self.version == 3 else {**_V4_DEFAULTS, "distractor_length": self.contour_length}
+        )
+        for key, value in defaults.items():  # version-dependent defaults, resolved once
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
         _check(self.resolution >= 8, "resolution", self.resolution, "an int >= 8")
         _check(self.contour_length >= 1, "contour_length", self.contour_length, "an int >= 1")
         _check(self.distractor_length >= 1, "distractor_length", self.distractor_length, "an int >= 1")
@@ -142,11 +185,10 @@ class PathfinderConfig:
     def from_difficulty(cls, difficulty: str, resolution: int = 32, **overrides: Any) -> PathfinderConfig:
         """A preset of :data:`DIFFICULTIES` at ``resolution`` (its pixel sizes scaled from 32 px), with any
         field overridden (overrides are taken as given)."""
-        if difficulty not in DIFFICULTIES:
-            raise ValueError(f"parameter 'difficulty' = {difficulty!r}; choose one of {list(DIFFICULTIES)}")
-        preset = {
-            k: v * resolution / 32 if k in _PIXEL_FIELDS else v for k, v in DIFFICULTIES[difficulty].items()
-        }
+        presets = DIFFICULTIES if overrides.get("version", GENERATOR_VERSION) == 3 else DIFFICULTIES_V4
+        if difficulty not in presets:
+            raise ValueError(f"parameter 'difficulty' = {difficulty!r}; choose one of {list(presets)}")
+        preset = {k: v * resolution / 32 if k in _PIXEL_FIELDS else v for k, v in presets[difficulty].items()}
         return cls(resolution=resolution, **{**preset, **overrides})
 
     @classmethod
@@ -180,11 +222,37 @@ class PathfinderConfig:
 
     @property
     def min_separation(self) -> float:
-        return self.separation if self.separation is not None else self.thickness + 1.5
+        """Least distance between the centre lines of different contours (version 4: 3.5 px at
+        32 px, scaled; version 3: thickness + 1.5 px)."""
+        if self.separation is not None:
+            return self.separation
+        return 3.5 * self.scale if self.version >= 4 else self.thickness + 1.5
+
+    @property
+    def self_separation(self) -> float:
+        """Least distance between a contour's own non-adjacent paddles."""
+        return min(self.min_separation, self.thickness + 1.5)
+
+    @property
+    def min_bend(self) -> float:
+        """Version 4: every contour strays at least this far (px) from the straight line through its
+        two ends (3 px at 32 px, scaled), so that a connected pair's own contour leaves the band
+        along the line between its markers; version 3: no such bound."""
+        return 3.0 * self.scale if self.version >= 4 else 0.0
+
+    @property
+    def marker_distance(self) -> float:
+        """Version 4: least distance between the two markers' centres, so that their discs' ink stays
+        more than a pixel's diagonal apart."""
+        return 2 * self.radius + 1.0 + math.sqrt(2) + 0.5
 
     @property
     def marker_clearance(self) -> float:
-        """Least distance from a possible marker centre to another contour's centre line."""
+        """Least distance from a possible marker centre to another contour's centre line (version 4:
+        the disc's ink and the stroke's ink stay more than a pixel's diagonal apart, so that no
+        8-connected path of ink joins them)."""
+        if self.version >= 4:
+            return max(self.min_separation, self.radius + self.thickness / 2 + 1.0 + math.sqrt(2))
         return self.radius + self.thickness / 2 + 1.0
 
 
@@ -266,6 +334,7 @@ def _place_contour(
     ends: np.ndarray | None,
     main: bool,
     L: int,
+    self_separation: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Try to add one contour of L paddles to each of m images, grown from its middle paddle outwards.
 
@@ -330,7 +399,8 @@ def _place_contour(
             own[neighbour] = False
         if own.any():  # its own paddles but the neighbour
             mine = out[:, own]
-            valid &= _apart(s0, s1, mine[:, None, :, 0], mine[:, None, :, 1], sep, cfg.length).all(-1)
+            own_sep = sep if self_separation is None else self_separation
+            valid &= _apart(s0, s1, mine[:, None, :, 0], mine[:, None, :, 1], own_sep, cfg.length).all(-1)
         if ends is not None:  # clear of the other main contours' end points
             valid &= (_point_segment_distance(ends[:, None], s0, s1) > clear).all(-1)  # (m, T, e)
         pick = valid.argmax(axis=1)  # the first valid try
@@ -463,7 +533,19 @@ def generate(
     """
     if n < 1:
         raise ValueError(f"pathfinder: n = {n} images; ask for at least 1")
-    root = np.random.SeedSequence([seed, GENERATOR_VERSION])
+    if cfg.version >= 4:
+        images, labels, geo = _generate_v4(cfg, n, seed)
+    else:
+        images, labels, geo = _generate_v3(cfg, n, seed)
+    return (images, labels, geo) if return_geometry else (images, labels)
+
+
+def _generate_v3(
+    cfg: PathfinderConfig, n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Version 3: labels drawn first; the second main contour redrawn until a not-connected pair can
+    sit as far apart as a connected one (:func:`_choose_markers`)."""
+    root = np.random.SeedSequence([seed, cfg.version])
     label_rng = np.random.default_rng(root.spawn(1)[0])
     labels = label_rng.permutation(np.arange(n) % 2).astype(np.int64)  # exactly balanced for even n
     lengths = _contour_lengths(cfg)
@@ -509,12 +591,9 @@ def generate(
         geometry["segments"].append(seg)
         geometry["markers"].append(markers)
         geometry["marker_ends"].append(ends)
-    out_images = np.concatenate(images)
-    if not return_geometry:
-        return out_images, labels
     geo = {k: np.concatenate(v) for k, v in geometry.items()}
     geo["contour_of"] = np.repeat(np.arange(len(lengths)), lengths)
-    return out_images, labels, geo
+    return np.concatenate(images), labels, geo
 
 
 def _end_points(cfg: PathfinderConfig, seg: np.ndarray) -> np.ndarray:
@@ -565,6 +644,317 @@ def _choose_markers(
     return ends
 
 
+# ----------------------------------------------------------------------------- version 4
+# Contours are drawn without markers; every pair of contour ends is a candidate pair of markers
+# (connected: the two ends of one contour; not connected: ends of two contours). Each candidate's
+# non-tracing cues are measured and put in a cell; a candidate is kept only where it evens out its
+# cell's count of connected and not-connected pairs, and at the end every cell holds as many of one
+# as of the other. So the joint distribution of the cues, to the cells' width, is the same for both
+# labels: a rule on them is at chance.
+
+_V4_POOL = 1.6  # candidate images drawn per matched image still wanted
+_V4_ROUNDS = 60  # rounds of drawing more candidates before giving up
+CUE_BAND = 5.0  # width in px (at 32 px, scaled) of the band along the marker-to-marker line
+CUE_STEP = 0.5  # px between the points sampled along and across the line (at 32 px, scaled)
+# cells per cue: the cue's range is cut at quantiles of the candidates of the first images drawn
+_CUE_CELLS = {
+    "distance": 8,
+    "cos_min": 4,
+    "cos_max": 4,
+    "line_ink": 4,
+    "line_cover": 5,
+    "wide_cover": 6,
+    "position": 3,
+}
+
+
+def _place_v4(cfg: PathfinderConfig, m: int, rng: np.random.Generator) -> np.ndarray:
+    """(m', C * L, 2, 2): m draws of 2 + n_distractors contours of contour_length paddles each, all
+    ends clear of other contours (any end may carry a marker); the draws where some contour did not
+    fit are dropped."""
+    L, C = cfg.contour_length, _MAIN + cfg.n_distractors
+    seg = np.zeros((m, C * L, 2, 2))
+    alive = np.ones(m, dtype=bool)
+    for k in range(C):
+        todo = np.flatnonzero(alive)
+        for _attempt in range(_CONTOUR_TRIES):
+            if len(todo) == 0:
+                break
+            prior = seg[todo, : k * L]
+            ends = np.concatenate([prior[:, 0::L, 0], prior[:, L - 1 :: L, 1]], 1) if k else None
+            new, ok = _place_contour(cfg, rng, prior, ends, True, L, cfg.self_separation)
+            ok &= bend(new) >= cfg.min_bend  # not nearly straight
+            seg[todo[ok], k * L : (k + 1) * L] = new[ok]
+            todo = todo[~ok]
+        alive[todo] = False
+    return seg[alive]
+
+
+def bend(contours: np.ndarray) -> np.ndarray:
+    """(..., ) the largest distance of a contour's paddle ends from the straight line through its two
+    end points, for contours (..., L, 2, 2) of L paddles."""
+    points = np.concatenate([contours[..., 0, :], contours[..., -1:, 1, :]], -2)  # (..., L + 1, 2)
+    a, b = points[..., :1, :], points[..., -1:, :]
+    u = (b - a) / np.maximum(np.linalg.norm(b - a, axis=-1, keepdims=True), 1e-12)
+    rel = points - a
+    return np.abs(rel[..., 0] * u[..., 1] - rel[..., 1] * u[..., 0]).max(-1)
+
+
+def _candidate_pairs(n_contours: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P, 2, 2) every pair of contour ends as (marker, (contour, end)), and (P,) its label."""
+    pairs, labels = [], []
+    for c in range(n_contours):
+        pairs.append(((c, 0), (c, 1)))
+        labels.append(1)
+    for c1 in range(n_contours):
+        for c2 in range(c1 + 1, n_contours):
+            for e1 in range(2):
+                for e2 in range(2):
+                    pairs.append(((c1, e1), (c2, e2)))
+                    labels.append(0)
+    return np.array(pairs, dtype=np.int64), np.array(labels, dtype=np.int64)
+
+
+def contour_ends(seg: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """End points (n, C, 2, 2) as (contour, end, xy) of contours of L paddles each, and the unit
+    direction (n, C, 2, 2) in which the path leaves each end."""
+    ends = np.stack([seg[:, 0::L, 0], seg[:, L - 1 :: L, 1]], 2)
+    leave = np.stack([seg[:, 0::L, 1] - seg[:, 0::L, 0], seg[:, L - 1 :: L, 0] - seg[:, L - 1 :: L, 1]], 2)
+    return ends, leave / np.maximum(np.linalg.norm(leave, axis=-1, keepdims=True), 1e-12)
+
+
+def _pixel_band_mean(
+    ink: np.ndarray, image: np.ndarray, pa: np.ndarray, pb: np.ndarray, half_band: float, clear: float
+) -> np.ndarray:
+    """(K,) for K segments pa-pb (K, 2) on images ``ink[image]``: the mean ink over the pixels whose
+    centre is within ``half_band`` of the segment and farther than ``clear`` from both ends; 0 where
+    no pixel is."""
+    R = ink.shape[-1]
+    ys, xs = np.mgrid[0:R, 0:R]
+    grid = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)  # (R*R, 2) as (x, y)
+    flat = ink.reshape(len(ink), R * R)
+    out = np.zeros(len(image))
+    for lo in range(0, len(image), 1024):
+        sl = slice(lo, lo + 1024)
+        a, b = pa[sl, None], pb[sl, None]  # (k, 1, 2)
+        near = _point_segment_distance(grid, a, b) <= half_band
+        near &= np.hypot(*(grid - a).transpose(2, 0, 1)) > clear
+        near &= np.hypot(*(grid - b).transpose(2, 0, 1)) > clear
+        count = near.sum(-1)
+        out[sl] = np.where(count > 0, (flat[image[sl]] * near).sum(-1) / np.maximum(count, 1), 0.0)
+    return out
+
+
+def _line_cover(
+    ink: np.ndarray,
+    image: np.ndarray,
+    pa: np.ndarray,
+    pb: np.ndarray,
+    band: float,
+    step: float,
+    clear: float,
+    threshold: float,
+) -> np.ndarray:
+    """(K,) for K segments pa-pb (K, 2) on images ``ink[image]``: the fraction of the points every
+    ``step`` px along the segment, farther than ``clear`` from both ends, where the brightest point
+    across the band (``band`` px wide, every ``step`` px, ink bilinearly interpolated) exceeds
+    ``threshold``: how much of the straight line has a stroke beside it."""
+    from scipy import ndimage
+
+    if len(image) == 0:
+        return np.zeros(0)
+    length = np.linalg.norm(pb - pa, axis=-1)  # (K,)
+    unit = (pb - pa) / np.maximum(length, 1e-12)[:, None]
+    normal = np.stack([-unit[:, 1], unit[:, 0]], -1)
+    s = np.arange(int(math.ceil(length.max() / step)) + 1) * step  # (S,)
+    across = np.arange(-band / 2, band / 2 + 1e-9, step)  # (J,)
+    valid = (s > clear) & (s < length[:, None] - clear)  # (K, S)
+    out = np.zeros(len(image))
+    for lo in range(0, len(image), 512):
+        sl = slice(lo, lo + 512)
+        pts = (
+            pa[sl, None, None]
+            + s[:, None, None] * unit[sl, None, None]
+            + across[:, None] * normal[sl, None, None]
+        )  # (k, S, J, 2)
+        index = np.broadcast_to(image[sl, None, None], pts.shape[:-1])
+        coords = np.stack([index, pts[..., 1], pts[..., 0]]).reshape(3, -1)
+        peak = ndimage.map_coordinates(ink, coords, order=1, mode="constant").reshape(pts.shape[:-1]).max(-1)
+        count = valid[sl].sum(-1)
+        out[sl] = np.where(count > 0, ((peak > threshold) & valid[sl]).sum(-1) / np.maximum(count, 1), 0.0)
+    return out
+
+
+_CHEAP_CUES = ("distance", "cos_min", "cos_max", "position")
+
+
+def pair_cues(
+    cfg: PathfinderConfig, seg: np.ndarray, pairs: np.ndarray, where: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The cues that need no tracing, for every candidate pair (P, 2, 2) of every image, each (n, P):
+
+    - ``distance`` between the two ends;
+    - ``cos_min`` / ``cos_max``: the cosines between the direction in which the path leaves each
+      end and the direction to the other end (the direction rule);
+    - ``position``: the mean distance of the two ends from the image's centre;
+    - ``line_ink``: the mean ink of the pixels within ``CUE_BAND / 2`` of the straight line between
+      the two ends, leaving out the markers' discs (radius + 1 px);
+    - ``line_cover`` / ``wide_cover``: the fraction of the straight line with a stroke beside it
+      (:func:`_line_cover`, at half the stroke's intensity) within a band of ``CUE_BAND`` and of
+      1.4 times that.
+
+    Ink is measured on the contours drawn at full intensity without markers, and only where
+    ``where`` (n, P) is true (NaN elsewhere)."""
+    ends, leave = contour_ends(seg, cfg.contour_length)
+    pa, pb = ends[:, pairs[:, 0, 0], pairs[:, 0, 1]], ends[:, pairs[:, 1, 0], pairs[:, 1, 1]]
+    da, db = leave[:, pairs[:, 0, 0], pairs[:, 0, 1]], leave[:, pairs[:, 1, 0], pairs[:, 1, 1]]
+    v = pb - pa
+    dist = np.linalg.norm(v, axis=-1)
+    u = v / np.maximum(dist[..., None], 1e-12)
+    cos_a, cos_b = (da * u).sum(-1), -(db * u).sum(-1)
+    centre = (cfg.resolution - 1) / 2
+    out = {
+        "distance": dist,
+        "cos_min": np.minimum(cos_a, cos_b),
+        "cos_max": np.maximum(cos_a, cos_b),
+        "position": (np.linalg.norm(pa - centre, axis=-1) + np.linalg.norm(pb - centre, axis=-1)) / 2,
+    }
+    n = seg.shape[0]
+    where = np.ones(dist.shape, dtype=bool) if where is None else where
+    image, pair = np.nonzero(where)
+    ink = render(seg, np.zeros((n, 0, 2)), cfg.resolution, thickness=cfg.thickness, radius=cfg.radius)
+    ink = ink.astype(np.float32) / 255
+    clear, band, step = cfg.radius + 1, CUE_BAND * cfg.scale, CUE_STEP * cfg.scale
+    a, b = pa[image, pair], pb[image, pair]
+    for name, values in (
+        ("line_ink", lambda: _pixel_band_mean(ink, image, a, b, band / 2, clear)),
+        ("line_cover", lambda: _line_cover(ink, image, a, b, band, step, clear, 0.5)),
+        ("wide_cover", lambda: _line_cover(ink, image, a, b, 1.4 * band, step, clear, 0.5)),
+    ):
+        full = np.full(dist.shape, np.nan)
+        full[image, pair] = values()
+        out[name] = full
+    return out
+
+
+def _cue_edges(cues: dict[str, np.ndarray], usable: np.ndarray) -> dict[str, np.ndarray]:
+    """Cell edges per cue: quantiles of the usable connected candidates' values (the rarer kind:
+    most candidate pairs are not connected, and cells where no connected pair falls are of no use)."""
+    return {  # the outermost edges at the 1st and 99th percentiles: beyond them no pair is kept
+        name: np.unique(np.quantile(cues[name][usable], [0.01, *np.linspace(0, 1, k + 1)[1:-1], 0.99]))
+        for name, k in _CUE_CELLS.items()
+    }
+
+
+def _cells(cues: dict[str, np.ndarray], edges: dict[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
+    """(n, P) one integer >= 0 per cell of the grid of the cues ``names``, -1 where a cue falls
+    outside its outermost edges (no connected pair is kept there) or is NaN."""
+    key = np.zeros(cues["distance"].shape, dtype=np.int64)
+    out = np.zeros(key.shape, dtype=bool)
+    for name in names:
+        e = edges[name]
+        digit = np.digitize(np.nan_to_num(cues[name], nan=-np.inf), e)
+        out |= (digit == 0) | (digit == len(e))
+        key = key * (len(e) + 1) + digit
+    return np.where(out, -1, key)
+
+
+def _generate_v4(
+    cfg: PathfinderConfig, n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Version 4 (see the section's comment): draw contours, measure every candidate pair's cues,
+    keep the candidates that even out their cell, then keep as many connected as not-connected
+    pairs in every cell."""
+    root = np.random.SeedSequence([seed, cfg.version])
+    place_rng, pick_rng = (np.random.default_rng(s) for s in root.spawn(2))
+    L, C = cfg.contour_length, _MAIN + cfg.n_distractors
+    pairs, pair_label = _candidate_pairs(C)
+    want = n + n % 2  # an even number, then n of them
+    counts: dict[int, list[int]] = {}  # cell -> [not connected, connected] kept so far
+    kept_seg, kept_pair, kept_cell = [], [], []
+    matched, edges, drawn = 0, None, 0
+    for _round in range(_V4_ROUNDS):
+        if matched >= want:
+            break
+        step = _chunk_size(cfg)
+        todo = math.ceil((want - matched) * _V4_POOL) + 16
+        for lo in range(0, todo, step):
+            seg = _place_v4(cfg, min(step, todo - lo), place_rng)
+            drawn += len(seg)
+            if len(seg) == 0:
+                continue
+            if edges is None:  # the cells, from the connected pairs of the first images drawn
+                cues = pair_cues(cfg, seg, pairs, np.broadcast_to(pair_label == 1, (len(seg), len(pairs))))
+                edges = _cue_edges(cues, (cues["distance"] >= cfg.marker_distance) & (pair_label == 1))
+            cheap = pair_cues(cfg, seg, pairs, np.zeros((len(seg), len(pairs)), dtype=bool))
+            # ink only where the cheap cues fall inside the cells, and the two discs do not touch
+            inside = (_cells(cheap, edges, _CHEAP_CUES) >= 0) & (cheap["distance"] >= cfg.marker_distance)
+            cells = _cells(pair_cues(cfg, seg, pairs, inside), edges, list(_CUE_CELLS))
+            for i in range(len(seg)):
+                order = pick_rng.permutation(len(pairs))
+                best, best_gain = -1, -1
+                for p in order:
+                    if cells[i, p] < 0:
+                        continue  # outside the cells (or the two discs would touch)
+                    have = counts.get(int(cells[i, p]), (0, 0))
+                    y = pair_label[p]
+                    gain = have[1 - y] - have[y]  # > 0: the other label waits in this cell
+                    if gain > best_gain:
+                        best, best_gain = p, gain
+                if best_gain < 0:
+                    continue  # every candidate would tip its cell further
+                cell = int(cells[i, best])
+                slot = counts.setdefault(cell, [0, 0])
+                slot[pair_label[best]] += 1
+                matched += 2 if best_gain > 0 else 0
+                kept_seg.append(seg[i])
+                kept_pair.append(best)
+                kept_cell.append(cell)
+    if os.environ.get("ATTNBENCH_PATHFINDER_DEBUG"):
+        print(f"v4: {drawn} drawn, {len(kept_pair)} kept, {matched} matched for {want}")
+    if matched < want:
+        raise RuntimeError(
+            f"pathfinder: could not draw {n} images of {C} contours of {cfg.contour_length} paddles "
+            f"{cfg.min_separation:.1f} px apart in {cfg.resolution}x{cfg.resolution}; lower contour_length "
+            "or n_distractors, or raise the resolution"
+        )
+    # every cell: as many connected as not connected (the first ones kept of each), then `want`
+    # of those images in pairs chosen at random
+    label = pair_label[np.array(kept_pair)]
+    cell = np.array(kept_cell)
+    by_cell: dict[int, list[list[int]]] = {}
+    for k, (c, y) in enumerate(zip(cell.tolist(), label.tolist())):
+        by_cell.setdefault(c, [[], []])[y].append(k)
+    couples = [(a, b) for neg, pos in by_cell.values() for a, b in zip(neg, pos)]
+    chosen = np.array([couples[j] for j in pick_rng.choice(len(couples), want // 2, replace=False)]).ravel()
+    chosen = chosen[pick_rng.permutation(want)][:n]
+    seg = np.stack([kept_seg[k] for k in chosen])
+    pair = pairs[np.array(kept_pair)[chosen]]  # (n, 2, 2)
+    labels = pair_label[np.array(kept_pair)[chosen]]
+    # the marked contours first (contour 0 holds the first marker, contour 1 the second's when
+    # they differ), the others after them in their order
+    order = np.empty((n, C), dtype=np.int64)
+    for i in range(n):
+        first = [int(pair[i, 0, 0])] + ([int(pair[i, 1, 0])] if labels[i] == 0 else [])
+        order[i] = first + [c for c in range(C) if c not in first]
+    seg = seg.reshape(n, C, L, 2, 2)[np.arange(n)[:, None], order].reshape(n, C * L, 2, 2)
+    rank = np.argsort(order, axis=1)  # old contour -> new position
+    ends = np.stack([rank[np.arange(n), pair[:, m, 0]] for m in range(2)], 1)
+    marker_ends = np.stack([ends, pair[:, :, 1]], -1)  # (n, 2, 2) as (contour, end)
+    points, _ = contour_ends(seg, L)
+    markers = points[np.arange(n)[:, None], marker_ends[..., 0], marker_ends[..., 1]]  # (n, 2, 2)
+    images = render(
+        seg, markers, cfg.resolution, thickness=cfg.thickness, radius=cfg.radius, contrast=cfg.contrast
+    )
+    geo = {
+        "segments": seg,
+        "markers": markers,
+        "marker_ends": marker_ends,
+        "contour_of": np.repeat(np.arange(C), L),
+    }
+    return images, labels.astype(np.int64), geo
+
+
 def markers_connected(
     segments: np.ndarray, contour_of: np.ndarray, markers: np.ndarray, tol: float = 1e-6
 ) -> np.ndarray:
@@ -603,7 +993,7 @@ def default_cache_dir() -> Path:
 def cache_key(cfg: PathfinderConfig, n: int, seed: int) -> str:
     """Hash of everything that determines the images."""
     blob = json.dumps(
-        {"config": dataclasses.asdict(cfg), "n": n, "seed": seed, "version": GENERATOR_VERSION},
+        {"config": dataclasses.asdict(cfg), "n": n, "seed": seed, "version": cfg.version},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -615,15 +1005,17 @@ def load_pathfinder(
     """Images and labels of one split, generated once and then read from the cache.
 
     Returns:
-        images (n, R, R) uint8, labels (n,) int64, and the cache file.
+        images (n, R, R) uint8, labels (n,) int64, and the cache file (which also holds the
+        markers: :func:`load_markers`).
     """
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = folder / f"{cache_key(cfg, n, seed)}.npz"
     if path.is_file():
         with np.load(path) as data:
-            return data["images"], data["labels"], path
+            if "markers" in data:
+                return data["images"], data["labels"], path
     t0 = time.perf_counter()
-    images, labels = generate(cfg, n, seed)
+    images, labels, geo = generate(cfg, n, seed, return_geometry=True)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
     meta = json.dumps(
@@ -631,10 +1023,20 @@ def load_pathfinder(
             **dataclasses.asdict(cfg),
             "n": n,
             "seed": seed,
-            "version": GENERATOR_VERSION,
             "seconds": round(time.perf_counter() - t0, 2),
         }
     )
-    np.savez_compressed(tmp, images=images, labels=labels, meta=np.array(meta))
+    np.savez_compressed(tmp, images=images, labels=labels, markers=geo["markers"], meta=np.array(meta))
     os.replace(tmp, path)  # atomic: a concurrent reader sees no half-written file
     return images, labels, path
+
+
+def load_markers(
+    cfg: PathfinderConfig, n: int, seed: int, cache_dir: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images, labels and marker centres (n, 2, 2) as (x, y) of one split, from the cache of
+    :func:`load_pathfinder` (generated there first if need be): what a report needs to split the
+    validation images by a cue."""
+    _, _, path = load_pathfinder(cfg, n, seed, cache_dir)
+    with np.load(path) as data:
+        return data["images"], data["labels"], data["markers"]
