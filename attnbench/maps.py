@@ -769,7 +769,7 @@ def draw_run_maps(
     trained_models = {id(picked[0]): load_trained(picked[0].workdir)[0]}
     attention_modules(trained_models[id(picked[0])], stage)  # a bad --stage fails before any work
     dataset_cfg = picked[0].config["dataset"]
-    data = load_dataset(dataset_cfg)
+    data = load_dataset(dataset_cfg, train_seed=picked[0].config["seed"])  # the val split is the same
     val_images, val_labels = data.val.__getitems__(list(range(len(data.val))))
     labels = val_labels.numpy()
     two_class = data.num_classes == 2

@@ -3,13 +3,21 @@ recipe's pieces, and the local datasets (fake CIFAR pickles and image folders ma
 
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from attnbench.ablation.data import augment, dataset_shape, load_dataset
+from attnbench.ablation.data import (
+    VAL_SEED_OFFSET,
+    augment,
+    check_available,
+    dataset_shape,
+    load_dataset,
+    train_split_seed,
+)
 from attnbench.ablation.train import (
     TrainConfig,
     _lr_at,
@@ -181,6 +189,72 @@ def test_augment_is_seeded_and_label_safe():
     assert set(cropped.unique().tolist()) <= {0, 9} and (cropped[:, :, 2:6, 2:6] == 9).all()
 
 
+def fake_pathfinder(calls):
+    """A stand-in for ``load_pathfinder`` that records the seeds asked for and returns images drawn
+    from the seed (the generator itself is tested in test_pathfinder.py)."""
+
+    def load(cfg, n, seed, cache_dir=None):
+        calls.append((n, seed))
+        rng = np.random.default_rng(seed)
+        images = rng.integers(0, 256, size=(n, cfg.resolution, cfg.resolution), dtype=np.uint8)
+        return images, np.arange(n) % 2, Path(f"fake-{n}-{seed}.npz")
+
+    return load
+
+
+def test_per_seed_train_images(monkeypatch):
+    calls = []
+    monkeypatch.setattr("attnbench.ablation.data.pathfinder.load_pathfinder", fake_pathfinder(calls))
+    base = {"name": "pathfinder", "difficulty": "easy", "train_size": 16, "val_size": 8, "seed": 5}
+    shared = load_dataset(base)
+    assert calls == [(16, 5), (8, 5 + VAL_SEED_OFFSET)]  # shared: as before, the dataset's seed
+    for cfg in (base, {**base, "train_images": "shared"}):
+        assert torch.equal(load_dataset(cfg, train_seed=3).train.images, shared.train.images)
+    assert calls[-2:] == [(16, 5), (8, 5 + VAL_SEED_OFFSET)] and "train_images" not in shared.info
+    per = {**base, "train_images": "per_seed"}
+    calls.clear()
+    a, b = load_dataset(per, train_seed=0), load_dataset(per, train_seed=1)
+    seeds = (train_split_seed(5, 0), train_split_seed(5, 1))
+    assert calls == [(16, seeds[0]), (8, 5 + VAL_SEED_OFFSET), (16, seeds[1]), (8, 5 + VAL_SEED_OFFSET)]
+    assert len({5, 5 + VAL_SEED_OFFSET, *seeds}) == 4
+    assert not torch.equal(a.train.images, b.train.images) and not torch.equal(
+        a.train.images, shared.train.images
+    )
+    assert torch.equal(a.val.images, b.val.images) and torch.equal(a.val.images, shared.val.images)
+    assert a.info["train_split_seed"] == seeds[0] and a.info["train_images"] == "per_seed"
+    assert seeds[0] == train_split_seed(5, 0) != train_split_seed(6, 0)  # the dataset's seed counts too
+    with pytest.raises(ValueError, match="needs the training seed"):
+        load_dataset(per)
+    with pytest.raises(ValueError, match="dataset.train_images"):
+        check_available({**base, "train_images": "each"})
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a tiny training (two fight over a shared CPU), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_run_trains_on_its_seeds_images(tmp_path, monkeypatch, one_thread):
+    calls = []
+    monkeypatch.setattr("attnbench.ablation.data.pathfinder.load_pathfinder", fake_pathfinder(calls))
+    data = {
+        "name": "pathfinder",
+        "difficulty": "easy",
+        "train_size": 32,
+        "val_size": 16,
+        "train_images": "per_seed",
+    }
+    result = train_and_evaluate(
+        "vanilla", {}, data, NANO, {"epochs": 1, "batch": 16}, 2, "cpu", tmp_path / "run", progress=None
+    )
+    assert calls == [(32, train_split_seed(0, 2)), (16, VAL_SEED_OFFSET)]
+    assert result["dataset"]["train_split_seed"] == train_split_seed(0, 2)
+
+
 # ----------------------------------------------------------------------------- local datasets
 
 
@@ -227,3 +301,21 @@ def test_imagefolder(tmp_path):
     )
     assert gray.val.images.shape == (3, 1, 16, 16) and gray.in_chans == 1
     assert dataset_shape({"name": "imagefolder", "root": str(tmp_path), "resolution": 16}) == (2, 3, 16)
+
+
+def test_a_non_finite_loss_names_its_step(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setattr("attnbench.ablation.data.pathfinder.load_pathfinder", fake_pathfinder([]))
+    cross_entropy, calls = torch.nn.functional.cross_entropy, []
+
+    def nan_at_second_step(*args, **kwargs):
+        calls.append(1)
+        loss = cross_entropy(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", nan_at_second_step)
+    data = {"name": "pathfinder", "difficulty": "easy", "train_size": 48, "val_size": 16}
+    with pytest.raises(FloatingPointError, match="epoch 1, step 2; lower train.lr"):
+        train_and_evaluate(
+            "vanilla", {}, data, NANO, {"epochs": 2, "batch": 16}, 0, "cpu", tmp_path, progress=None
+        )
+    assert not (tmp_path / "checkpoint.pt").exists()  # the epoch is not saved

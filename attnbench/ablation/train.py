@@ -12,6 +12,12 @@ saved to ``workdir/checkpoint.pt`` (atomically); a later call with the same conf
 after the last saved epoch and ends with the same result as an uninterrupted run. A finished run
 writes ``workdir/result.json``, which a repeated call returns without training again.
 
+Optional early stopping (off by default, see :class:`TrainConfig`): a run that has learned and
+then plateaued, or that has plainly not learned by a given epoch, stops after that epoch's
+evaluation. The schedule stays defined over ``epochs`` (stopping only ends the run early), the
+decision is taken from the history alone (so a resumed run takes the same one), and the result is
+the evaluation of the model it stopped with.
+
 Before training, one forward and backward pass in eval mode (batch 2) records which backend each
 mechanism dispatches to (BRA's ``auto`` backend, NATTEN or the torch path of neighborhood
 attention); the lines are logged and returned in ``dispatch``.
@@ -52,6 +58,7 @@ __all__ = [
     "probe_dispatch",
     "run_key",
     "train_and_evaluate",
+    "train_config_for_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"  # the trained weights alone, with the run's configuration (for attnbench maps)
 RESULT = "result.json"
+
+
+_EARLY_STOP_FIELDS = ("learned_top1", "plateau_epochs", "plateau_delta", "give_up_epoch", "give_up_top1")
+_PLATEAU_DELTA = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +88,16 @@ class TrainConfig:
         amp: bf16 autocast on CUDA (ignored on CPU, which trains in fp32).
         eval_batch: images per evaluation step.
         eval_every: evaluate every this many epochs (the last epoch always).
+        learned_top1: val top-1 (%) at which a run counts as learned (its result's
+            ``learned_epoch``); null: not judged. Needed by ``plateau_epochs``.
+        plateau_epochs: stop once learned and the val top-1 has not improved by at least
+            ``plateau_delta`` points for this many evaluations (needs ``learned_top1`` and
+            ``eval_every`` 1); null: never.
+        plateau_delta: the least gain (points of top-1) that counts as an improvement.
+        give_up_epoch: with ``give_up_top1``: stop after this epoch (or the first evaluated one
+            after it) if the best val top-1 so far is below ``give_up_top1``; null: never.
+        give_up_top1: the val top-1 (%) below which a run has plainly not learned by
+            ``give_up_epoch``.
     """
 
     epochs: int = 10
@@ -90,6 +111,11 @@ class TrainConfig:
     amp: bool = True
     eval_batch: int = 256
     eval_every: int = 1
+    learned_top1: float | None = None
+    plateau_epochs: int | None = None
+    plateau_delta: float = _PLATEAU_DELTA
+    give_up_epoch: int | None = None
+    give_up_top1: float | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, key: str, allowed: str) -> None:
@@ -112,6 +138,44 @@ class TrainConfig:
         need(self.clip_grad is None or self.clip_grad > 0, "clip_grad", "a number > 0 or null")
         need(isinstance(self.amp, bool), "amp", "true or false")
 
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        def count(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+        for key in ("learned_top1", "give_up_top1"):
+            value = getattr(self, key)
+            need(value is None or (number(value) and 0 < value <= 100), key, "a top-1 in (0, 100] or null")
+        need(number(self.plateau_delta) and self.plateau_delta >= 0, "plateau_delta", "a number >= 0")
+        need(
+            self.plateau_epochs is None or count(self.plateau_epochs), "plateau_epochs", "an int >= 1 or null"
+        )
+        if self.plateau_epochs is not None:
+            need(self.learned_top1 is not None, "plateau_epochs", "null unless train.learned_top1 is set")
+            need(self.eval_every == 1, "plateau_epochs", "null unless train.eval_every is 1")
+        need(
+            self.plateau_delta == _PLATEAU_DELTA or self.plateau_epochs is not None,
+            "plateau_delta",
+            f"{_PLATEAU_DELTA} (the default) unless train.plateau_epochs is set",
+        )
+        need(
+            self.give_up_epoch is None or (count(self.give_up_epoch) and self.give_up_epoch < self.epochs),
+            "give_up_epoch",
+            f"an int in [1, epochs = {self.epochs}) or null",
+        )
+        need(
+            (self.give_up_epoch is None) == (self.give_up_top1 is None),
+            "give_up_epoch" if self.give_up_top1 is not None else "give_up_top1",
+            "set together with train.give_up_epoch and train.give_up_top1, or both null",
+        )
+        if self.give_up_top1 is not None and self.learned_top1 is not None:
+            need(
+                self.give_up_top1 <= self.learned_top1,
+                "give_up_top1",
+                f"<= learned_top1 = {self.learned_top1}",
+            )
+
     @classmethod
     def from_dict(cls, cfg: dict[str, Any] | None) -> TrainConfig:
         cfg = dict(cfg or {})
@@ -124,6 +188,22 @@ class TrainConfig:
 
 
 TRAIN_DEFAULTS = dataclasses.asdict(TrainConfig())
+
+# The early-stopping fields and their defaults (all off): left out of a run's key while at them.
+_EARLY_STOP_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in _EARLY_STOP_FIELDS
+}
+
+
+def train_config_for_key(cfg: TrainConfig) -> dict[str, Any]:
+    """``dataclasses.asdict(cfg)`` without the early-stopping fields that are at their defaults:
+    what a run's key hashes, so that a configuration without early stopping keeps the key it had
+    before those fields existed."""
+    out = dataclasses.asdict(cfg)
+    for key, default in _EARLY_STOP_DEFAULTS.items():
+        if out[key] == default:
+            del out[key]
+    return out
 
 
 def _seed_everything(seed: int) -> None:
@@ -161,11 +241,27 @@ def _config(
     return {
         "mechanism": mechanism,
         "params": params or {},
-        "dataset": dataset_cfg,
+        "dataset": _dataset_for_key(dataset_cfg),
         "backbone": backbone_cfg or {},
-        "train": dataclasses.asdict(cfg),
+        "train": train_config_for_key(cfg),
         "seed": seed,
     }
+
+
+def _dataset_for_key(dataset_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The dataset mapping a run's key hashes: a Pathfinder mapping names the generator's version
+    unless it is 3. Keys of version-3 runs stay what they were before version 4 existed (when a
+    mapping named no version and meant 3), and a mapping that names no version now (version 4)
+    gets a key of its own, so an old run folder never resumes it from a version-3 checkpoint."""
+    if dataset_cfg.get("name") != "pathfinder":
+        return dataset_cfg
+    from attnbench.ablation.data.pathfinder import GENERATOR_VERSION
+
+    out = {k: v for k, v in dataset_cfg.items() if k != "version"}
+    version = dataset_cfg.get("version", GENERATOR_VERSION)
+    if version != 3:
+        out["version"] = version
+    return out
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -266,6 +362,37 @@ def _lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _learned_epoch(history: list[dict[str, Any]], cfg: TrainConfig) -> int | None:
+    """The first epoch whose val top-1 reached ``learned_top1`` (None: not yet, or not judged)."""
+    if cfg.learned_top1 is None:
+        return None
+    return next((h["epoch"] for h in history if h.get("top1", -1.0) >= cfg.learned_top1), None)
+
+
+def _stop_reason(history: list[dict[str, Any]], cfg: TrainConfig) -> str | None:
+    """Why the run stops after the last epoch of ``history``, or None to go on.
+
+    Taken from the history alone (its val top-1 per evaluated epoch), so that a resumed run takes
+    the same decision; never at the last epoch, where the run ends anyway.
+    """
+    if not history or "top1" not in history[-1] or history[-1]["epoch"] >= cfg.epochs:
+        return None
+    epoch = history[-1]["epoch"]
+    scores = [h["top1"] for h in history if "top1" in h]
+    if cfg.give_up_epoch is not None and epoch >= cfg.give_up_epoch and max(scores) < cfg.give_up_top1:
+        return f"gave up at epoch {epoch}: best val top-1 {max(scores):.2f} % < {cfg.give_up_top1} %"
+    if cfg.plateau_epochs is not None and _learned_epoch(history, cfg) is not None:
+        reference, since = -math.inf, 0  # top-1 at the last improvement; evaluations since
+        for top1 in scores:
+            if top1 >= reference + cfg.plateau_delta:
+                reference, since = top1, 0
+            else:
+                since += 1
+        if since >= cfg.plateau_epochs:
+            return f"learned and plateaued at epoch {epoch}"
+    return None
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -379,11 +506,14 @@ def train_and_evaluate(
         only, summed over resumed calls), ``epochs``, ``seed``, ``params`` (parameter count),
         ``final_train_loss``, ``final_train_acc``, ``history`` (one record per epoch), ``dispatch``,
         ``backbone`` (per-stage attention), ``dataset`` (its facts), ``device``, ``resumed_from``
-        (the epoch this call started at, 0 if from scratch).
+        (the epoch this call started at, 0 if from scratch), ``stopped`` (why the run stopped
+        early, None if it ran every epoch), ``epochs_run`` and ``learned_epoch`` (the first epoch
+        that reached ``train.learned_top1``; None if none did or it is not set). ``epochs`` is
+        the schedule's; ``top1`` and ``val_correct`` are of the last epoch run.
 
     Raises:
         ValueError: a bad setting (naming it), or a workdir holding a run with another configuration.
-        FloatingPointError: the loss became NaN or infinite.
+        FloatingPointError: the loss became NaN or infinite (raised at the end of that epoch).
     """
     cfg = TrainConfig.from_dict(train_cfg)
     dev = _resolve_device(device)
@@ -400,14 +530,19 @@ def train_and_evaluate(
             f"workdir {str(workdir)!r} holds a finished run of another configuration; use a new workdir"
         )
 
-    data = load_dataset(dataset_cfg)
+    data = load_dataset(dataset_cfg, train_seed=seed)
     model = initial_model(mechanism, params, dataset_cfg, backbone_cfg, seed).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     dispatch = probe_dispatch(model, dev, cfg.amp)
     for line in dispatch:
         log.info("%s dispatch: %s", mechanism, line)
 
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    # foreach (multi-tensor) AdamW and clipping: the same numbers as the per-tensor loops (bitwise,
+    # checked), fewer kernel calls; already torch's default on CUDA (docs/training-speed.md)
+    foreach = True if dev.type in ("cpu", "cuda") else None
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999), foreach=foreach
+    )
     n_train = len(data.train)
     steps_per_epoch = max(1, n_train // cfg.batch)
     batch = min(cfg.batch, n_train)
@@ -424,16 +559,29 @@ def train_and_evaluate(
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # a checkpoint of an older attnbench says foreach None
+            group["foreach"] = foreach
         start_epoch, history, train_time = state["epoch"], state["history"], state["train_time_s"]
         say(f"[{mechanism} seed {seed}] resuming after epoch {start_epoch}/{cfg.epochs} from {ckpt_path}")
     workdir.mkdir(parents=True, exist_ok=True)
 
+    stopped = _stop_reason(history, cfg)  # a run killed after its stopping epoch's checkpoint
+    if stopped is not None:
+        say(f"[{mechanism} seed {seed}] stopped: {stopped}")
     for epoch in range(start_epoch, cfg.epochs):
+        if stopped is not None:
+            break
         gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
         torch.manual_seed(_epoch_seed(seed, epoch))  # dropout, drop path
         order = torch.randperm(n_train, generator=gen)
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # summed on the device and read once per epoch: no host sync per step
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        first_bad = torch.full(
+            (), steps_per_epoch, dtype=torch.int64, device=dev
+        )  # step of a non-finite loss
+        seen = 0
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
@@ -446,35 +594,40 @@ def train_and_evaluate(
             with _autocast(dev, cfg.amp):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{mechanism}: loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}; lower train.lr "
-                    f"(= {cfg.lr}) or set train.clip_grad"
-                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad, foreach=foreach)
             optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(dim=1) == y).sum().item()
+            with torch.no_grad():
+                loss_sum += loss.detach().double() * len(y)
+                correct += (logits.argmax(dim=1) == y).sum()
+                first_bad = torch.where(torch.isfinite(loss) | (first_bad < i), first_bad, i)
             seen += len(y)
+        bad = int(first_bad)
+        if bad < steps_per_epoch:
+            raise FloatingPointError(
+                f"{mechanism}: the loss became NaN or infinite at epoch {epoch + 1}, step {bad + 1}; lower "
+                f"train.lr (= {cfg.lr}) or set train.clip_grad"
+            )
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_acc": 100.0 * correct / seen,
+            "train_loss": float(loss_sum) / seen,
+            "train_acc": 100.0 * int(correct) / seen,
             "lr": lr,
             "time_s": epoch_time,
         }
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             scores = evaluate(model, data, dev, batch=cfg.eval_batch, amp=cfg.amp)
             record.update({k: v for k, v in scores.items() if k != "val_correct"})
-            record["val_correct"] = scores["val_correct"] if epoch + 1 == cfg.epochs else None
         history.append(record)
+        stopped = _stop_reason(history, cfg)
+        if "top1" in record:  # the images' hits are kept for the final model only
+            record["val_correct"] = scores["val_correct"] if epoch + 1 == cfg.epochs or stopped else None
         _save(
             ckpt_path,
             {
@@ -491,6 +644,8 @@ def train_and_evaluate(
             f"[{mechanism} seed {seed}] epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} "
             f"train_acc {record['train_acc']:.1f}%{val} lr {lr:.2e} {epoch_time:.1f}s"
         )
+        if stopped is not None:
+            say(f"[{mechanism} seed {seed}] stopped: {stopped}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
@@ -518,6 +673,9 @@ def train_and_evaluate(
         "dataset": data.info,
         "device": str(dev),
         "resumed_from": start_epoch,
+        "stopped": stopped,
+        "epochs_run": len(history),
+        "learned_epoch": _learned_epoch(history, cfg),
     }
     result_path.write_text(
         json.dumps({"fingerprint": fingerprint, "config": config, "result": result}, indent=1, default=repr)

@@ -11,7 +11,12 @@ loop moves them to the device, where :func:`augment` and :meth:`Dataset.normaliz
 - ``pathfinder``: ``resolution`` (32), ``train_size`` (8000), ``val_size`` (1000), ``seed`` (0),
   ``difficulty`` (``easy`` | ``medium`` | ``hard``, default ``medium``), any field of
   :class:`~attnbench.ablation.data.pathfinder.PathfinderConfig` to override the preset, and
-  ``cache_dir``. The val split uses seed ``seed + 1_000_003``, so it never repeats a train image.
+  ``cache_dir``, and ``train_images`` (``shared`` | ``per_seed``, default ``shared``). The val
+  split uses seed ``seed + 1_000_003``, so it never repeats a train image. With ``shared`` every
+  training seed trains on the same images (generated with ``seed``); with ``per_seed`` each
+  training seed draws its own train split (generator seed
+  ``SeedSequence([seed, training seed, 7])``, see :func:`train_split_seed`) while the val split
+  stays the same, so seeds vary the data as well as the initialisation and order.
 - ``cifar10`` / ``cifar100``: ``root`` (the folder holding ``cifar-10-batches-py`` /
   ``cifar-100-python``, or that folder itself), optional ``train_size`` / ``val_size`` (the first
   images of the train / test set) and, for cifar100, ``label_type`` (``fine`` | ``coarse``).
@@ -37,6 +42,7 @@ from torch import Tensor
 
 __all__ = [
     "DATASETS",
+    "TRAIN_IMAGES",
     "VAL_SEED_OFFSET",
     "ArraySplit",
     "Dataset",
@@ -45,9 +51,11 @@ __all__ = [
     "check_available",
     "dataset_shape",
     "load_dataset",
+    "train_split_seed",
 ]
 
 VAL_SEED_OFFSET = 1_000_003  # a generated val split uses the dataset's seed + this: never a train image
+TRAIN_IMAGES = ("shared", "per_seed")  # pathfinder's train_images: one train split for all seeds, or one each
 
 AUGMENT_KEYS = ("crop_padding", "hflip", "vflip")
 
@@ -188,19 +196,46 @@ def subset(split: ArraySplit, size: int | None, key: str) -> ArraySplit:
     return ArraySplit(split.images[:size], split.labels[:size])
 
 
-def _pathfinder(cfg: dict[str, Any]) -> Dataset:
+def train_split_seed(seed: int, train_seed: int) -> int:
+    """The generator seed of a ``train_images: per_seed`` train split, from the dataset's ``seed``
+    and the training seed (never ``seed + VAL_SEED_OFFSET`` in practice: a 32-bit hash)."""
+    return int(np.random.SeedSequence([seed, train_seed, 7]).generate_state(1)[0])
+
+
+def _train_images(cfg: dict[str, Any]) -> str:
+    value = cfg.get("train_images", "shared")
+    if value not in TRAIN_IMAGES:
+        raise ValueError(f"dataset.train_images = {value!r}; choose one of {list(TRAIN_IMAGES)}")
+    return value
+
+
+def _pathfinder(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
     from attnbench.ablation.data.pathfinder import PathfinderConfig, load_pathfinder
 
     fields = tuple(f.name for f in dataclasses.fields(PathfinderConfig))
-    check_keys(cfg, (*fields, "train_size", "val_size", "seed", "difficulty", "cache_dir"), "pathfinder")
+    check_keys(
+        cfg,
+        (*fields, "train_size", "val_size", "seed", "difficulty", "cache_dir", "train_images"),
+        "pathfinder",
+    )
     pf = PathfinderConfig.from_dataset(cfg)
     seed = cfg.get("seed", 0)
+    train_images = _train_images(cfg)
+    if train_images == "per_seed":
+        if isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < 0:
+            raise ValueError(
+                f"dataset.train_images = 'per_seed' needs the training seed (an int >= 0), got "
+                f"train_seed = {train_seed!r}"
+            )
+        train_split = train_split_seed(seed, train_seed)
+    else:
+        train_split = seed
     sizes = {key: cfg.get(key, default) for key, default in (("train_size", 8000), ("val_size", 1000))}
     for key, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 2:
             raise ValueError(f"dataset.{key} = {value!r}; expected an int >= 2")
     splits, files = {}, {}
-    for key, split_seed in (("train_size", seed), ("val_size", seed + VAL_SEED_OFFSET)):
+    for key, split_seed in (("train_size", train_split), ("val_size", seed + VAL_SEED_OFFSET)):
         images, labels, path = load_pathfinder(pf, sizes[key], split_seed, cfg.get("cache_dir"))
         splits[key] = ArraySplit(images[:, None], labels)  # (N, 1, R, R)
         files[key.replace("_size", "_file")] = str(path)
@@ -214,7 +249,17 @@ def _pathfinder(cfg: dict[str, Any]) -> Dataset:
         mean=(0.5,),
         std=(0.5,),
         augment=_augment_config(cfg, {"crop_padding": 0, "hflip": True, "vflip": True}),
-        info={"difficulty": cfg.get("difficulty", "medium"), **dataclasses.asdict(pf), **sizes, **files},
+        info={
+            "difficulty": cfg.get("difficulty", "medium"),
+            **dataclasses.asdict(pf),
+            **sizes,
+            **files,
+            **(
+                {"train_images": "per_seed", "train_split_seed": train_split}
+                if train_images == "per_seed"
+                else {}
+            ),
+        },
     )
 
 
@@ -270,7 +315,7 @@ def _imagefolder(cfg: dict[str, Any]) -> Dataset:
     )
 
 
-DATASETS: dict[str, Callable[[dict[str, Any]], Dataset]] = {
+DATASETS: dict[str, Callable[..., Dataset]] = {
     "pathfinder": _pathfinder,
     "cifar10": _cifar,
     "cifar100": _cifar,
@@ -286,9 +331,18 @@ def _check_name(cfg: Any) -> str:
     return cfg["name"]
 
 
-def load_dataset(cfg: dict[str, Any]) -> Dataset:
-    """Build the dataset described by a study's ``dataset:`` mapping (see the module docstring)."""
-    return DATASETS[_check_name(cfg)](cfg)
+def load_dataset(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
+    """Build the dataset described by a study's ``dataset:`` mapping (see the module docstring).
+
+    Args:
+        cfg: the ``dataset:`` mapping.
+        train_seed: the training run's seed; chooses the train split of a Pathfinder mapping with
+            ``train_images: per_seed`` (which needs it) and is ignored otherwise.
+    """
+    name = _check_name(cfg)
+    if name == "pathfinder":
+        return _pathfinder(cfg, train_seed)
+    return DATASETS[name](cfg)
 
 
 def dataset_shape(cfg: dict[str, Any]) -> tuple[int, int, int]:
@@ -311,9 +365,12 @@ def dataset_shape(cfg: dict[str, Any]) -> tuple[int, int, int]:
 
 def check_available(cfg: dict[str, Any]) -> None:
     """Raise ``FileNotFoundError`` (saying what to put where) if a local dataset is not there;
-    nothing is read. Pathfinder is always available (it is generated)."""
+    nothing is read. Pathfinder is always available (it is generated); its ``train_images`` is
+    checked (``ValueError``)."""
     name = _check_name(cfg)
-    if name in ("cifar10", "cifar100"):
+    if name == "pathfinder":
+        _train_images(cfg)
+    elif name in ("cifar10", "cifar100"):
         from attnbench.ablation.data.cifar import find_cifar
 
         find_cifar(name, cfg.get("root"))
