@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import attnbench.kinds.ablation as ablation_kind
+from attnbench.ablation import run_key
 from attnbench.cli import main
 from attnbench.study import AblationStudy, StudyError, load_study
 
@@ -67,15 +68,36 @@ def test_load_study_gives_an_ablation_study(tmp_path):
     assert len(study.runs()) == 2
 
 
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
+
+
 def test_the_repository_study_validates():
-    study = load_study(Path(__file__).resolve().parent.parent / "studies" / "ablation.yaml")
+    # the version-4 study: one rung, 12 seeds each drawing its own images, declared contrasts
+    study = load_study(STUDIES / "ablation.yaml")
     assert isinstance(study, AblationStudy)
+    assert len(study.runs()) == 60  # 5 mechanisms x 12 seeds
+    assert all(d.get("train_images") == "per_seed" and "version" not in d for d in study.datasets)
+    assert study.analysis["declared"] and study.analysis["learned_top1"] == 70.0
+    assert study.analysis["contrasts"] == [[m, "vanilla"] for m in ("bra", "swin", "neighborhood", "agent")]
+    assert study.train["learned_top1"] == 70 and study.train["give_up_epoch"] == 6
+    assert study.baseline == "vanilla" and study.backbone["before_attn_dwconv"] == 3
+    # the pilot: the baseline alone, on seeds the main study does not use
+    pilot = load_study(STUDIES / "ablation-pilot.yaml")
+    assert {r[1] for r in pilot.runs()} == {"vanilla"}
+    assert not set(pilot.seeds) & set(study.seeds)
+
+
+def test_the_version_3_study_keeps_the_shipped_run_keys():
+    study = load_study(STUDIES / "ablation-v3.yaml")
     assert len(study.runs()) == 72  # 3 contour lengths x 8 mechanisms x 3 seeds
     assert [d.get("contour_length", 4) for d in study.datasets] == [4, 5, 6]
+    assert all(d["version"] == 3 for d in study.datasets)
     runs = study.runs()
     assert [r[3] for r in runs[:24]] == [0] * 24  # seed by seed: every level and mechanism once first
-    assert len({(r[0].get("contour_length", 4), r[1]) for r in runs[:24]}) == 24
-    assert study.baseline == "vanilla" and study.backbone["before_attn_dwconv"] == 3
+    # every training of results/ablation-v3 is a run of this study, under the key it was trained with
+    shipped = {p.name for p in (STUDIES.parent / "results" / "ablation-v3" / "ablation").iterdir()}
+    keys = {run_key(m, p, d, study.backbone, study.train, seed) for d, m, p, seed in runs}
+    assert keys == shipped
 
 
 @pytest.mark.parametrize(

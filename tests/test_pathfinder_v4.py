@@ -85,7 +85,7 @@ def test_deterministic_and_balanced():
 )
 def test_version_3_draws_exactly_what_it_drew(difficulty, contour, digest):
     # digests of the images and labels that attnbench drew before version 4 existed (the shipped
-    # results/ablation run was trained on version 3): version: 3 keeps them
+    # results/ablation-v3 run was trained on version 3): version: 3 keeps them
     cfg = pf.PathfinderConfig.from_difficulty(difficulty, 32, contour_length=contour, version=3)
     images, labels = pf.generate(cfg, 64, 7)
     assert hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16] == digest

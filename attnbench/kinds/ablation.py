@@ -53,6 +53,9 @@ _TAIL_DOCS = {
     "contour_length": "Pathfinder: paddles per main contour (empty for other datasets)",
     "n_distractors": "Pathfinder: distractor contours per image",
     "paddle_gap": "Pathfinder: gap between consecutive paddles, pixels",
+    "generator_version": "Pathfinder: the generator's version (4: cues matched across labels; 3: the "
+    "shipped results/ablation-v3; attnbench.ablation.data.pathfinder)",
+    "train_images": "Pathfinder: per_seed (each training seed drew its own train split) or shared",
     "resolution": "input image side (pixels)",
     "H": "input image height (pixels; = resolution)",
     "W": "input image width (pixels; = resolution)",
@@ -71,6 +74,11 @@ _TAIL_DOCS = {
     "epochs": "training epochs",
     "final_train_loss": "mean training loss of the last epoch",
     "final_train_acc": "training accuracy of the last epoch, %",
+    "epochs_run": "epochs trained (fewer than epochs when the run stopped early)",
+    "stopped": "why the run stopped before its last epoch (learned and plateaued, or gave up); empty "
+    "when it ran every epoch",
+    "learned_epoch": "the first epoch whose val top-1 reached train.learned_top1; empty when never (or "
+    "not judged)",
     "val_correct": "per-image top-1 correctness on the val split, in val order: hex of the little-endian bit "
     "stream (attnbench.ablation.decode_correct); the report's intervals and paired differences read it",
     "val_n": "images in the val split",
@@ -97,8 +105,14 @@ _RESULT_FIELDS = (
     "final_train_acc",
     "val_correct",
     "val_n",
+    "epochs_run",
+    "stopped",
+    "learned_epoch",
 )
-_NOT_KNOBS = ("name", "difficulty", "resolution", "train_size", "val_size", "seed", "cache_dir", "augment")
+_NOT_KNOBS = (
+    *("name", "difficulty", "resolution", "train_size", "val_size", "seed", "cache_dir", "augment"),
+    *("train_images", "version"),
+)
 _KNOB_WORDS = {"contour_length": "contour {}", "n_distractors": "{} distractors", "paddle_gap": "gap {} px"}
 
 # how the backbone's latency is taken (an ablation study has no timing keys of its own)
@@ -110,7 +124,8 @@ _model_cache: dict[str, dict[str, Any]] = {}  # per worker process: seeds share 
 
 def level_label(dataset: dict[str, Any]) -> str:
     """A dataset entry in words: the name unless Pathfinder, its difficulty preset and the knobs it
-    overrides ("easy, contour 8"), and the resolution where it is not 32."""
+    overrides ("easy, contour 8"), and the resolution where it is not 32 (the generator's version is
+    the rows' ``generator_version``)."""
     if dataset["name"] != "pathfinder":
         extra = [f"{k}={v}" for k, v in dataset.items() if k in ("train_size", "label_type")]
         return ", ".join([dataset["name"], *extra])
@@ -132,6 +147,8 @@ def _knobs(dataset: dict[str, Any]) -> dict[str, Any]:
         "contour_length": cfg.contour_length,
         "n_distractors": cfg.n_distractors,
         "paddle_gap": round(cfg.gap, 3),
+        "generator_version": cfg.version,
+        "train_images": dataset.get("train_images", "shared"),
     }
 
 
@@ -242,6 +259,7 @@ class AblationKind(Kind):
                 "levels": [level_label(d) for d in s.datasets],
                 "seeds": list(s.seeds),
                 "baseline": s.baseline,
+                "analysis": s.analysis,
                 "device": ctx.device,
                 "pass": PASS,
             },

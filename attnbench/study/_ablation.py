@@ -30,11 +30,14 @@ from pydantic_core import InitErrorDetails, core_schema
 from attnbench.study._fields import (
     NonNegativeInt,
     OneOrMany,
+    Percentage,
     Seconds,
     Section,
+    Text,
     choices,
     documented,
     exception_text,
+    fail,
     problem,
     said,
     shown,
@@ -49,7 +52,7 @@ __all__ = ["MEASURES", "AblationFile", "AblationStudy", "trains"]
 MEASURES = ("accuracy", "flops", "params", "latency")
 POINT_TIMEOUT_S = 6 * 3600.0  # one point is a whole training
 # the keys of each dataset besides name and augment (attnbench.ablation.data reads them)
-_PATHFINDER_EXTRA = ("train_size", "val_size", "seed", "difficulty", "cache_dir")
+_PATHFINDER_EXTRA = ("train_size", "val_size", "seed", "difficulty", "cache_dir", "train_images")
 _DATASET_KEYS = {
     "cifar10": ("root", "train_size", "val_size", "label_type"),
     "cifar100": ("root", "train_size", "val_size", "label_type"),
@@ -64,6 +67,8 @@ _KEY_DOCS = {
     "seed": "generator seed (the val split uses seed + 1_000_003)",
     "difficulty": "easy, medium (the default) or hard: the preset the other keys override",
     "cache_dir": "where generated images are cached",
+    "train_images": "shared (every training seed reads the same train split; the default) or per_seed "
+    "(each training seed draws its own; the val split stays the same)",
     "augment": "{crop_padding: int, hflip: bool, vflip: bool} over the dataset's defaults",
 }
 
@@ -90,6 +95,7 @@ class AblationStudy:
     point_timeout_s: float | None = POINT_TIMEOUT_S  # None: no limit
     kind: str = "ablation"
     baseline: str | None = None  # the mechanism every other is compared with; None: the first listed
+    analysis: dict[str, Any] | None = None  # Analysis.resolved(): learned_top1, contrasts, alpha, declared
 
     @property
     def sha256(self) -> str:
@@ -263,6 +269,52 @@ class TrainSettings:
 
 
 # ---------------------------------------------------------------------------------------------
+# analysis:
+
+LEARNED_TOP1 = 70.0  # % val top-1: a Pathfinder training this far above chance has learned
+
+
+class Analysis(Section):
+    """The ``analysis:`` mapping: how the report decides that a training learned and which
+    comparisons it tests, declared before the run (docs/outcomes.md)."""
+
+    what: ClassVar[str] = "a mapping (learned_top1, contrasts, alpha)"
+
+    learned_top1: Percentage = Field(
+        LEARNED_TOP1,
+        description="val top-1 (%) from which a training counts as learned (its final top-1; the first "
+        "epoch at or above it is its time to learn)",
+    )
+    contrasts: (
+        list[Annotated[list[Text], Field(min_length=2, max_length=2), worded("a pair [a, b] of mechanisms")]]
+        | None
+    ) = Field(
+        None,
+        description="the comparisons the report tests, each [a, b]: mechanism a against mechanism b "
+        "(every configuration of a against b's first) at every dataset level, Holm-adjusted together; "
+        "default: every mechanism against the baseline",
+    )
+    alpha: Annotated[float, Field(strict=True, gt=0, lt=1), worded("a number in (0, 1)")] = Field(
+        0.05, description="family-wise error rate of the Holm-adjusted tests"
+    )
+
+
+def resolve_analysis(analysis: Analysis | None, names: list[str], baseline: str) -> dict[str, Any]:
+    """The analysis the report applies: the declared one, defaults filled in, as plain data
+    (``declared``: whether the study file gave the contrasts)."""
+    given = analysis if analysis is not None else Analysis()
+    contrasts = given.contrasts
+    return {
+        "learned_top1": float(given.learned_top1),
+        "contrasts": [list(c) for c in contrasts]
+        if contrasts
+        else [[n, baseline] for n in names if n != baseline],
+        "alpha": float(given.alpha),
+        "declared": analysis is not None and contrasts is not None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # The study
 
 
@@ -351,6 +403,44 @@ class AblationFile(Header):
         "same val images and seeds); default: vanilla if listed, else the first mechanism",
     )
 
+    analysis: Analysis | None = Field(
+        None,
+        description="when a training counts as learned and which comparisons the report tests, declared "
+        "before the run (learned_top1, contrasts, alpha)",
+    )
+
+    @field_validator("analysis")
+    @classmethod
+    def _declared(cls, analysis: Analysis | None, info: ValidationInfo) -> Analysis | None:
+        if analysis is None:
+            return None
+        names = [spec.name for spec in info.data.get("mechanisms") or []]
+        problems = []
+        for i, pair in enumerate(analysis.contrasts or []):
+            for j, name in enumerate(pair):
+                if names and name not in names:
+                    problems.append(
+                        problem(
+                            ("contrasts", i, j),
+                            f"{name!r} is not among the study's mechanisms; choose one of {names}",
+                        )
+                    )
+            if pair[0] == pair[1]:
+                problems.append(problem(("contrasts", i), f"compares {pair[0]!r} with itself"))
+        train = info.data.get("train")
+        early = (train.config if train is not None else {}).get("learned_top1")
+        if early is not None and float(early) != float(analysis.learned_top1):
+            problems.append(
+                problem(
+                    ("learned_top1",),
+                    f"{analysis.learned_top1} differs from train.learned_top1 = {early}: a training that "
+                    "stops as learned must count as learned; give both the same value",
+                )
+            )
+        if problems:
+            fail(problems)
+        return analysis
+
     @field_validator("measure")
     @classmethod
     def _accuracy(cls, measure: list[str]) -> list[str]:
@@ -398,6 +488,7 @@ class AblationFile(Header):
     def study(self, path: Path, text: str) -> AblationStudy:
         seeds = self.train.seeds if self.train is not None and self.train.seeds else (self.seed,)
         names = [spec.name for spec in self.mechanisms]
+        baseline = self.baseline or ("vanilla" if "vanilla" in names else names[0])
         return AblationStudy(
             path=path,
             **self.header(),
@@ -409,5 +500,6 @@ class AblationFile(Header):
             mechanisms=tuple(self.mechanisms),
             plugins=tuple(self.plugins),
             text=text,
-            baseline=self.baseline or ("vanilla" if "vanilla" in names else names[0]),
+            baseline=baseline,
+            analysis=resolve_analysis(self.analysis, list(dict.fromkeys(names)), baseline),
         )

@@ -25,7 +25,7 @@ from a marker to at least 98 % (measured: 100 %). Presets (:data:`DIFFICULTIES_V
 (contours of 5 paddles), ``medium`` (6), ``hard`` (7, one distractor: four contours of 7 paddles
 3.5 px apart rarely fit in 32 px); all solid, paddles at half the markers' intensity.
 
-**Version 3** (``version: 3``, the shipped ``results/ablation``; drawn exactly as before version 4
+**Version 3** (``version: 3``, the shipped ``results/ablation-v3``; drawn exactly as before version 4
 existed). Two main contours of ``contour_length`` paddles and ``n_distractors`` shorter distractors;
 the label is drawn first and a not-connected pair of markers is put on ends of the two main contours
 as far apart as a connected pair (within 1 %). Its contours are nearly straight, and a rule on the
@@ -129,7 +129,7 @@ class PathfinderConfig:
             (None: version 4 3.5 px at 32 px, scaled; version 3 thickness + 1.5 px).
         contrast: intensity of the paddles in (0, 1] (the generator's ``paddle_contrast``);
             markers are always drawn at full intensity.
-        version: the generator, 4 (the default) or 3 (the shipped results/ablation run); see the
+        version: the generator, 4 (the default) or 3 (the shipped results/ablation-v3 run); see the
             module docstring. Version 4 draws distractors as long as the main contours, 2 of them
             and turns of up to 75 degrees by default; version 3 draws 3 distractors of 3 paddles,
             turns up to 30 degrees.
