@@ -13,6 +13,12 @@
 - ``index.html`` (:mod:`.html`): a one-screen summary, the plots, the tables folded, links to every
   file and the manifest, offline; ``report.md``, the same in Markdown.
 
+An ablation run (``kind: ablation``) gets, per dataset level, the outcome tables first (did each
+training learn, the declared contrasts Holm-adjusted over all levels: :mod:`.outcome`), the
+straight-line-cue tables of Pathfinder levels (which may generate the validation split once, into
+the Pathfinder cache), then the mean top-1 tables as secondary (:mod:`.ablation`); its summary and
+method say the same in words.
+
 A models run (``kind: models``) gets its own report instead (:mod:`.models`): ``tables/models.md``
 and ``.tex``, a throughput/memory plot, ``report.md`` and ``index.html``.
 
@@ -93,6 +99,7 @@ def write_report(
     from attnbench.report.formula import formula_tables, run_formula_check, verdict, write_formula_files
     from attnbench.report.html import files_doc, index_html
     from attnbench.report.models import is_models_run, write_models_report
+    from attnbench.report.outcome import cue_reliance, cue_tables, outcome_analysis, outcome_tables
     from attnbench.report.peers import is_peers_frame, peers_tables
     from attnbench.report.plots import PLOTS, check_formats, draw_all
     from attnbench.report.references import write_bib
@@ -117,14 +124,18 @@ def write_report(
 
     peers_run = is_peers_frame(results)
     ablation_run = not peers_run and is_ablation_frame(results)
-    summary = None
+    summary = analysis = cue = None
     if peers_run:  # each mechanism against its peers: ratio tables; the sweep's tables do not apply
         tables = peers_tables(df)
         formula = plots = False
-    elif ablation_run:  # trained backbones: accuracy with intervals and differences per dataset level
+    elif ablation_run:  # trained backbones: learned or not (primary), then accuracy intervals
+        say("testing the declared contrasts of the learning outcomes")
+        analysis = outcome_analysis(df, manifest)
+        say("checking the learned trainings against the straight-line cue")
+        cue = cue_reliance(df, manifest, analysis)
         say("computing the intervals of the accuracies and of the paired differences")
         summary = ablation_summary(df, manifest=manifest)
-        tables = ablation_tables(summary, df)
+        tables = [*outcome_tables(analysis, df), *cue_tables(cue, df), *ablation_tables(summary, df)]
         formula = False  # the rows count whole backbones, not one BRA layer
     else:
         tables = [
@@ -140,7 +151,7 @@ def write_report(
     not_drawn: dict[str, str] = {}
     if plots:
         say(f"drawing up to {len(PLOTS)} plots ({', '.join(formats)})")
-        drawn, not_drawn = draw_all(df, check, run_dir / "plots", formats, results=results)
+        drawn, not_drawn = draw_all(df, check, run_dir / "plots", formats, results=results, manifest=manifest)
     figures = {
         name: (path.relative_to(run_dir).as_posix(), caption) for name, (path, caption) in drawn.items()
     }
@@ -156,14 +167,15 @@ def write_report(
 
     say("writing report.md and index.html")
     if summary is not None:
-        findings = ablation_findings(summary)
+        findings = ablation_findings(summary, analysis, cue)
         if _unstable(df):
             findings.para(f"**{_unstable(df)} timed row(s) are unstable**: their latency cells carry †.")
     else:
         findings = _findings(df, check, verdict)
     details = _run_details(results, df, run_dir)
     if summary is not None:
-        details.para(method_text(summary))
+        for paragraph in method_text(summary, analysis).split("\n\n"):
+            details.para(paragraph)
     if ablation_run and maps and plots:
         _draw_maps(run_dir, say)
     maps_doc = _maps_doc(run_dir) if ablation_run else None

@@ -1,22 +1,25 @@
-"""The report of an ablation run (``kind: ablation``): accuracy with confidence intervals, paired
-differences against a baseline, and the sentences that say which differences are resolved.
+"""The report of an ablation run (``kind: ablation``): the outcome analysis first (did each training
+learn; :mod:`attnbench.report.outcome`), then, secondary and exploratory, the mean top-1 with
+confidence intervals and paired differences against a baseline.
 
 An ablation row is one trained backbone: a configuration (mechanism and its parameter values,
 labelled as everywhere in the report, e.g. ``BRA (S=4, k=4)``), a seed and a dataset level
-(``level``, ordered by ``level_index``). Per level and configuration, :func:`ablation_summary`
-gives the mean top-1 over the seeds with its 95 % interval and the paired difference against the
-baseline (``conditions.baseline`` of the manifest; else ``vanilla`` where the run has it, else its
-first mechanism), both from :mod:`attnbench.stats`:
+(``level``, ordered by ``level_index``). The trainings are bimodal (each learns or stays near
+chance), so a mean over seeds describes neither mode; the primary statistics count learned
+trainings (:mod:`attnbench.report.outcome`). The secondary ones are kept: per level and
+configuration, :func:`ablation_summary` gives the mean top-1 over the seeds with its 95 % interval
+and the paired difference against the baseline (``conditions.baseline`` of the manifest; else
+``vanilla`` where the run has it, else its first mechanism), both from :mod:`attnbench.stats`:
 
 - rows with per-image results (``val_correct``, ``val_n``): the Student interval over seeds and
   validation images, the difference paired image by image and seed by seed;
 - older rows without them: the Student interval over seeds alone, and with fewer than
   :data:`attnbench.stats.MIN_SEEDS` seeds no interval (mean ± std instead), as the table note says.
 
-:func:`ablation_tables` writes one table per level, :func:`ablation_findings` the summary's
-sentences, :func:`method_text` the method paragraph; the plots (the ladder, accuracy against
-FLOPs and latency with the Pareto front, the learning curves) are in :mod:`attnbench.report.plots`
-and read :func:`ablation_summary` and :func:`learning_curves`.
+:func:`ablation_tables` writes one such (secondary) table per level, :func:`ablation_findings` the
+summary's sentences (the outcome findings first when given the outcome analysis),
+:func:`method_text` the method paragraph; the plots are in :mod:`attnbench.report.plots` and read
+:func:`ablation_summary`, :func:`learning_curves` and :mod:`attnbench.report.outcome`.
 """
 
 from __future__ import annotations
@@ -329,7 +332,7 @@ def ablation_tables(summary: pd.DataFrame, df: pd.DataFrame) -> list[Table]:
         tables.append(
             Table(
                 name=f"ablation_{_slug(str(level))}",
-                caption=f"Top-1 on {level} ({what}); Δ: difference to {base}",
+                caption=f"Secondary (exploratory): mean top-1 on {level} ({what}); Δ: difference to {base}",
                 header=["Configuration", *(c[0] for c in columns)],
                 rows=rows,
                 bold=bold_rows,
@@ -365,55 +368,63 @@ def _table_note(part: pd.DataFrame, summary: pd.DataFrame, level: str) -> str:
     return " ".join(parts)
 
 
-def ablation_findings(summary: pd.DataFrame) -> Doc:
-    """The summary's lines: per level, the most accurate configuration and every configuration
-    against the baseline in words (``X beats Y by d points (95 % CI a–b)``, or not resolved)."""
+def ablation_findings(summary: pd.DataFrame, analysis: Any = None, cue: Any = None) -> Doc:
+    """The summary's lines. With the outcome analysis (:func:`attnbench.report.outcome.outcome_analysis`)
+    its findings come first (:func:`attnbench.report.outcome.outcome_findings`, with the cue reliance
+    ``cue`` where given); then, secondary and exploratory, every configuration against the baseline
+    in words (``X beats Y by d points (95 % CI a–b)``, or not resolved), per level. No configuration
+    is named most accurate here: only the outcome analysis names a best one, and only when resolved."""
     doc = Doc()
+    if analysis is not None:
+        from attnbench.report.outcome import outcome_findings
+
+        doc.extend(outcome_findings(analysis, cue))
     if summary.empty:
-        doc.para("No ablation row to summarise.")
+        if analysis is None:
+            doc.para("No ablation row to summarise.")
         return doc
     base = summary.attrs.get("baseline", "")
     why = summary.attrs.get("baseline_why", "")
     doc.para(
+        "**Secondary (exploratory): mean top-1.** These intervals describe the mean over seeds of "
+        "bimodal trainings, which no training need reach; they support no claim on their own. "
         f"Each configuration against **{base}** ({why}), per dataset level: a difference is resolved "
         "when its 95 % interval excludes 0 (method under Run)."
     )
     for (level, _), part in summary.groupby(["level", "level_index"], sort=False):
-        ok = part[part["status"] == "ok"]
-        lines = []
-        if not ok.empty:
-            best = ok.loc[ok["top1"].idxmax()]
-            est = best["estimate"]
-            if est.has_ci:
-                spread = f", 95 % CI {stats.interval(est.lo, est.hi)}"
-            elif math.isfinite(est.std):
-                spread = f" ± {est.std:.1f} (std over {est.n_seeds} seeds, no CI)"
-            else:
-                spread = ""
-            lines.append(f"most accurate: **{best['label']}**, {best['top1']:.1f} %{spread}")
-        lines += [s for s in part["sentence"] if s]
+        lines = [s for s in part["sentence"] if s]
         lines += [f"{r.label}: {r.status}, no top-1" for r in part.itertuples() if r.status != "ok"]
+        if not lines:
+            continue
         doc.para(f"**{level}**:")
         doc.bullets(lines)
     return doc
 
 
-def method_text(summary: pd.DataFrame) -> str:
-    """The method paragraph: what the interval covers, how it is computed, the pairing, the fallback."""
+def method_text(summary: pd.DataFrame, analysis: Any = None) -> str:
+    """The method paragraphs (separated by a blank line): the outcome statistics first (with the
+    outcome analysis, :func:`attnbench.report.outcome.outcome_method_text`), then, secondary, what
+    the accuracy interval covers, how it is computed, the pairing, the fallback."""
     base = summary.attrs.get("baseline", "the baseline") if not summary.empty else "the baseline"
-    text = (
-        "Statistics (attnbench.stats): a top-1 is the mean over seeds of each seed's top-1 on the level's "
-        "validation images (the same images, in the same order, for every configuration and seed of a "
-        "level). Its 95 % interval covers both sources of chance, each part with its own Student "
-        "quantile: the seeds (the variance of the per-seed top-1 over the number of seeds; with 3 seeds "
-        "t = 4.30) and the images (the variance over images of each image's result averaged over the "
-        "seeds, over the number of images); the half-width is the square root of the sum of t² × part. "
-        f"Δ is a configuration's top-1 minus {base}'s, paired: the same parts computed on the per-image "
-        "differences, seed s with seed s and image i with image i, so that what the two share (hard "
-        "images, the seed) cancels; only the seeds both have are paired, and the sentences name any left "
-        "out. A difference is resolved when its 95 % interval excludes 0. (In simulations of two "
-        "identical mechanisms over 3 seeds this calls at most 5 % of differences resolved; the "
-        "percentile bootstrap over seeds and images used before called up to 27 %.)"
+    first = ""
+    if analysis is not None:
+        from attnbench.report.outcome import outcome_method_text
+
+        first = outcome_method_text(analysis) + "\n\n"
+    text = first + (
+        "Secondary, exploratory statistics (attnbench.stats): a top-1 is the mean over seeds of each "
+        "seed's top-1 on the level's validation images (the same images, in the same order, for every "
+        "configuration and seed of a level). Its 95 % interval covers both sources of chance, each part "
+        "with its own Student quantile: the seeds (the variance of the per-seed top-1 over the number of "
+        "seeds; with 3 seeds t = 4.30) and the images (the variance over images of each image's result "
+        "averaged over the seeds, over the number of images); the half-width is the square root of the "
+        f"sum of t² × part. Δ is a configuration's top-1 minus {base}'s, paired: the same parts computed "
+        "on the per-image differences, seed s with seed s and image i with image i, so that what the two "
+        "share (hard images, the seed) cancels; only the seeds both have are paired, and the sentences "
+        "name any left out. A difference is resolved when its 95 % interval excludes 0. (In simulations "
+        "of two identical mechanisms over 3 seeds this calls at most 5 % of differences resolved; the "
+        "percentile bootstrap over seeds and images used before called up to 27 %.) The mean of bimodal "
+        "trainings is no training's accuracy, so these intervals support no claim on their own."
     )
     fallback = summary.attrs.get("fallback", {}) if not summary.empty else {}
     if fallback:

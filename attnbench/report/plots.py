@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-from attnbench import stats
+from attnbench import outcomes, stats
 from attnbench.report._results import (
     device_label,
     display_name,
@@ -51,6 +51,7 @@ from attnbench.report.formula import (
     paper_optimal_s,
 )
 from attnbench.report.measures import plot_max_batch, plot_phases, plot_roofline
+from attnbench.report.outcome import analysis_plan, arms_of
 
 __all__ = ["MECHANISM_COLORS", "PLOTS", "check_formats", "draw_all", "mechanism_styles", "series_styles"]
 
@@ -275,16 +276,21 @@ def _draw_lines(ax, series: list[Series], band_label: bool = False) -> list[str]
 
 
 def note_box(
-    ax, notes: Sequence[str], head: str = f"Equal within {COINCIDE_RTOL:.0%}, drawn side by side:"
+    ax,
+    notes: Sequence[str],
+    head: str = f"Equal within {COINCIDE_RTOL:.0%}, drawn side by side:",
+    corner: str = "upper left",
 ) -> None:
-    """A box in the top left corner naming the series (or points) that coincide."""
+    """A box in a corner of the axes (``upper left``, the default, or ``lower left``) naming the
+    series (or points) that coincide."""
     if notes:
+        top = corner.startswith("upper")
         ax.text(
             0.01,
-            0.99,
+            0.99 if top else 0.02,
             "\n".join([head, *notes]),
             transform=ax.transAxes,
-            va="top",
+            va="top" if top else "bottom",
             ha="left",
             fontsize=6.5,
             color="#333333",
@@ -636,13 +642,13 @@ def plot_bra_heatmaps(df: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def plot_pareto(df: pd.DataFrame) -> Figure | None:
+def plot_pareto(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> Figure | None:
     """Top-1 accuracy against FLOPs with the Pareto front (higher accuracy at no more FLOPs); an
-    ablation run's with 95 % intervals per dataset level (:func:`plot_accuracy_vs_cost`)."""
+    ablation run's success rate and mean top-1 per dataset level (:func:`plot_accuracy_vs_cost`)."""
     if "top1" not in df.columns or df["top1"].isna().all():
         return None
     if is_ablation_frame(df):
-        return plot_accuracy_vs_cost(df, "flops")
+        return plot_accuracy_vs_cost(df, "flops", manifest)
     acc = df[(df["status"] == "ok") & df["top1"].notna() & df["flops"].notna()]
     if acc.empty:
         return None
@@ -700,7 +706,7 @@ def plot_pareto(df: pd.DataFrame) -> Figure | None:
     return fig
 
 
-# --- ablation runs: accuracy with its 95 % interval (attnbench.stats via report.ablation) ---------
+# --- ablation runs: success rates (attnbench.outcomes), mean top-1 with its 95 % interval (stats) -----
 
 
 def _grid(n: int, cols: int = 2) -> tuple[int, int]:
@@ -728,15 +734,87 @@ def _summary(df: pd.DataFrame) -> pd.DataFrame:
     return summary[summary["status"] == "ok"]
 
 
-def plot_accuracy_vs_cost(df: pd.DataFrame, cost: str = "flops") -> Figure | None:
-    """An ablation run's top-1 (bars: 95 % CI) against FLOPs or latency, one panel per dataset
-    level, with the Pareto front (no configuration more accurate at no more cost) dashed."""
+def _success(df: pd.DataFrame, manifest: dict[str, Any] | None) -> tuple[pd.DataFrame, float]:
+    """Per (level, configuration) with trainings: k learned of n, the rate and its Clopper-Pearson
+    interval in percent (``level``, ``level_index``, ``label``, ``k``, ``n``, ``rate``, ``lo``,
+    ``hi``); and the threshold (the run's ``analysis.learned_top1``, else 70 %)."""
+    threshold = analysis_plan(df, manifest).threshold
+    arms = arms_of(df, manifest)
+    rows = []
+    for (level, label), arm in arms.trainings.items():
+        r = outcomes.success_rate(arm, threshold)
+        rows.append(
+            {
+                "level": level,
+                "level_index": arms.level_index[level],
+                "label": label,
+                "k": r.k,
+                "n": r.n,
+                "n_seeds": r.n,
+                "rate": 100 * r.rate,
+                "lo": 100 * r.lo,
+                "hi": 100 * r.hi,
+            }
+        )
+    columns = ["level", "level_index", "label", "k", "n", "n_seeds", "rate", "lo", "hi"]
+    return pd.DataFrame(rows, columns=columns), threshold
+
+
+def _rate_bars(rows: pd.DataFrame) -> np.ndarray:
+    """Error bars of success rates (percent) to their Clopper-Pearson bounds."""
+    return np.clip(np.stack([rows["rate"] - rows["lo"], rows["hi"] - rows["rate"]]), 0, None)
+
+
+def _learned_axis(ax, threshold: float, what: str = "learned") -> None:
+    ax.set_ylim(-6, 106)
+    ax.yaxis.set_major_locator(FixedLocator([0, 25, 50, 75, 100]))
+    ax.set_ylabel(f"{what} (% of trainings,\ntop-1 ≥ {threshold:g} %; bars: 95 % CI)")
+
+
+def _cost_points(ax, part: pd.DataFrame, x: np.ndarray, y: np.ndarray, err: np.ndarray, styles, handles):
+    for j, r in enumerate(part.itertuples()):
+        st = styles[r.label]
+        h = ax.errorbar(
+            x[j],
+            y[j],
+            yerr=err[:, j : j + 1],
+            linestyle="none",
+            marker=st.marker,
+            fillstyle=st.fillstyle,
+            color=st.color,
+            ms=7,
+            capsize=3,
+            lw=1.1,
+        )
+        handles.setdefault(r.label, h)
+
+
+def _note_above(ax, notes: Sequence[str]) -> None:
+    """Name the points drawn on one spot in a box above the data: the y axis grows to make room,
+    its ticks stay where the data are."""
+    if not notes:
+        return
+    lo, hi = ax.get_ylim()
+    ticks = [t for t in ax.get_yticks() if lo <= t <= hi]
+    ax.set_ylim(lo, hi + (hi - lo) * 0.085 * (len(notes) + 1.5))
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    note_box(ax, notes, head="Drawn on one spot:")
+
+
+def plot_accuracy_vs_cost(
+    df: pd.DataFrame, cost: str = "flops", manifest: dict[str, Any] | None = None
+) -> Figure | None:
+    """An ablation run's success rate (learned fraction, bars: Clopper-Pearson 95 % CI; top row) and
+    mean top-1 (bars: 95 % CI, secondary; bottom row) against FLOPs or latency, one column per
+    dataset level, each with its Pareto front (no configuration better at no more cost) dashed."""
     summary = _summary(df)
     if summary.empty or cost not in summary.columns:
         return None
     summary = summary[summary[cost].notna()]
     if summary.empty:
         return None
+    success, threshold = _success(df, manifest)
+    success = success.merge(summary[["level", "label", cost]], on=["level", "label"], how="inner")
     styles = series_styles(df[df["label"].isin(set(summary["label"]))])
     if cost == "flops":
         div, unit = scaled_unit(float(summary[cost].max()), "MACs")
@@ -744,47 +822,53 @@ def plot_accuracy_vs_cost(df: pd.DataFrame, cost: str = "flops") -> Figure | Non
     else:
         div, xlabel = 1.0, "latency (ms, median, batch 1"
     levels = list(dict.fromkeys(summary["level"]))
-    nrows, ncols = _grid(len(levels))
-    fig = Figure(figsize=(4.3 * ncols + 0.4, 3.7 * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    ncols = min(3, len(levels))
+    blocks = math.ceil(len(levels) / ncols)
+    fig = Figure(figsize=(4.3 * ncols + 0.4, 3.4 * 2 * blocks))
+    grid = fig.subplots(2 * blocks, ncols, squeeze=False)
     handles: dict[str, Any] = {}
     log = summary[cost].max() / summary[cost].min() > 3
     words = _bars(summary)[1]
-    for ax, level in zip(axes, levels):
+    used = []
+    for i, level in enumerate(levels):
+        top, bottom = grid[2 * (i // ncols)][i % ncols], grid[2 * (i // ncols) + 1][i % ncols]
+        used += [top, bottom]
+        rates = success[success["level"] == level]
+        x = rates[cost].to_numpy(float) / div
+        y = rates["rate"].to_numpy(float)
+        _cost_points(top, rates, x, y, _rate_bars(rates), styles, handles)
+        front = stats.pareto_front(x, y)
+        if len(front) >= 2:
+            (line,) = top.step(x[front], y[front], where="post", color="grey", ls=(0, (4, 2)), lw=1)
+            handles["Pareto front"] = line
+        _learned_axis(top, threshold)
+        top.set_title(str(level), fontsize=9)
+        _note_above(top, overlapping_points(top, x, y, list(rates["label"])))
         part = summary[summary["level"] == level]
         err, _ = _bars(part)
         x = part[cost].to_numpy(float) / div
-        for j, r in enumerate(part.itertuples()):
-            st = styles[r.label]
-            h = ax.errorbar(
-                x[j],
-                r.top1,
-                yerr=err[:, j : j + 1],
-                linestyle="none",
-                marker=st.marker,
-                fillstyle=st.fillstyle,
-                color=st.color,
-                ms=7,
-                capsize=3,
-                lw=1.1,
-            )
-            handles.setdefault(r.label, h)
-        front = stats.pareto_front(x, part["top1"].to_numpy(float))
+        y = part["top1"].to_numpy(float)
+        _cost_points(bottom, part, x, y, err, styles, handles)
+        front = stats.pareto_front(x, y)
         if len(front) >= 2:  # a front of one point is no line
-            (line,) = ax.step(
-                x[front], part["top1"].to_numpy(float)[front], where="post", color="grey", ls="--", lw=1
-            )
-            handles["Pareto front (means)"] = line
-        if log:
-            _log_axis(ax, "x")
-        ax.set_title(str(level), fontsize=9)
-        ax.set_xlabel(xlabel + (", log)" if log else ")"))
-        ax.set_ylabel(f"top-1 (%, mean; {words})")
-        note_box(ax, overlapping_points(ax, x, part["top1"], list(part["label"])), head="Drawn on one spot:")
-    for ax in axes[len(levels) :]:
-        ax.set_visible(False)
+            (line,) = bottom.step(x[front], y[front], where="post", color="grey", ls="--", lw=1)
+            handles.setdefault("Pareto front", line)
+        bottom.set_ylabel(f"top-1 (%, mean; {words})\nsecondary, exploratory")
+        bottom.set_title(f"{level}: mean top-1", fontsize=8, color="#555555")
+        _note_above(bottom, overlapping_points(bottom, x, y, list(part["label"])))
+        for ax in (top, bottom):
+            if log:
+                _log_axis(ax, "x")
+            ax.set_xlabel(xlabel + (", log)" if log else ")"))
+    for ax in grid.ravel():
+        if not any(ax is u for u in used):
+            ax.set_visible(False)
     what = "FLOPs" if cost == "flops" else "latency"
-    fig.suptitle(f"Top-1 against {what} ({_seed_words(summary)}); dashed: the Pareto front", fontsize=10)
+    fig.suptitle(
+        f"Success rate (top) and mean top-1 (bottom, secondary) against {what} ({_seed_words(summary)}); "
+        "dashed: the Pareto fronts",
+        fontsize=10,
+    )
     fig.tight_layout()
     _legend_right(fig, list(handles.values()), [_with_seeds(name, summary) for name in handles])
     return fig
@@ -804,38 +888,39 @@ def _with_seeds(label: str, summary: pd.DataFrame) -> str:
     return f"{label} ({'/'.join(map(str, counts))} seeds)"
 
 
-def plot_accuracy_vs_latency(df: pd.DataFrame) -> Figure | None:
+def plot_accuracy_vs_latency(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> Figure | None:
     """:func:`plot_accuracy_vs_cost` against the median latency (an ablation run that timed it)."""
     if not is_ablation_frame(df) or "latency_ms" not in df.columns:
         return None
-    return plot_accuracy_vs_cost(df, "latency_ms")
+    return plot_accuracy_vs_cost(df, "latency_ms", manifest)
 
 
-def plot_accuracy_ladder(df: pd.DataFrame) -> Figure | None:
-    """The difficulty ladder: top-1 (bars: 95 % CI) against the dataset level, in the study's order,
-    one line per configuration, labelled at its hardest level."""
+def plot_accuracy_ladder(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> Figure | None:
+    """The difficulty ladder: the success rate (the fraction of trainings that learned; bars:
+    Clopper-Pearson 95 % CI) against the dataset level, in the study's order, one line per
+    configuration, labelled at its hardest level."""
     if not is_ablation_frame(df):
         return None
-    summary = _summary(df)
-    if summary["level"].nunique() < 2:
+    success, threshold = _success(df, manifest)
+    if success.empty or success["level"].nunique() < 2:
         return None
-    levels = summary.drop_duplicates("level").sort_values("level_index")["level"].tolist()
+    levels = success.drop_duplicates("level").sort_values("level_index")["level"].tolist()
     pos = {lv: i for i, lv in enumerate(levels)}
-    styles = series_styles(df[df["label"].isin(set(summary["label"]))])
-    labels = list(dict.fromkeys(summary["label"]))
+    styles = series_styles(df[df["label"].isin(set(success["label"]))])
+    labels = list(dict.fromkeys(success["label"]))
     fig = Figure(figsize=(max(6.4, 1.3 * len(levels) + 4.2), 4.6))
-    fig.subplots_adjust(left=0.1, right=0.68, top=0.9, bottom=0.2)
+    fig.subplots_adjust(left=0.12, right=0.68, top=0.9, bottom=0.2)
     ax = fig.add_subplot()
-    dodge = 0.05 if len(labels) > 1 else 0.0
+    dodge = min(0.08, 0.4 / len(labels)) if len(labels) > 1 else 0.0
     series = []
-    words = _bars(summary)[1]
     for j, label in enumerate(labels):
-        part = summary[summary["label"] == label].sort_values("level_index")
+        part = success[success["label"] == label].sort_values("level_index")
         x = part["level"].map(pos).to_numpy(float) + dodge * (j - (len(labels) - 1) / 2)
-        err, _ = _bars(part)
         st = styles[label]
-        ax.errorbar(x, part["top1"], yerr=err, capsize=2.5, ms=5, lw=1.3, elinewidth=0.9, **st.kwargs())
-        series.append(Series(str(label), x, part["top1"].to_numpy(float), st))
+        ax.errorbar(
+            x, part["rate"], yerr=_rate_bars(part), capsize=2.5, ms=5, lw=1.3, elinewidth=0.9, **st.kwargs()
+        )
+        series.append(Series(str(label), x, part["rate"].to_numpy(float), st))
     ax.set_xticks(range(len(levels)), levels, fontsize=8)
     if max(len(lv) for lv in levels) > 12:
         for text in ax.get_xticklabels():
@@ -843,20 +928,21 @@ def plot_accuracy_ladder(df: pd.DataFrame) -> Figure | None:
             text.set_ha("right")
     ax.set_xlim(-0.4, len(levels) - 0.6)
     ax.set_xlabel("dataset level (the study's order)")
-    ax.set_ylabel(f"top-1 (%, mean; {words})")
-    ax.set_title("Top-1 against difficulty, one line per configuration", fontsize=10)
+    _learned_axis(ax, threshold)
+    ax.set_title("Success rate against difficulty, one line per configuration", fontsize=10)
     label_line_ends(ax, series)
     return fig
 
 
-def plot_learning_curves(df: pd.DataFrame) -> Figure | None:
+def plot_learning_curves(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> Figure | None:
     """Validation top-1 against epoch, one panel per dataset level: each configuration's mean over
-    its seeds (thick, markers) and every seed (thin)."""
+    its seeds (thick, markers) and every seed (thin); dotted: the learned threshold."""
     if not is_ablation_frame(df):
         return None
     curves = learning_curves(df)
     if curves.empty or curves.groupby(["level", "label", "seed"])["epoch"].nunique().max() < 2:
         return None
+    threshold = analysis_plan(df, manifest).threshold
     styles = series_styles(df[df["label"].isin(set(curves["label"]))])
     levels = curves.drop_duplicates("level").sort_values("level_index")["level"].tolist()
     nrows, ncols = _grid(len(levels))
@@ -875,6 +961,7 @@ def plot_learning_curves(df: pd.DataFrame) -> Figure | None:
             mean = rows.groupby("epoch")["top1"].mean()
             (line,) = ax.plot(mean.index, mean.to_numpy(), ms=4, lw=1.5, **st.kwargs())
             handles.setdefault(str(label), line)
+        handles[f"learned: top-1 ≥ {threshold:g} %"] = ax.axhline(threshold, color="grey", ls=":", lw=1)
         ax.set_title(str(level), fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
@@ -884,6 +971,185 @@ def plot_learning_curves(df: pd.DataFrame) -> Figure | None:
     fig.suptitle("Learning curves: mean over seeds (thick), each seed (thin)", fontsize=10)
     fig.tight_layout()
     _legend_right(fig, list(handles.values()), list(handles))
+    return fig
+
+
+def _spread(keys: dict[str, Any], step: float) -> tuple[dict[str, float], list[str]]:
+    """Vertical offsets for series with equal values (``keys``: label -> hashable of its values),
+    ``step`` apart and centred, and the notes naming each group."""
+    groups: dict[Any, list[str]] = {}
+    for label, key in keys.items():
+        groups.setdefault(key, []).append(label)
+    offsets, notes = dict.fromkeys(keys, 0.0), []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for k, label in enumerate(members):
+            offsets[label] = step * (k - (len(members) - 1) / 2)
+        notes.append(" = ".join(members))
+    return offsets, notes
+
+
+def _band_alpha(n_series: int) -> float:
+    """The opacity of one confidence band among ``n_series`` drawn on one panel: lighter as more
+    overlap, so that where they all cover the same area it stays grey, not black."""
+    return float(min(0.12, max(0.03, 0.3 / max(n_series, 1))))
+
+
+def _panels(n: int) -> tuple[Figure, np.ndarray]:
+    nrows, ncols = _grid(n)
+    fig = Figure(figsize=(4.3 * ncols + 0.4, 3.5 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def plot_time_to_learn(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> Figure | None:
+    """Kaplan-Meier curves of the fraction of trainings not yet learned against the epoch, one panel
+    per dataset level, one step line per configuration with its pointwise 95 % band; a tick marks
+    where trainings that never learned were censored (their last evaluated epoch)."""
+    if not is_ablation_frame(df):
+        return None
+    threshold = analysis_plan(df, manifest).threshold
+    arms = arms_of(df, manifest)
+    if not arms.trainings or not arms.curves:
+        return None
+    styles = series_styles(df[df["label"].isin({label for _, label in arms.trainings})])
+    fig, axes = _panels(len(arms.levels))
+    handles: dict[str, Any] = {}
+    counts = pd.DataFrame(
+        [{"label": lb, "n_seeds": len(arm)} for (_, lb), arm in arms.trainings.items()],
+        columns=["label", "n_seeds"],
+    )
+    for ax, level in zip(axes, arms.levels):
+        mine = {
+            lb: arms.trainings[(level, lb)] for lb in arms.present[level] if (level, lb) in arms.trainings
+        }
+        kms = {lb: outcomes.kaplan_meier(arm, threshold) for lb, arm in mine.items()}
+        offsets, notes = _spread({lb: (km.times, km.survival) for lb, km in kms.items()}, 0.015)
+        last = 0.0
+        for label, km in kms.items():
+            st, off = styles[label], offsets[label]
+            x = np.array([0.0, *km.times])
+            y = np.array([1.0, *km.survival]) + off
+            lo = np.array([1.0, *km.lo]) + off
+            hi = np.array([1.0, *km.hi]) + off
+            last = max(last, float(x[-1]))
+            ax.fill_between(x, lo, hi, step="post", color=st.color, alpha=_band_alpha(len(kms)), lw=0)
+            (line,) = ax.step(x, y, where="post", color=st.color, ls=st.linestyle, lw=1.4)
+            events = [outcomes.time_to_learn(t, threshold) for t in mine[label]]
+            learned_at = sorted({e for e, hit in events if hit})
+            if learned_at:
+                at = np.searchsorted(km.times, learned_at)
+                ax.plot(
+                    learned_at,
+                    np.asarray(km.survival)[at] + off,
+                    ls="none",
+                    marker=st.marker,
+                    fillstyle=st.fillstyle,
+                    color=st.color,
+                    ms=4.5,
+                )
+            censored = sorted({e for e, hit in events if not hit})
+            if censored:
+                at = np.searchsorted(km.times, censored)
+                ax.plot(
+                    censored, np.asarray(km.survival)[at] + off, ls="none", marker="|", ms=9, color=st.color
+                )
+            handles.setdefault(
+                label,
+                Line2D([], [], color=st.color, ls=st.linestyle, marker=st.marker, fillstyle=st.fillstyle),
+            )
+        ax.axhline(0.5, color="#999999", ls=":", lw=0.8)
+        ax.set_xlim(0, last * 1.04 if last else 1)
+        ax.set_ylim(-0.04, 1.06)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(str(level), fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"not yet learned (fraction;\nval top-1 < {threshold:g} %)")
+        note_box(ax, notes, head="Equal curves, drawn slightly apart:", corner="lower left")
+    handles["censored: never learned (last evaluated epoch)"] = Line2D(
+        [], [], color="#555555", marker="|", ms=9, ls="none"
+    )
+    handles["median (half learned)"] = Line2D([], [], color="#999999", ls=":", lw=0.8)
+    fig.suptitle(
+        "Time to learn (Kaplan–Meier): fraction of trainings not yet learned; band: 95 % CI", fontsize=10
+    )
+    fig.tight_layout()
+    _legend_right(fig, list(handles.values()), [_with_seeds(name, counts) for name in handles])
+    return fig
+
+
+PROFILE_TAUS = np.round(np.arange(40.0, 100.0 + 1e-9, 0.5), 2)
+
+
+def plot_performance_profiles(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> Figure | None:
+    """Performance profiles (rliable): the fraction of trainings whose final top-1 is at or above
+    tau, for tau from 40 to 100 %, with Clopper-Pearson 95 % bands, one panel per dataset level, one
+    line per configuration; dotted: the learned threshold."""
+    if not is_ablation_frame(df):
+        return None
+    threshold = analysis_plan(df, manifest).threshold
+    arms = arms_of(df, manifest)
+    if not arms.trainings:
+        return None
+    styles = series_styles(df[df["label"].isin({label for _, label in arms.trainings})])
+    fig, axes = _panels(len(arms.levels))
+    handles: dict[str, Any] = {}
+    counts = pd.DataFrame(
+        [{"label": lb, "n_seeds": len(arm)} for (_, lb), arm in arms.trainings.items()],
+        columns=["label", "n_seeds"],
+    )
+    for ax, level in zip(axes, arms.levels):
+        mine = {
+            lb: arms.trainings[(level, lb)] for lb in arms.present[level] if (level, lb) in arms.trainings
+        }
+        profiles = {
+            lb: outcomes.performance_profile([t.top1 for t in arm], PROFILE_TAUS) for lb, arm in mine.items()
+        }
+        offsets, notes = _spread({lb: p.fraction for lb, p in profiles.items()}, 0.015)
+        for j, (label, prof) in enumerate(profiles.items()):
+            st, off = styles[label], offsets[label]
+            frac = np.asarray(prof.fraction) + off
+            ax.fill_between(
+                PROFILE_TAUS,
+                np.asarray(prof.lo) + off,
+                np.asarray(prof.hi) + off,
+                step="pre",
+                color=st.color,
+                alpha=_band_alpha(len(profiles)),
+                lw=0,
+            )
+            ax.step(PROFILE_TAUS, frac, where="pre", color=st.color, ls=st.linestyle, lw=1.4)
+            every = (4 + 3 * j) % 20
+            ax.plot(
+                PROFILE_TAUS[every::20],
+                frac[every::20],
+                ls="none",
+                marker=st.marker,
+                fillstyle=st.fillstyle,
+                color=st.color,
+                ms=4.5,
+            )
+            handles.setdefault(
+                label,
+                Line2D([], [], color=st.color, ls=st.linestyle, marker=st.marker, fillstyle=st.fillstyle),
+            )
+        ax.axvline(threshold, color="#777777", ls=":", lw=1)
+        ax.set_xlim(PROFILE_TAUS[0], PROFILE_TAUS[-1])
+        ax.set_ylim(-0.04, 1.06)
+        ax.set_title(str(level), fontsize=9)
+        ax.set_xlabel("τ: final validation top-1 (%)")
+        ax.set_ylabel("fraction of trainings\nwith top-1 ≥ τ")
+        note_box(ax, notes, head="Equal profiles, drawn slightly apart:", corner="lower left")
+    handles[f"learned threshold ({threshold:g} %)"] = Line2D([], [], color="#777777", ls=":", lw=1)
+    fig.suptitle(
+        "Performance profiles: fraction of trainings at or above each top-1; band: 95 % CI (Clopper–Pearson)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    _legend_right(fig, list(handles.values()), [_with_seeds(name, counts) for name in handles])
     return fig
 
 
@@ -1173,19 +1439,36 @@ PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
     ("accuracy_vs_flops", "Top-1 accuracy against FLOPs with the Pareto front.", plot_pareto, "results"),
     (
         "accuracy_vs_latency",
-        "Top-1 against median latency (batch 1) per dataset level; bars: 95 % CI; dashed: the Pareto front.",
+        "Success rate (top; bars: 95 % Clopper–Pearson CI) and mean top-1 (bottom, secondary; bars: 95 % "
+        "CI) against median latency (batch 1) per dataset level; dashed: the Pareto fronts.",
         plot_accuracy_vs_latency,
         "results",
     ),
     (
         "accuracy_ladder",
-        "The difficulty ladder: top-1 against the dataset level, one line per configuration; bars: 95 % CI.",
+        "The difficulty ladder: the success rate (fraction of trainings that learned) against the dataset "
+        "level, one line per configuration; bars: 95 % CI (Clopper–Pearson).",
         plot_accuracy_ladder,
         "results",
     ),
     (
+        "time_to_learn",
+        "Time to learn: Kaplan–Meier fraction of trainings not yet learned against the epoch, per dataset "
+        "level; band: 95 % CI; ticks: trainings censored at their last evaluated epoch.",
+        plot_time_to_learn,
+        "results",
+    ),
+    (
+        "performance_profiles",
+        "Performance profiles: fraction of trainings with final top-1 at or above τ, per dataset level; "
+        "band: 95 % CI (Clopper–Pearson); dotted: the learned threshold.",
+        plot_performance_profiles,
+        "results",
+    ),
+    (
         "learning_curves",
-        "Validation top-1 against epoch per dataset level: mean over seeds (thick) and each seed (thin).",
+        "Validation top-1 against epoch per dataset level: mean over seeds (thick) and each seed (thin); "
+        "dotted: the learned threshold.",
         plot_learning_curves,
         "results",
     ),
@@ -1238,6 +1521,8 @@ WHY_NOT = {
     "accuracy_vs_flops": "the run has no accuracy (top1) column with values",
     "accuracy_vs_latency": "the run's ok rows have no latency",
     "accuracy_ladder": "the run has fewer than two dataset levels with an ok row",
+    "time_to_learn": "no training stores a learning curve of two or more evaluated epochs (column curve)",
+    "performance_profiles": "the run has no ok training with a top-1",
     "learning_curves": "the rows store no learning curve with two or more epochs (column curve)",
     "bra_backends": "the run has no timed BRA rows over at least two backends",
     "roofline": "the run measured no latency with FLOPs (no efficiency)",
@@ -1249,10 +1534,18 @@ WHY_NOT = {
 
 
 # the plots of an ablation run; a sweep run draws the others (accuracy_vs_flops: both)
-ABLATION_PLOTS = ("accuracy_vs_flops", "accuracy_vs_latency", "accuracy_ladder", "learning_curves")
+ABLATION_PLOTS = (
+    "accuracy_vs_flops",
+    "accuracy_vs_latency",
+    "accuracy_ladder",
+    "time_to_learn",
+    "performance_profiles",
+    "learning_curves",
+)
 ABLATION_CAPTIONS = {
-    "accuracy_vs_flops": "Top-1 against FLOPs (fvcore MACs, batch 1) per dataset level; bars: 95 % CI "
-    "(± std over seeds where the run has no interval); dashed: the Pareto front.",
+    "accuracy_vs_flops": "Success rate (top; bars: 95 % Clopper–Pearson CI) and mean top-1 (bottom, "
+    "secondary; bars: 95 % CI, ± std over seeds where the run has no interval) against FLOPs (fvcore "
+    "MACs, batch 1) per dataset level; dashed: the Pareto fronts.",
 }
 
 
@@ -1282,11 +1575,14 @@ def draw_all(
     folder: Path,
     formats: Sequence[str] = ("png", "svg"),
     results: pd.DataFrame | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> tuple[dict[str, tuple[Path, str]], dict[str, str]]:
     """Draw every plot that the data allows.
 
     Args:
         results: the rows before the filters, to say why the formula plots are missing.
+        manifest: the run's manifest: an ablation run's plots read the learned threshold of its
+            ``conditions.analysis`` (default 70 %).
 
     Returns:
         ``{name: (png or first path, caption)}`` for the plots drawn, ``{name: why not}`` for the rest.
@@ -1304,7 +1600,12 @@ def draw_all(
             if ablation:
                 caption = ABLATION_CAPTIONS.get(name, caption)
             arg = df if source == "results" else check
-            fig = fn(arg) if arg is not None else None
+            if arg is None:
+                fig = None
+            elif ablation and name in ABLATION_PLOTS:
+                fig = fn(arg, manifest=manifest)
+            else:
+                fig = fn(arg)
             if fig is None:
                 skipped[name] = WHY_NOT[name] if arg is not None else _why_no_check(results)
                 for stale in folder.glob(f"{name}.*"):  # an earlier report's, no longer true
