@@ -81,6 +81,9 @@ def test_the_repository_study_validates():
     assert study.analysis["contrasts"] == [[m, "vanilla"] for m in ("bra", "swin", "neighborhood", "agent")]
     assert study.train["learned_top1"] == 70 and study.train["give_up_epoch"] == 6
     assert study.baseline == "vanilla" and study.backbone["before_attn_dwconv"] == 3
+    gpu = load_study(STUDIES / "ablation-gpu.yaml", device="cpu")  # validated here, run on a GPU
+    assert len(gpu.runs()) == 216 and gpu.analysis["declared"]
+    assert all(d.get("train_images") == "per_seed" and d["resolution"] == 64 for d in gpu.datasets)
     # the pilot: the baseline alone, on seeds the main study does not use
     pilot = load_study(STUDIES / "ablation-pilot.yaml")
     assert {r[1] for r in pilot.runs()} == {"vanilla"}
