@@ -80,6 +80,7 @@ def test_the_repository_study_validates():
     assert study.analysis["declared"] and study.analysis["learned_top1"] == 70.0
     assert study.analysis["contrasts"] == [[m, "vanilla"] for m in ("bra", "swin", "neighborhood", "agent")]
     assert study.train["learned_top1"] == 70 and study.train["give_up_epoch"] == 6
+    assert [d["n_distractors"] for d in study.datasets] == [2]  # the pilot's choice
     assert study.baseline == "vanilla" and study.backbone["before_attn_dwconv"] == 3
     gpu = load_study(STUDIES / "ablation-gpu.yaml", device="cpu")  # validated here, run on a GPU
     assert len(gpu.runs()) == 216 and gpu.analysis["declared"]

@@ -29,15 +29,25 @@ def check_gates(cfg, images, labels, geo):
     assert len(table) >= 14  # every rule of the table was run
 
 
-def test_the_gates_at_contour_5(rung5):
+def test_the_gates_at_the_studys_rung(rung5):
+    # studies/ablation.yaml: contours of 5 paddles, two distractors (the easy preset)
     cfg, (images, labels, geo) = rung5
     check_gates(cfg, images, labels, geo)
 
 
+def test_the_gates_with_one_distractor():
+    # the pilot's middle rung (studies/ablation-pilot.yaml)
+    cfg = pf.PathfinderConfig.from_difficulty("easy", 32, n_distractors=1)
+    check_gates(cfg, *pf.generate(cfg, GATE_N, GATE_SEED, return_geometry=True))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("difficulty", ["medium", "hard"])  # contour 6; contour 7 with one distractor
-def test_the_gates_at_the_longer_rungs(difficulty):
-    cfg = pf.PathfinderConfig.from_difficulty(difficulty, 32)
+@pytest.mark.parametrize(
+    "difficulty, overrides",
+    [("easy", {"n_distractors": 0}), ("medium", {}), ("hard", {})],  # the pilot's first rung; contour 6; 7
+)
+def test_the_gates_at_the_other_rungs(difficulty, overrides):
+    cfg = pf.PathfinderConfig.from_difficulty(difficulty, 32, **overrides)
     check_gates(cfg, *pf.generate(cfg, GATE_N, GATE_SEED, return_geometry=True))
 
 

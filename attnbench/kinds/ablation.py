@@ -130,7 +130,11 @@ def level_label(dataset: dict[str, Any]) -> str:
         extra = [f"{k}={v}" for k, v in dataset.items() if k in ("train_size", "label_type")]
         return ", ".join([dataset["name"], *extra])
     words = [str(dataset.get("difficulty", "medium"))]
-    words += [_KNOB_WORDS.get(k, f"{k}={{}}").format(v) for k, v in dataset.items() if k not in _NOT_KNOBS]
+    words += [
+        ("1 distractor" if k == "n_distractors" and v == 1 else _KNOB_WORDS.get(k, f"{k}={{}}").format(v))
+        for k, v in dataset.items()
+        if k not in _NOT_KNOBS
+    ]
     if dataset.get("resolution", 32) != 32:
         words.append(f"{dataset['resolution']} px")
     return ", ".join(words)

@@ -885,7 +885,7 @@ def _cue_sentence(c: CueLevel) -> str:
 
 def _power_sentence(analysis: OutcomeAnalysis) -> str:
     pw = analysis.power
-    if not pw:
+    if not pw or not analysis.plan.contrasts:
         return ""
     n, m = int(pw["n"]), int(pw["family"])
     pa, pb = POWER_CHANCES
@@ -912,18 +912,23 @@ def outcome_findings(analysis: OutcomeAnalysis, cue: Mapping[str, CueLevel] | No
     if analysis.summary.empty:
         doc.para("No ablation row to summarise.")
         return doc
-    pairs = ", ".join(f"{a} vs {b}" for a, b in plan.contrasts) or "none"
+    pairs = ", ".join(f"{a} vs {b}" for a, b in plan.contrasts)
     m = analysis.family()
-    doc.para(
+    lead = (
         f"**Primary analysis: did each training learn?** A training has learned when its final "
-        f"validation top-1 is at or above {plan.threshold:g} %; {plan.words()}. Contrasts: {pairs} "
-        f"(each configuration of the first mechanism against the first configuration of the second, at "
-        f"every level); all {m} (level, contrast) pairs form one Holm family per endpoint, α = "
-        f"{plan.alpha:g}. A contrast is resolved when its Holm-adjusted p is below α on the counts "
-        "endpoint (Fisher's exact test, primary); time to learn (log-rank) and the top-1 of the learned "
-        "trainings (Mann–Whitney) are secondary endpoints, each its own family. Anything not declared is "
-        "exploratory."
+        f"validation top-1 is at or above {plan.threshold:g} %; {plan.words()}. "
     )
+    if not pairs:
+        doc.para(lead + "This run has no contrast to test (one mechanism): it counts how often it learns.")
+    else:
+        doc.para(
+            lead + f"Contrasts: {pairs} (each configuration of the first mechanism against the first "
+            f"configuration of the second, at every level); all {m} (level, contrast) pairs form one Holm "
+            f"family per endpoint, α = {plan.alpha:g}. A contrast is resolved when its Holm-adjusted p is "
+            "below α on the counts endpoint (Fisher's exact test, primary); time to learn (log-rank) and the "
+            "top-1 of the learned trainings (Mann–Whitney) are secondary endpoints, each its own family. "
+            "Anything not declared is exploratory."
+        )
     reasons = {c.reason for c in (cue or {}).values()}
     same_reason = len(cue or {}) > 1 and len(reasons) == 1 and None not in reasons
     for level in analysis.arms.levels:
