@@ -167,15 +167,20 @@ def learned(t: Training, threshold: float) -> bool:
 
 
 def time_to_learn(t: Training, threshold: float) -> tuple[int, bool]:
-    """``(epoch, True)`` for the first evaluated epoch whose top-1 reaches ``threshold``; else
-    ``(last evaluated epoch, False)``: censored there. A training without a curve counts as one
-    evaluation of its final top-1 at ``epochs_run``."""
+    """``(epoch, True)`` for the first evaluated epoch from which the top-1 stays at or above
+    ``threshold`` to the end (so a training has a time to learn exactly when it :func:`learned`; a
+    passing spike that falls back is not learning); else ``(last evaluated epoch, False)``: censored
+    there. A training without a curve counts as one evaluation of its final top-1 at ``epochs_run``."""
     threshold = _check_threshold(threshold)
     curve = t.curve or ((t.epochs_run, t.top1),)
-    for epoch, top1 in curve:
-        if top1 >= threshold:
-            return epoch, True
-    return curve[-1][0], False
+    if not learned(t, threshold):
+        return curve[-1][0], False
+    epoch = curve[-1][0]
+    for e, top1 in reversed(curve):
+        if top1 < threshold:
+            break
+        epoch = e
+    return epoch, True
 
 
 def _times(trainings: Sequence[Training], threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -83,9 +83,12 @@ def test_time_to_learn_with_and_without_an_event():
     assert oc.time_to_learn(t, THRESHOLD) == (3, True) and oc.learned(t, THRESHOLD)
     t = oc.Training(seed=1, top1=52.0, curve=[(2, 50.0), (4, 51.0), (6, 52.0)], epochs_run=7)
     assert oc.time_to_learn(t, THRESHOLD) == (6, False) and not oc.learned(t, THRESHOLD)
-    # crossed the threshold and fell back: an event in time, not learned at the end
+    # crossed the threshold and fell back: not learned, censored at its last epoch
     t = oc.Training(seed=2, top1=60.0, curve=[(1, 50.0), (2, 75.0), (3, 60.0)], epochs_run=3)
-    assert oc.time_to_learn(t, THRESHOLD) == (2, True) and not oc.learned(t, THRESHOLD)
+    assert oc.time_to_learn(t, THRESHOLD) == (3, False) and not oc.learned(t, THRESHOLD)
+    # an early spike, a fall, then learned for good: learned from where it stays above
+    t = oc.Training(seed=5, top1=94.0, curve=[(1, 72.0), (2, 51.0), (3, 88.0), (4, 94.0)], epochs_run=4)
+    assert oc.time_to_learn(t, THRESHOLD) == (3, True) and oc.learned(t, THRESHOLD)
     # no curve: the final top-1 at epochs_run is the one evaluation
     assert oc.time_to_learn(oc.Training(seed=3, top1=80.0, epochs_run=10), THRESHOLD) == (10, True)
     assert oc.time_to_learn(oc.Training(seed=4, top1=50.0, epochs_run=10), THRESHOLD) == (10, False)

@@ -283,7 +283,7 @@ class Analysis(Section):
     learned_top1: Percentage = Field(
         LEARNED_TOP1,
         description="val top-1 (%) from which a training counts as learned (its final top-1; the first "
-        "epoch at or above it is its time to learn)",
+        "epoch from which it stays at or above it is its time to learn)",
     )
     contrasts: (
         list[Annotated[list[Text], Field(min_length=2, max_length=2), worded("a pair [a, b] of mechanisms")]]
