@@ -230,6 +230,12 @@ _LATEX_SPECIAL = {
     "−": r"$-$",
     "ᵀ": r"$^\top$",
     "✕": r"$\times$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "α": r"$\alpha$",
+    "τ": r"$\tau$",
+    "<": r"\textless{}",  # a bare < or > is another glyph without T1 font encoding
+    ">": r"\textgreater{}",
 }
 
 
