@@ -21,7 +21,7 @@ import pytest
 from attnbench import outcomes
 from attnbench.report import write_report
 from attnbench.report._results import load_results, mechanism_labels
-from attnbench.report.ablation import ablation_findings, ablation_summary, method_text
+from attnbench.report.ablation import ablation_summary
 from attnbench.report.outcome import (
     DEFAULT_LEARNED_TOP1,
     analysis_plan,
@@ -32,6 +32,8 @@ from attnbench.report.outcome import (
     outcome_analysis,
     outcome_findings,
     outcome_tables,
+    report_findings,
+    report_method,
 )
 from attnbench.store import ResultsStore
 
@@ -260,7 +262,7 @@ def test_no_best_is_named_unless_resolved_against_every_other(df, declared):
 def test_findings_state_the_plan_power_and_secondary_part(df):
     analysis = outcome_analysis(df, manifest())
     summary = ablation_summary(df, manifest=manifest())
-    text = ablation_findings(summary, analysis).to_markdown()
+    text = report_findings(summary, analysis).to_markdown()
     assert "**not declared before the run**" in text and "at or above 70 %" in text
     assert text.index("Primary analysis") < text.index("Secondary (exploratory): mean top-1")
     assert "learned (k/n, 95 % CI): Global 3/12" in text
@@ -269,7 +271,7 @@ def test_findings_state_the_plan_power_and_secondary_part(df):
     assert "with 12 seeds per arm" in text and f"probability {power:.2f} at α = 0.05" in text
     assert f"{family:.2f} at α/6 = 0.00833" in text
     assert "most accurate" not in text
-    method = method_text(summary, analysis)
+    method = "\n\n".join(report_method(summary, analysis))
     first, second = method.split("\n\n")
     assert first.startswith("Outcome statistics") and "Kaplan–Meier" in first and "Holm" in first
     assert second.startswith("Secondary, exploratory statistics")

@@ -88,18 +88,19 @@ def write_report(
         ValueError: an option names a column, value, format or resolution the run does not have.
     """
     from attnbench.report._results import filter_rows, load_manifest, load_results, mechanism_labels
-    from attnbench.report.ablation import (
-        ablation_findings,
-        ablation_summary,
-        ablation_tables,
-        is_ablation_frame,
-        method_text,
-    )
+    from attnbench.report.ablation import ablation_summary, ablation_tables, is_ablation_frame
     from attnbench.report.bra_backends import bra_backend_tables
     from attnbench.report.formula import formula_tables, run_formula_check, verdict, write_formula_files
     from attnbench.report.html import files_doc, index_html
     from attnbench.report.models import is_models_run, write_models_report
-    from attnbench.report.outcome import cue_reliance, cue_tables, outcome_analysis, outcome_tables
+    from attnbench.report.outcome import (
+        cue_reliance,
+        cue_tables,
+        outcome_analysis,
+        outcome_tables,
+        report_findings,
+        report_method,
+    )
     from attnbench.report.peers import is_peers_frame, peers_tables
     from attnbench.report.plots import PLOTS, check_formats, draw_all
     from attnbench.report.references import write_bib
@@ -167,14 +168,14 @@ def write_report(
 
     say("writing report.md and index.html")
     if summary is not None:
-        findings = ablation_findings(summary, analysis, cue)
+        findings = report_findings(summary, analysis, cue)
         if _unstable(df):
             findings.para(f"**{_unstable(df)} timed row(s) are unstable**: their latency cells carry †.")
     else:
         findings = _findings(df, check, verdict)
     details = _run_details(results, df, run_dir)
     if summary is not None:
-        for paragraph in method_text(summary, analysis).split("\n\n"):
+        for paragraph in report_method(summary, analysis):
             details.para(paragraph)
     if ablation_run and maps and plots:
         _draw_maps(run_dir, say)

@@ -368,19 +368,14 @@ def _table_note(part: pd.DataFrame, summary: pd.DataFrame, level: str) -> str:
     return " ".join(parts)
 
 
-def ablation_findings(summary: pd.DataFrame, analysis: Any = None, cue: Any = None) -> Doc:
-    """The summary's lines. With the outcome analysis (:func:`attnbench.report.outcome.outcome_analysis`)
-    its findings come first (:func:`attnbench.report.outcome.outcome_findings`, with the cue reliance
-    ``cue`` where given); then, secondary and exploratory, every configuration against the baseline
-    in words (``X beats Y by d points (95 % CI a–b)``, or not resolved), per level. No configuration
-    is named most accurate here: only the outcome analysis names a best one, and only when resolved."""
+def ablation_findings(summary: pd.DataFrame, *, quiet_when_empty: bool = False) -> Doc:
+    """The summary's secondary, exploratory lines: every configuration against the baseline in words
+    (``X beats Y by d points (95 % CI a–b)``, or not resolved), per level. No configuration is named
+    most accurate here: only the outcome analysis (:func:`attnbench.report.outcome.report_findings`,
+    which puts its own lines first) names a best one, and only when resolved."""
     doc = Doc()
-    if analysis is not None:
-        from attnbench.report.outcome import outcome_findings
-
-        doc.extend(outcome_findings(analysis, cue))
     if summary.empty:
-        if analysis is None:
+        if not quiet_when_empty:
             doc.para("No ablation row to summarise.")
         return doc
     base = summary.attrs.get("baseline", "")
@@ -401,17 +396,12 @@ def ablation_findings(summary: pd.DataFrame, analysis: Any = None, cue: Any = No
     return doc
 
 
-def method_text(summary: pd.DataFrame, analysis: Any = None) -> str:
-    """The method paragraphs (separated by a blank line): the outcome statistics first (with the
-    outcome analysis, :func:`attnbench.report.outcome.outcome_method_text`), then, secondary, what
-    the accuracy interval covers, how it is computed, the pairing, the fallback."""
+def method_text(summary: pd.DataFrame) -> str:
+    """The secondary method paragraph: what the accuracy interval covers, how it is computed, the
+    pairing, the fallback (:func:`attnbench.report.outcome.report_method` puts the outcome
+    statistics before it)."""
     base = summary.attrs.get("baseline", "the baseline") if not summary.empty else "the baseline"
-    first = ""
-    if analysis is not None:
-        from attnbench.report.outcome import outcome_method_text
-
-        first = outcome_method_text(analysis) + "\n\n"
-    text = first + (
+    text = (
         "Secondary, exploratory statistics (attnbench.stats): a top-1 is the mean over seeds of each "
         "seed's top-1 on the level's validation images (the same images, in the same order, for every "
         "configuration and seed of a level). Its 95 % interval covers both sources of chance, each part "

@@ -40,7 +40,15 @@ from attnbench import outcomes, stats
 from attnbench.outcomes import Best, Contrast, KaplanMeier, SuccessRate, Training
 from attnbench.report._document import Doc, Table, Tex, latex_escape
 from attnbench.report._results import latex_labels
-from attnbench.report.ablation import DASH, _levels, _seed, _slug, baseline_mechanism
+from attnbench.report.ablation import (
+    DASH,
+    _levels,
+    _seed,
+    _slug,
+    ablation_findings,
+    baseline_mechanism,
+    method_text,
+)
 
 __all__ = [
     "DEFAULT_LEARNED_TOP1",
@@ -990,3 +998,22 @@ def outcome_method_text(analysis: OutcomeAnalysis) -> str:
         "not-connected images into those where it agrees and those where it misleads; the learned "
         "trainings' accuracy on each, pooled, with exact intervals, is exploratory."
     )
+
+
+def report_findings(
+    summary: pd.DataFrame, analysis: OutcomeAnalysis | None, cue: Mapping[str, CueLevel] | None = None
+) -> Doc:
+    """An ablation report's summary: the outcome analysis's lines first (:func:`outcome_findings`,
+    with the cue reliance where given), then the secondary mean-top-1 lines
+    (:func:`attnbench.report.ablation.ablation_findings`)."""
+    doc = Doc()
+    if analysis is not None:
+        doc.extend(outcome_findings(analysis, cue))
+    doc.extend(ablation_findings(summary, quiet_when_empty=analysis is not None))
+    return doc
+
+
+def report_method(summary: pd.DataFrame, analysis: OutcomeAnalysis | None) -> list[str]:
+    """An ablation report's method paragraphs: the outcome statistics first, then the secondary
+    intervals of the mean top-1."""
+    return [*([outcome_method_text(analysis)] if analysis is not None else []), method_text(summary)]
