@@ -22,7 +22,7 @@ device: cpu
 threads: 1
 seed: 0
 measure: [accuracy, flops, params]
-dataset: {name: pathfinder, resolution: 32, difficulty: easy, train_size: 64, val_size: 32, seed: 0}
+dataset: {name: pathfinder, version: 3, difficulty: easy, train_size: 64, val_size: 32, seed: 0}
 backbone: {preset: stl-nano}
 train: {epochs: 1, batch: 32, lr: 1.0e-3, warmup_epochs: 0, seeds: [0]}
 mechanisms:
@@ -44,8 +44,8 @@ def _write(tmp_path: Path, text: str = BASE, **lines: str) -> Path:
 
 def _study_with_cache(tmp_path: Path, **lines: str) -> Path:
     dataset = (
-        "dataset: {name: pathfinder, resolution: 32, difficulty: easy, train_size: 64, val_size: 32, "
-        "seed: 0, "
+        "dataset: {name: pathfinder, version: 3, resolution: 32, difficulty: easy, train_size: 64, "
+        "val_size: 32, seed: 0, "
         f"cache_dir: {tmp_path / 'pf-cache'}}}"
     )
     return _write(tmp_path, line_6=dataset, **lines)

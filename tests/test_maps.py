@@ -24,6 +24,7 @@ WINDOWED = "_maps_windowed"  # vanilla attention, hook adds a region and points
 HOOKLESS = "_maps_hookless"  # no attention_map
 DATASET = {
     "name": "pathfinder",
+    "version": 3,  # quick to draw
     "resolution": 32,
     "difficulty": "easy",
     "train_size": 4,

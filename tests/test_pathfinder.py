@@ -1,5 +1,5 @@
 """The Pathfinder generator: determinism, balance, labels (from the geometry and in pixels), drawing,
-the cache and the errors."""
+the cache and the errors, on version 3 (fast to draw; version 4 has tests/test_pathfinder_v4.py)."""
 
 import numpy as np
 import pytest
@@ -72,7 +72,7 @@ def test_render_draws_what_it_is_given():
 
 
 def test_deterministic_from_the_seed():
-    cfg = pf.PathfinderConfig.from_difficulty("easy", 32)
+    cfg = pf.PathfinderConfig.from_difficulty("easy", 32, version=3)
     a_img, a_lab = pf.generate(cfg, 50, seed=3)
     b_img, b_lab = pf.generate(cfg, 50, seed=3)
     c_img, _ = pf.generate(cfg, 50, seed=4)
@@ -83,7 +83,7 @@ def test_deterministic_from_the_seed():
 
 @pytest.mark.parametrize("n", [2, 64, 101])
 def test_labels_are_balanced(n):
-    cfg = pf.PathfinderConfig.from_difficulty("easy", 32)
+    cfg = pf.PathfinderConfig.from_difficulty("easy", 32, version=3)
     _, labels = pf.generate(cfg, n, seed=0)
     assert set(labels.tolist()) <= {0, 1}
     assert abs(int(labels.sum()) - n / 2) <= 0.5
@@ -91,7 +91,7 @@ def test_labels_are_balanced(n):
 
 @pytest.mark.parametrize("difficulty", ["easy", "medium"])
 def test_labels_match_the_geometry(difficulty):
-    cfg = pf.PathfinderConfig.from_difficulty(difficulty, 32)
+    cfg = pf.PathfinderConfig.from_difficulty(difficulty, 32, version=3)
     images, labels, geo = pf.generate(cfg, 120, seed=1, return_geometry=True)
     assert np.array_equal(
         pf.markers_connected(geo["segments"], geo["contour_of"], geo["markers"]), labels == 1
@@ -104,7 +104,7 @@ def test_labels_match_the_geometry(difficulty):
 
 
 def test_geometry_obeys_the_constraints():
-    cfg = pf.PathfinderConfig.from_difficulty("medium", 32)
+    cfg = pf.PathfinderConfig.from_difficulty("medium", 32, version=3)
     _, _, geo = pf.generate(cfg, 60, seed=2, return_geometry=True)
     seg, contour_of = geo["segments"], geo["contour_of"]
     lo, hi = cfg.radius + 0.5, cfg.resolution - 1 - cfg.radius - 0.5
@@ -160,7 +160,7 @@ def test_marker_distance_gives_no_label_in_version_3():
 def test_labels_hold_in_pixels():
     # solid contours (no gaps), re-drawn 4x larger with thin strokes so that only a real path can
     # join the markers: a flood fill from one marker reaches the other exactly when the label is 1
-    cfg = pf.PathfinderConfig.from_difficulty("easy", 32, paddle_gap=0.0, contrast=1.0)
+    cfg = pf.PathfinderConfig.from_difficulty("easy", 32, paddle_gap=0.0, contrast=1.0, version=3)
     _, labels, geo = pf.generate(cfg, 80, seed=5, return_geometry=True)
     big = pf.render(geo["segments"] * 4, geo["markers"] * 4, 128, thickness=1.0, radius=4 * cfg.radius)
     joined = [joined_in_pixels(big[i], geo["markers"][i] * 4) for i in range(len(labels))]
@@ -179,7 +179,7 @@ def test_resolution_scales_the_geometry(version, radius):
 
 
 def test_cached_once(tmp_path, monkeypatch):
-    cfg = pf.PathfinderConfig.from_difficulty("easy", 32)
+    cfg = pf.PathfinderConfig.from_difficulty("easy", 32, version=3)
     images, labels, path = pf.load_pathfinder(cfg, 40, 7, cache_dir=tmp_path)
     assert path.parent == tmp_path and path.suffix == ".npz"
 

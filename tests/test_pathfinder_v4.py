@@ -35,6 +35,7 @@ def test_the_gates_at_the_studys_rung(rung5):
     check_gates(cfg, images, labels, geo)
 
 
+@pytest.mark.slow
 def test_the_gates_with_one_distractor():
     # the pilot's middle rung (studies/ablation-pilot.yaml)
     cfg = pf.PathfinderConfig.from_difficulty("easy", 32, n_distractors=1)
@@ -82,7 +83,7 @@ def test_geometry(rung5):
 
 
 def test_deterministic_and_balanced():
-    cfg = pf.PathfinderConfig.from_difficulty("easy", 32)
+    cfg = pf.PathfinderConfig.from_difficulty("easy", 32, n_distractors=0)  # the quickest to draw
     a, la = pf.generate(cfg, 41, seed=9)
     b, lb = pf.generate(cfg, 41, seed=9)
     assert np.array_equal(a, b) and np.array_equal(la, lb)

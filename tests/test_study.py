@@ -315,7 +315,7 @@ def test_models_and_ablation_studies_have_the_new_keys_too(tmp_path):
     study = load_study(path)
     assert (study.kind, study.threads, study.point_timeout_s) == ("models", None, 900.0)
     path = tmp_path / "a.yaml"
-    dataset = "{name: pathfinder, resolution: 32, difficulty: easy, train_size: 64, val_size: 32}"
+    dataset = "{name: pathfinder, version: 3, resolution: 32, difficulty: easy, train_size: 64, val_size: 32}"
     path.write_text(f"dataset: {dataset}\ntrain: {{epochs: 1}}\nmechanisms: [vanilla]\n")
     study = load_study(path)
     assert (study.kind, study.threads, study.point_timeout_s) == ("ablation", None, 21600.0)  # trains
