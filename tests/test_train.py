@@ -85,6 +85,7 @@ class Killed(Exception):
 def test_resume_after_a_kill_gives_the_uninterrupted_result(tmp_path):
     data = {
         "name": "pathfinder",
+        "version": 3,
         "difficulty": "easy",
         "train_size": 96,
         "val_size": 40,
@@ -127,6 +128,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(tmp_path):
 def test_finished_run_is_not_trained_again(tmp_path):
     data = {
         "name": "pathfinder",
+        "version": 3,
         "difficulty": "easy",
         "train_size": 32,
         "val_size": 16,
@@ -145,7 +147,7 @@ def test_finished_run_is_not_trained_again(tmp_path):
 
 
 def test_check_run_and_run_key(tmp_path):
-    data = {"name": "pathfinder", "train_size": 32}
+    data = {"name": "pathfinder", "version": 3, "train_size": 32}
     check_run("bra", {"n_win": 4, "topk": 4}, data, NANO, {"epochs": 1})
     with pytest.raises(ValueError, match="stage 0"):
         check_run("bra", {"n_win": 5, "topk": 1}, data, NANO, {})
@@ -243,6 +245,7 @@ def test_a_run_trains_on_its_seeds_images(tmp_path, monkeypatch, one_thread):
     monkeypatch.setattr("attnbench.ablation.data.pathfinder.load_pathfinder", fake_pathfinder(calls))
     data = {
         "name": "pathfinder",
+        "version": 3,
         "difficulty": "easy",
         "train_size": 32,
         "val_size": 16,
@@ -313,7 +316,7 @@ def test_a_non_finite_loss_names_its_step(tmp_path, monkeypatch, one_thread):
         return loss * float("nan") if len(calls) == 2 else loss
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", nan_at_second_step)
-    data = {"name": "pathfinder", "difficulty": "easy", "train_size": 48, "val_size": 16}
+    data = {"name": "pathfinder", "version": 3, "difficulty": "easy", "train_size": 48, "val_size": 16}
     with pytest.raises(FloatingPointError, match="epoch 1, step 2; lower train.lr"):
         train_and_evaluate(
             "vanilla", {}, data, NANO, {"epochs": 2, "batch": 16}, 0, "cpu", tmp_path, progress=None
