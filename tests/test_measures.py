@@ -135,6 +135,7 @@ plugins: [no_compile.py]
     assert len(cache) == 1 and next(iter(cache.values()))["peak_gmacs_s"] == float(eager["peak_gmacs_s"])
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_max_batch_finds_the_largest_batch_within_the_budget(tmp_path):
     point = load_study(_max_batch_study(tmp_path, budget=1.0)).points()[0]
     peak = {b: _probe(point, "forward", b, "cpu", 1, 0, ()) for b in range(1, 6)}

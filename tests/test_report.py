@@ -264,6 +264,7 @@ def test_table_renderers():
     assert best_mask([3.0], higher_is_better=True) == [False]
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_counted_run_draws_every_plot(tmp_path):
     run = write_counted_run(tmp_path / "run")
     index = write_report(run, formats=("png", "svg"))

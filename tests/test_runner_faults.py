@@ -104,6 +104,7 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_killed_hung_exiting_and_wrong_points_become_error_rows_and_the_run_goes_on(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_study(load_study(_study(tmp_path)), out_dir=run_dir, quiet=True, report=False) == 0
