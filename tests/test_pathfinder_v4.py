@@ -102,6 +102,14 @@ def test_version_3_draws_exactly_what_it_drew(difficulty, contour, digest):
     assert hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16] == digest
 
 
+def test_version_4_draws_what_the_shipped_runs_were_trained_on():
+    # results/ablation-pilot and results/ablation were drawn by this version: a change to what it
+    # draws is a new version (the cache and the run keys know the version, not the code)
+    cfg = pf.PathfinderConfig.from_difficulty("easy", 32, n_distractors=0)
+    images, labels = pf.generate(cfg, 120, 7)
+    assert hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16] == "bb026b93a634cd4c"
+
+
 def test_settings_that_version_4_refuses():
     with pytest.raises(ValueError, match="distractor_length.*version: 3"):
         pf.PathfinderConfig.from_difficulty("easy", 32, distractor_length=2)

@@ -1005,27 +1005,36 @@ def _panels(n: int) -> tuple[Figure, np.ndarray]:
     return fig, axes
 
 
+def _outcome_figure(df: pd.DataFrame, manifest: dict[str, Any] | None, arms: Any) -> tuple[Any, ...]:
+    """What both outcome plots start from: the learned threshold, each configuration's style, its
+    seed counts (for the legend) and one panel per dataset level."""
+    styles = series_styles(df[df["label"].isin({label for _, label in arms.trainings})])
+    counts = pd.DataFrame(
+        [{"label": lb, "n_seeds": len(arm)} for (_, lb), arm in arms.trainings.items()],
+        columns=["label", "n_seeds"],
+    )
+    fig, axes = _panels(len(arms.levels))
+    return analysis_plan(df, manifest).threshold, styles, counts, fig, axes
+
+
+def _level_arms(arms: Any, level: str) -> dict[str, Any]:
+    """The trainings of each configuration present at ``level``, in the run's order."""
+    return {lb: arms.trainings[(level, lb)] for lb in arms.present[level] if (level, lb) in arms.trainings}
+
+
 def plot_time_to_learn(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> Figure | None:
     """Kaplan-Meier curves of the fraction of trainings not yet learned against the epoch, one panel
     per dataset level, one step line per configuration with its pointwise 95 % band; a tick marks
     where trainings that never learned were censored (their last evaluated epoch)."""
     if not is_ablation_frame(df):
         return None
-    threshold = analysis_plan(df, manifest).threshold
     arms = arms_of(df, manifest)
     if not arms.trainings or not arms.curves:
         return None
-    styles = series_styles(df[df["label"].isin({label for _, label in arms.trainings})])
-    fig, axes = _panels(len(arms.levels))
+    threshold, styles, counts, fig, axes = _outcome_figure(df, manifest, arms)
     handles: dict[str, Any] = {}
-    counts = pd.DataFrame(
-        [{"label": lb, "n_seeds": len(arm)} for (_, lb), arm in arms.trainings.items()],
-        columns=["label", "n_seeds"],
-    )
     for ax, level in zip(axes, arms.levels):
-        mine = {
-            lb: arms.trainings[(level, lb)] for lb in arms.present[level] if (level, lb) in arms.trainings
-        }
+        mine = _level_arms(arms, level)
         kms = {lb: outcomes.kaplan_meier(arm, threshold) for lb, arm in mine.items()}
         offsets, notes = _spread({lb: (km.times, km.survival) for lb, km in kms.items()}, 0.015)
         last = 0.0
@@ -1039,24 +1048,14 @@ def plot_time_to_learn(df: pd.DataFrame, manifest: dict[str, Any] | None = None)
             ax.fill_between(x, lo, hi, step="post", color=st.color, alpha=_band_alpha(len(kms)), lw=0)
             (line,) = ax.step(x, y, where="post", color=st.color, ls=st.linestyle, lw=1.4)
             events = [outcomes.time_to_learn(t, threshold) for t in mine[label]]
-            learned_at = sorted({e for e, hit in events if hit})
-            if learned_at:
-                at = np.searchsorted(km.times, learned_at)
-                ax.plot(
-                    learned_at,
-                    np.asarray(km.survival)[at] + off,
-                    ls="none",
-                    marker=st.marker,
-                    fillstyle=st.fillstyle,
-                    color=st.color,
-                    ms=4.5,
-                )
-            censored = sorted({e for e, hit in events if not hit})
-            if censored:
-                at = np.searchsorted(km.times, censored)
-                ax.plot(
-                    censored, np.asarray(km.survival)[at] + off, ls="none", marker="|", ms=9, color=st.color
-                )
+            for hit, mark in (
+                (True, {"marker": st.marker, "fillstyle": st.fillstyle, "ms": 4.5}),
+                (False, {"marker": "|", "ms": 9}),
+            ):  # learned here, or censored here
+                at_epochs = sorted({e for e, event in events if event == hit})
+                if at_epochs:
+                    at = np.searchsorted(km.times, at_epochs)
+                    ax.plot(at_epochs, np.asarray(km.survival)[at] + off, ls="none", color=st.color, **mark)
             handles.setdefault(
                 label,
                 Line2D([], [], color=st.color, ls=st.linestyle, marker=st.marker, fillstyle=st.fillstyle),
@@ -1090,21 +1089,13 @@ def plot_performance_profiles(df: pd.DataFrame, manifest: dict[str, Any] | None 
     line per configuration; dotted: the learned threshold."""
     if not is_ablation_frame(df):
         return None
-    threshold = analysis_plan(df, manifest).threshold
     arms = arms_of(df, manifest)
     if not arms.trainings:
         return None
-    styles = series_styles(df[df["label"].isin({label for _, label in arms.trainings})])
-    fig, axes = _panels(len(arms.levels))
+    threshold, styles, counts, fig, axes = _outcome_figure(df, manifest, arms)
     handles: dict[str, Any] = {}
-    counts = pd.DataFrame(
-        [{"label": lb, "n_seeds": len(arm)} for (_, lb), arm in arms.trainings.items()],
-        columns=["label", "n_seeds"],
-    )
     for ax, level in zip(axes, arms.levels):
-        mine = {
-            lb: arms.trainings[(level, lb)] for lb in arms.present[level] if (level, lb) in arms.trainings
-        }
+        mine = _level_arms(arms, level)
         profiles = {
             lb: outcomes.performance_profile([t.top1 for t in arm], PROFILE_TAUS) for lb, arm in mine.items()
         }

@@ -723,6 +723,11 @@ def contour_ends(seg: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
     return ends, leave / np.maximum(np.linalg.norm(leave, axis=-1, keepdims=True), 1e-12)
 
 
+# The ink cues below measure what attnbench.ablation.data.probes measures on finished images
+# (line_ink, line_ink_fraction), written apart on purpose: the probes are the generator's independent
+# check (tests/test_pathfinder_v4.py), so they share no code with what they check.
+
+
 def _pixel_band_mean(
     ink: np.ndarray, image: np.ndarray, pa: np.ndarray, pb: np.ndarray, half_band: float, clear: float
 ) -> np.ndarray:
@@ -822,6 +827,11 @@ def pair_cues(
     n = seg.shape[0]
     where = np.ones(dist.shape, dtype=bool) if where is None else where
     image, pair = np.nonzero(where)
+    if image.size == 0:  # the cheap cues alone: no drawing
+        return {
+            **out,
+            **{name: np.full(dist.shape, np.nan) for name in ("line_ink", "line_cover", "wide_cover")},
+        }
     ink = render(seg, np.zeros((n, 0, 2)), cfg.resolution, thickness=cfg.thickness, radius=cfg.radius)
     ink = ink.astype(np.float32) / 255
     clear, band, step = cfg.radius + 1, CUE_BAND * cfg.scale, CUE_STEP * cfg.scale
@@ -872,15 +882,14 @@ def _generate_v4(
     want = n + n % 2  # an even number, then n of them
     counts: dict[int, list[int]] = {}  # cell -> [not connected, connected] kept so far
     kept_seg, kept_pair, kept_cell = [], [], []
-    matched, edges, drawn = 0, None, 0
+    matched, edges = 0, None
+    step = _chunk_size(cfg)
     for _round in range(_V4_ROUNDS):
         if matched >= want:
             break
-        step = _chunk_size(cfg)
         todo = math.ceil((want - matched) * _V4_POOL) + 16
         for lo in range(0, todo, step):
             seg = _place_v4(cfg, min(step, todo - lo), place_rng)
-            drawn += len(seg)
             if len(seg) == 0:
                 continue
             if edges is None:  # the cells, from the connected pairs of the first images drawn
@@ -910,8 +919,6 @@ def _generate_v4(
                 kept_seg.append(seg[i])
                 kept_pair.append(best)
                 kept_cell.append(cell)
-    if os.environ.get("ATTNBENCH_PATHFINDER_DEBUG"):
-        print(f"v4: {drawn} drawn, {len(kept_pair)} kept, {matched} matched for {want}")
     if matched < want:
         raise RuntimeError(
             f"pathfinder: could not draw {n} images of {C} contours of {cfg.contour_length} paddles "
