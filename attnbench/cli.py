@@ -12,6 +12,9 @@ new function there):
   process or on a Ray cluster, into a resumable run folder (default runs/<name>) and write its report;
 - ``attnbench report RUN_DIR``: tables, plots, the BRA formula check and index.html of a run;
 - ``attnbench check NAME_OR_FILE``: the conformance suite on one mechanism, as a pass/fail table;
+- ``attnbench doctor [--device D] [--dtype T ...] [--mechanism M ...] [--plugin FILE] [--out DIR]
+  [--quick]``: the environment, then every mechanism's backends on this device against its
+  reference (:mod:`attnbench.doctor`);
 - ``attnbench new NAME``: a skeleton mechanism file that passes ``check``;
 - ``attnbench schema [-o FILE]``: the JSON Schema of study files (for an editor).
 - ``attnbench maps RUN_DIR [--level L] [--seed N] [--image-index I] [--query ROW,COL ...] [--stage S]``
@@ -429,6 +432,67 @@ def _add_maps(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_maps)
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from attnbench.doctor import main_doctor
+
+    return main_doctor(
+        device=args.device,
+        dtypes=args.dtype,
+        mechanisms=args.mechanism,
+        plugins=args.plugin or (),
+        out=args.out,
+        quick=args.quick,
+        threads=args.threads,
+        report=not args.no_report,
+        command=_doctor_command(args),
+    )
+
+
+def _doctor_command(args: argparse.Namespace) -> list[str]:
+    """The doctor's command line as given (the manifest's record, and the line to run it again)."""
+    line = ["attnbench", "doctor", "--device", args.device]
+    for flag, values in (("--dtype", args.dtype), ("--mechanism", args.mechanism), ("--plugin", args.plugin)):
+        for value in values or ():
+            line += [flag, value]
+    line += ["--out", args.out] if args.out else []
+    line += ["--threads", str(args.threads)] if args.threads else []
+    return line + (["--quick"] if args.quick else []) + (["--no-report"] if args.no_report else [])
+
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="say what runs on this machine and check every mechanism's backends against its reference",
+        description="Print the environment (torch, CUDA and driver, the GPU, timm, natten and its fused "
+        "kernels, FlexAttention, torch.compile, threads), then check every mechanism: its reference "
+        "(float64 on the CPU) against numerical gradients, and each backend on the device, in each dtype, "
+        "against the reference, forward and backward, with one small timing. The rows go into a run "
+        "folder (a fresh one each time; attnbench report reads it). Exit codes: 0 every check passed or "
+        "was skipped, 1 a check failed, 2 bad arguments. docs/doctor.md says what each column means.",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="auto (cuda when available, else cpu)",
+    )
+    p.add_argument(
+        "--dtype",
+        action="append",
+        metavar="T",
+        help="float32 (default), bfloat16 or float16; repeatable",
+    )
+    p.add_argument("--mechanism", action="append", metavar="M", help="check only M (repeatable)")
+    p.add_argument(
+        "--plugin", action="append", metavar="FILE", help="a .py file registering mechanisms: check them too"
+    )
+    p.add_argument("--out", metavar="DIR", help="the run folder (default runs/doctor-<device>)")
+    p.add_argument("--quick", action="store_true", help="fewer timing samples and no torch.compile probe")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: the physical cores)")
+    p.add_argument("--no-report", action="store_true", help="write no report into the run folder")
+    p.set_defaults(func=_cmd_doctor)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_list,
     _add_run,
@@ -437,6 +501,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_new,
     _add_schema,
     _add_maps,
+    _add_doctor,
 ]
 
 

@@ -180,6 +180,9 @@ class AttentionMechanism(nn.Module):
     #: Short symbols of parameters for labels, e.g. ``{"n_win": "S", "topk": "k"}`` gives
     #: "BRA (S=7, k=4)"; plain text, ``_`` starts a subscript in LaTeX, Greek letters are allowed.
     param_symbols: ClassVar[dict[str, str]] = {}
+    #: The ``backend=`` value that is the mechanism's plain reference (the oracle its other backends
+    #: are tested against), for a mechanism with several implementations; None for one with one.
+    reference_backend: ClassVar[str | None] = None
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -220,6 +223,26 @@ class AttentionMechanism(nn.Module):
             ann, choices = _resolve_annotation(hints.get(p.name, p.annotation))
             params[p.name] = Param(p.name, ann, p.default, choices)
         return params
+
+    @classmethod
+    def backends(cls) -> tuple[str, ...]:
+        """The named implementations of the mechanism: the choices of a ``backend`` parameter other
+        than ``"auto"`` (``()`` for a mechanism with one implementation)."""
+        param = cls.hyperparameters().get("backend")
+        if param is None or param.choices is None:
+            return ()
+        return tuple(str(c) for c in param.choices if c != "auto")
+
+    def backend_unavailable(self, x: Tensor, backend: str, backward: bool = False) -> str | None:
+        """Why ``backend`` cannot run this module's forward (and its backward, with ``backward``) on
+        ``x`` (its device, dtype and shape), or None where it can. ``attnbench doctor`` asks this
+        before it checks a backend; the default says every backend can run."""
+        return None
+
+    def chosen_backend(self, x: Tensor) -> str | None:
+        """The backend this module's forward takes on ``x`` (``backend="auto"`` resolved), or None
+        for a mechanism with one implementation."""
+        return None
 
     def extra_repr(self) -> str:
         hp = ", ".join(f"{k}={getattr(self, k, v.default)!r}" for k, v in self.hyperparameters().items())

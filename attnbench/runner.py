@@ -135,7 +135,8 @@ class _Run:
         self.retry_unstable = False
         self.store: ResultsStore | None = None
         self.resume = shlex.join(
-            [
+            getattr(study, "resume_command", None)
+            or [
                 "attnbench",
                 "run",
                 str(study.path),

@@ -23,11 +23,12 @@ Backends (``backend=``), all computing the same function:
   Dilation runs it on each of the d x d sub-grids. Trains on CPU.
 - ``torch``: plain PyTorch, the oracle: gather each query's window of keys and values
   (``index_select``), then softmax attention over exactly the ``kernel_size²`` keys.
-- ``auto``: ``natten`` on CUDA when it can run, else ``tiled``. On CPU ``auto`` never takes
-  ``natten``: NATTEN's CPU path is unfused FlexAttention, which materializes all N x N scores (about
-  12x slower than ``torch`` on (2, 56, 56, 64), k=7, forward) and has no backward. ``natten`` is
-  also skipped where NATTEN has no kernel for the input (e.g. FlexAttention wants a power-of-two
-  head_dim in [8, 512]). The choice and the reason are logged at debug level.
+- ``auto``: ``natten`` on CUDA when it can run with its fused kernels (a natten built without
+  its compiled library, ``natten.HAS_LIBNATTEN`` False, runs unfused FlexAttention even there),
+  else ``tiled``. On CPU ``auto`` never takes ``natten``: NATTEN's CPU path is unfused
+  FlexAttention, which materializes all N x N scores (about 12x slower than ``torch`` on
+  (2, 56, 56, 64), k=7, forward) and has no backward. ``natten`` is also skipped where NATTEN has
+  no kernel for the input (e.g. FlexAttention wants a power-of-two head_dim in [8, 512]). The choice and the reason are logged at debug level.
 
 FLOPs: ``torch.jit`` (fvcore's tracer) cannot trace NATTEN (its argument checks fail on traced
 sizes, before any operator is recorded), and FlexAttention cannot run under ``FlopCounterMode``.
@@ -307,6 +308,27 @@ class NeighborhoodAttentionBase(AttentionMechanism):
             f"= {small}: choose {' or '.join(fixes)}"
         )
 
+    reference_backend = "torch"
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, H, W, _ = x.shape
+        with torch.no_grad():
+            qkv = self.qkv(x).view(B, H, W, 3, self.num_heads, self.head_dim)
+        return qkv.unbind(3)
+
+    def backend_unavailable(self, x: Tensor, backend: str, backward: bool = False) -> str | None:
+        """``natten`` where NATTEN cannot run the input (or, with ``backward``, its gradient: none on
+        CPU); ``tiled`` and ``torch`` run everywhere."""
+        if backend != "natten":
+            return None
+        q, k, v = self._qkv(x)
+        if backward:
+            q = q.detach().requires_grad_(True)
+        return natten_unavailable(q, k, v)
+
+    def chosen_backend(self, x: Tensor) -> str | None:
+        return self.choose_backend(*self._qkv(x))
+
     def choose_backend(self, q: Tensor, k: Tensor, v: Tensor) -> str:
         """The backend this call runs on; ``backend="natten"`` raises where natten cannot run.
 
@@ -323,6 +345,8 @@ class NeighborhoodAttentionBase(AttentionMechanism):
         why = natten_unavailable(q, k, v)
         if why is None and self.backend == "auto" and q.device.type == "cpu":
             why = "on CPU natten runs unfused FlexAttention (all N x N scores); tiled is faster"
+        if why is None and self.backend == "auto" and not natten.HAS_LIBNATTEN:
+            why = "natten has no compiled library here (no fused kernels): it would run unfused FlexAttention"
         if why is None:
             log.debug("%s: backend 'natten' (requested %r, natten can run)", self.name, self.backend)
             return "natten"

@@ -140,6 +140,7 @@ KINDS: dict[str, str] = {
     "models": "attnbench.kinds.models",
     "ablation": "attnbench.kinds.ablation",
     "peers": "attnbench.kinds.peers",
+    "doctor": "attnbench.kinds.doctor",
 }
 
 

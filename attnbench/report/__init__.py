@@ -90,6 +90,7 @@ def write_report(
     from attnbench.report._results import filter_rows, load_manifest, load_results, mechanism_labels
     from attnbench.report.ablation import ablation_summary, ablation_tables, is_ablation_frame
     from attnbench.report.bra_backends import bra_backend_tables
+    from attnbench.report.doctor import is_doctor_run, write_doctor_report
     from attnbench.report.formula import formula_tables, run_formula_check, verdict, write_formula_files
     from attnbench.report.html import files_doc, index_html
     from attnbench.report.models import is_models_run, write_models_report
@@ -110,12 +111,15 @@ def write_report(
     run_dir = Path(run_dir)
     if plots:
         check_formats(formats)
-    if is_models_run(run_dir):  # a models table (kind: models): its own report
+    if is_doctor_run(run_dir) or is_models_run(run_dir):  # a doctor run, a models table: their own reports
         given = {"columns": columns, "sort": sort, "group_by": group_by, "passes": passes}
         given.update(dtypes=dtypes, devices=devices, resolution=resolution)
         if any(v is not None for v in given.values()):
             options = [k for k, v in given.items() if v is not None]
-            raise ValueError(f"{options} select rows or columns of sweep runs; {run_dir} is a models run")
+            what = "doctor" if is_doctor_run(run_dir) else "models"
+            raise ValueError(f"{options} select rows or columns of sweep runs; {run_dir} is a {what} run")
+        if is_doctor_run(run_dir):
+            return write_doctor_report(run_dir, progress=say)
         return write_models_report(run_dir, plots=plots, formats=formats, progress=say)
     results = load_results(run_dir)
     say(f"{len(results)} rows read; writing the tables")

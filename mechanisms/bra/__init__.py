@@ -130,6 +130,7 @@ class BiLevelRoutingAttention(AttentionMechanism):
 
     display_name = "BRA"
     param_symbols = {"n_win": "S", "topk": "k"}
+    reference_backend = "reference"
 
     def __init__(
         self,
@@ -200,6 +201,30 @@ class BiLevelRoutingAttention(AttentionMechanism):
             region_qk = region_qk.reshape(B, S * S, 2 * qk)  # (B, S², 2·qk) region means
             idx = self.router(region_qk[..., :qk], region_qk[..., qk:])  # (B, S², k)
         return qkv, idx
+
+    def _routed(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``project_and_route`` of ``x`` padded as ``forward`` pads it, without gradient."""
+        _, H_in, W_in, _ = x.shape
+        H, W = self.padded_size(H_in, W_in)
+        with torch.no_grad():
+            qkv, idx = self.project_and_route(F.pad(x, (0, 0, 0, W - W_in, 0, H - H_in)))
+        if torch.is_grad_enabled() and (x.requires_grad or self.qkv.weight.requires_grad):
+            qkv.requires_grad_(True)  # as in a training forward: backends choose by it
+        return qkv, idx
+
+    def backend_unavailable(self, x: Tensor, backend: str, backward: bool = False) -> str | None:
+        """Only ``flex`` has a hard limit: it runs on CUDA alone (FlexAttention has no CPU backward,
+        and its CPU forward is not what the backend is for). The other backends run everywhere;
+        ``auto`` passes some over for speed or memory (their ``can_run``), not because they cannot."""
+        if backend == "flex" and x.device.type != "cuda":
+            return "FlexAttention runs here only on CUDA (no CPU backward)"
+        return None
+
+    def chosen_backend(self, x: Tensor) -> str | None:
+        if self.backend != "auto":
+            return self.backend
+        impl = choose_backend(*self._routed(x), self.n_win)
+        return next(name for name, module in BACKENDS.items() if module is impl)
 
     def attention_map(self, x: Tensor, query: tuple[int, int]) -> AttentionMap:
         """The query's token weights: a softmax over the tokens of the k regions routed to the query's
