@@ -28,7 +28,8 @@ Backends (``backend=``), all computing the same function:
   else ``tiled``. On CPU ``auto`` never takes ``natten``: NATTEN's CPU path is unfused
   FlexAttention, which materializes all N x N scores (about 12x slower than ``torch`` on
   (2, 56, 56, 64), k=7, forward) and has no backward. ``natten`` is also skipped where NATTEN has
-  no kernel for the input (e.g. FlexAttention wants a power-of-two head_dim in [8, 512]). The choice and the reason are logged at debug level.
+  no kernel for the input (e.g. FlexAttention wants a power-of-two head_dim in [8, 512]). The
+  choice and the reason are logged at debug level.
 
 FLOPs: ``torch.jit`` (fvcore's tracer) cannot trace NATTEN (its argument checks fail on traced
 sizes, before any operator is recorded), and FlexAttention cannot run under ``FlopCounterMode``.
