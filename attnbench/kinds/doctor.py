@@ -607,7 +607,7 @@ def mechanism_table(rows: list[dict[str, Any]]) -> str:
 
     def err(r: dict[str, Any], key: str) -> str:
         value = _num(r.get(f"{key}_error"), ".1e")
-        tol = _num(r.get(f"{key}_tolerance"), ".0e")
+        tol = _num(r.get(f"{key}_tolerance"), "g")
         return f"{value} / {tol}" if value and tol else value
 
     return _text_table(
