@@ -93,7 +93,7 @@ def doctor_tables(rows: list[dict[str, Any]]) -> list[Table]:
                 "Note",
             ],
             body,
-            align="lllllllrl",
+            align="llllrrlrl",
             note="The first row of each mechanism is its reference: float64 on the CPU, its gradients "
             "checked "
             "against central differences (torch.autograd.gradcheck, fast mode). Backward error: the largest "
