@@ -41,6 +41,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from attnbench.kinds.doctor import DIM, DTYPES, HEADS, SIZE, TOLERANCE
+
 __all__ = [
     "DIM",
     "DTYPES",
@@ -51,25 +53,6 @@ __all__ = [
     "doctor_study",
     "main_doctor",
 ]
-
-# One small problem every mechanism handles with its defaults (28 is divisible by BRA's and Swin's
-# 7 and larger than NATTEN's kernel x dilation): conformance's shape, batch 2.
-DIM, HEADS, SIZE, BATCH = 32, 2, 28, 2
-DTYPES = ("float32", "bfloat16", "float16")
-
-# Largest relative error (max |a - ref| / max |ref|) that passes, forward and backward, per dtype.
-# float32 is the correctness check: against float64, every mechanism and backend is within ~1e-6
-# forward and ~4e-6 backward (TF32 is off while the doctor checks). bfloat16 and float16 are a
-# sanity check: their rounding can flip a top-k choice (BRA's routing: 0.075 forward in both) and
-# is amplified through sampling offsets (DAT's and DBRA's offset networks: 0.17 backward in
-# bfloat16), while a wrong kernel is off by the order of the output itself (a zeroed output or
-# gradient scores 1, a sign error 2). The bounds are about twice the worst seen on the CPU
-# (docs/doctor.md#tolerances).
-TOLERANCE = {
-    "float32": {"forward": 1e-4, "backward": 1e-3},
-    "bfloat16": {"forward": 0.15, "backward": 0.35},
-    "float16": {"forward": 0.15, "backward": 0.15},
-}
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
