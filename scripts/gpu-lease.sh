@@ -19,7 +19,7 @@
 # Usage:
 #   scripts/gpu-lease.sh [--device cuda|cpu] [--tiny] [--out DIR] [--wheels DIR]
 #     --device  where to measure (default cuda)
-#     --tiny    the CPU rehearsal: no wheel install, the doctor on two mechanisms, the GPU tests
+#     --tiny    the CPU rehearsal: no wheel install, the doctor on BRA (its five backends), the GPU tests
 #               collected only, and CPU-sized copies of the studies (scripts/lease/tiny_study.py);
 #               under a minute (tests/test_gpu_lease.py runs it)
 #     --out     where the archive goes (default: $OUT when set, else lease-out/)
@@ -81,12 +81,12 @@ ab=(python3 -m attnbench)
 
 if [ "$tiny" -eq 1 ]; then
   stage environment 30 python3 -c "import torch, sys; print(sys.version); print(torch.__version__, torch.cuda.is_available())"
-  stage doctor 60 "${ab[@]}" doctor --device "$device" --quick --threads 1 --mechanism vanilla --mechanism bra \
-    --out "$work/doctor"
+  stage doctor 60 "${ab[@]}" doctor --device "$device" --quick --threads 1 --mechanism bra --out "$work/doctor"
   stage gpu-tests 60 python3 -m pytest -m gpu -q -p no:cacheprovider --co tests/test_bra.py tests/test_swin.py
   stage studies 30 python3 scripts/lease/tiny_study.py "$work/studies" studies/gpu-lease/{sweep,peers,compiled,frontier}.yaml
   for s in sweep peers compiled frontier; do
-    stage "$s" 60 "${ab[@]}" run "$work/studies/$s.yaml" --out "$work/$s" --device "$device" --no-report --quiet
+    stage "$s" 60 "${ab[@]}" run "$work/studies/$s.yaml" --out "$work/$s" --device "$device" --no-report --quiet \
+      --isolation none  # in this process: a worker's start-up would double a tiny study's time
   done
 else
   stage environment 30 sh -c "nvidia-smi; python3 -m torch.utils.collect_env"

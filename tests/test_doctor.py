@@ -168,6 +168,7 @@ def test_a_wrong_backward_fails_with_its_row_named(tmp_path, capsys, temp_regist
     assert main(["report", str(out)]) == 0
 
 
+@pytest.mark.slow
 def test_every_doctor_starts_afresh(tmp_path, temp_registry):
     out = tmp_path / "doctor"
     argv = [
