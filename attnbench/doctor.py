@@ -121,12 +121,6 @@ class DoctorStudy:
         return list(self.command) or ["attnbench", "doctor"]
 
 
-def _physical_cores() -> int:
-    from attnbench.environment import physical_cpu_cores
-
-    return physical_cpu_cores()
-
-
 def doctor_study(
     *,
     device: str = "auto",
@@ -146,6 +140,7 @@ def doctor_study(
     import torch
 
     from attnbench.check import TargetError, resolve_target
+    from attnbench.environment import physical_cpu_cores
     from attnbench.registry import available_mechanisms, get_mechanism, suggest
 
     if device not in ("auto", "cpu", "cuda"):
@@ -181,7 +176,7 @@ def doctor_study(
         mechanisms=tuple(names),
         plugins=tuple(Path(p).resolve() for p in plugins),
         quick=quick,
-        threads=threads or _physical_cores(),
+        threads=threads or physical_cpu_cores(),
         seed=seed,
         command=tuple(command),
     )

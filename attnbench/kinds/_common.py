@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -172,3 +173,17 @@ def table_text(columns: dict[str, Any]) -> str:
     import pandas as pd
 
     return pd.DataFrame(columns).to_string(index=False, na_rep="-")
+
+
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """fp32 matmuls and convolutions in full precision (the equivalence check)."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -7,7 +7,6 @@ numerical gradient check in float64 on the CPU) and a row per (backend, dtype) o
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 from collections.abc import Callable, Iterator
@@ -17,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from attnbench.kinds import Kind, RunContext, Task, config_id
-from attnbench.kinds._common import finish, free, message, number
+from attnbench.kinds._common import finish, free, message, no_tf32, number
 from attnbench.registry import available_mechanisms, get_mechanism
+from attnbench.study import DTYPES as STUDY_DTYPES
 from attnbench.timing import time_function
 from attnbench.worker import emit
 
@@ -40,7 +40,7 @@ __all__ = [
 # One small problem every mechanism handles with its defaults (28 is divisible by BRA's and Swin's
 # 7 and larger than NATTEN's kernel x dilation): conformance's shape, batch 2.
 DIM, HEADS, SIZE, BATCH = 32, 2, 28, 2
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = tuple(STUDY_DTYPES)  # float32, bfloat16, float16
 
 # Largest relative error (max |a - ref| / max |ref|) that passes, forward and backward, per dtype.
 # float32 is the correctness check: against float64, every mechanism and backend is within ~1e-6
@@ -59,7 +59,6 @@ TOLERANCE = {
 PROBES = ("python", "torch", "device", "threads", "timm", "natten", "flex_attention", "torch.compile")
 ENVIRONMENT = "environment"
 REFERENCE = "reference"
-DTYPE_OF = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The reference's gradient check: one random unit direction per tensor (the input, each parameter),
 # the analytic directional derivative against central differences, float64, batch 1
 GRADCHECK = {"eps": 1e-6, "atol": 1e-6, "rtol": 1e-4, "batch": 1}
@@ -107,20 +106,6 @@ def _close(row: dict[str, Any], status: str, errors: list[str]) -> dict[str, Any
     finish(row, status, errors)
     row["verdict"] = _verdict(status)
     return row
-
-
-@contextlib.contextmanager
-def _full_precision() -> Iterator[None]:
-    """float32 matmuls and convolutions without TF32 while a check runs (CUDA only)."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def relative_error(a: Tensor, ref: Tensor, floor: float = 0.0) -> float:
@@ -299,8 +284,7 @@ def _gradcheck(module: nn.Module, x: Tensor, g: Tensor) -> str | None:
             where = "the input" if name == "input" else f"parameter {name}"
             return (
                 f"the backward is wrong for {where}: the analytic directional derivative {analytic:.6g} "
-                "is not "
-                f"the numerical {numerical:.6g} (central differences, eps {eps:g}, float64)"
+                f"is not the numerical {numerical:.6g} (central differences, eps {eps:g}, float64)"
             )
     return None
 
@@ -553,7 +537,7 @@ def _mechanism(ctx: RunContext, name: str, rows: list[dict[str, Any]]) -> Iterat
     defaults: dict[str, dict[str, str]] = {}
     for row in checks:
         dtype_name, backend = row["dtype"], row["backend"]
-        dtype = DTYPE_OF[dtype_name]
+        dtype = STUDY_DTYPES[dtype_name]
         module = xd = None
         errors: list[str] = []
         try:
@@ -571,7 +555,7 @@ def _mechanism(ctx: RunContext, name: str, rows: list[dict[str, Any]]) -> Iterat
             no_backward = module.backend_unavailable(xd, backend, True) if backend else None
             tol = TOLERANCE[dtype_name]
             row.update(forward_tolerance=tol["forward"], backward_tolerance=tol["backward"])
-            with _full_precision():
+            with no_tf32():
                 module.eval()
                 with torch.no_grad():
                     out = module(xd)

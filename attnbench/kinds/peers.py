@@ -26,11 +26,10 @@ steal during the timing).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,16 @@ import torch
 from torch import nn
 
 from attnbench.kinds import Kind, RunContext, Task, config_id
-from attnbench.kinds._common import NOISE_DOCS, check_output, finish, free, message, number, table_text
+from attnbench.kinds._common import (
+    NOISE_DOCS,
+    check_output,
+    finish,
+    free,
+    message,
+    no_tf32,
+    number,
+    table_text,
+)
 from attnbench.noise import Snapshot, noise_columns, snapshot, unstable_reasons
 from attnbench.peers import get_peer
 from attnbench.registry import available_mechanisms, build_mechanism
@@ -173,25 +181,11 @@ def time_interleaved(
     return out_a, out_b
 
 
-@contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
-    """fp32 matmuls and convolutions in full precision (the equivalence check)."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
 def compare(ours: nn.Module, peer: nn.Module, x: torch.Tensor, tolerance: float) -> tuple[float, str | None]:
     """(max |ours - peer|, why they differ or None) of one forward of each in eval mode, no gradient."""
     ours.eval()
     peer.eval()
-    with torch.no_grad(), _no_tf32():
+    with torch.no_grad(), no_tf32():
         a, b = ours(x), peer(x)
     for who, out in (("ours", a), ("the peer", b)):
         bad = check_output(out, tuple(x.shape))
