@@ -278,7 +278,7 @@ class Analysis(Section):
     """The ``analysis:`` mapping: how the report decides that a training learned and which
     comparisons it tests, declared before the run (docs/outcomes.md)."""
 
-    what: ClassVar[str] = "a mapping (learned_top1, contrasts, alpha)"
+    what: ClassVar[str] = "a mapping (learned_top1, contrasts, alpha, primary)"
 
     learned_top1: Percentage = Field(
         LEARNED_TOP1,
@@ -297,6 +297,16 @@ class Analysis(Section):
     alpha: Annotated[float, Field(strict=True, gt=0, lt=1), worded("a number in (0, 1)")] = Field(
         0.05, description="family-wise error rate of the Holm-adjusted tests"
     )
+    primary: Annotated[
+        list[Literal["counts", "final"]],
+        Field(min_length=1, max_length=2),
+        worded("a list of one or both of counts, final"),
+    ] = Field(
+        ["counts"],
+        description="the primary endpoints: counts (Fisher's test of how many trainings learn) and, "
+        "where trainings climb rather than jump, final (Mann-Whitney test of every training's final "
+        "top-1); the p-values of all primary endpoints form one Holm family",
+    )
 
 
 def resolve_analysis(analysis: Analysis | None, names: list[str], baseline: str) -> dict[str, Any]:
@@ -310,6 +320,7 @@ def resolve_analysis(analysis: Analysis | None, names: list[str], baseline: str)
         if contrasts
         else [[n, baseline] for n in names if n != baseline],
         "alpha": float(given.alpha),
+        "primary": list(dict.fromkeys(given.primary)),
         "declared": analysis is not None and contrasts is not None,
     }
 
