@@ -26,6 +26,10 @@ over a handful of seeds is needed (the log-rank test is the one asymptotic test,
   ``scipy.stats.logrank``, asymptotically normal: at 12 seeds per arm its raw p falls under 0.05 in
   4-6 % of null comparisons); the effect is the difference of the Kaplan-Meier
   median epochs to learn (:func:`kaplan_meier`, ``scipy.stats.ecdf`` on ``scipy.stats.CensoredData``).
+- ``final``: the final top-1 of *every* training, compared by the Mann-Whitney U test
+  (:func:`rank_final`), the effect the Hodges-Lehmann shift. Where trainings climb rather than jump
+  (the outcome is not bimodal), the threshold throws information away and this is the stronger
+  test; a study may declare it a co-primary endpoint (``primary`` in :func:`compare`).
 - ``accuracy``: the final top-1 of the trainings that learned, compared by the Mann-Whitney U test
   (:func:`rank_accuracy`, ``scipy.stats.mannwhitneyu``: the exact distribution without ties, an
   exact or seeded Monte Carlo permutation distribution with ties); the effect is the Hodges-Lehmann
@@ -33,9 +37,11 @@ over a handful of seeds is needed (the log-rank test is the one asymptotic test,
   learns; an arm with fewer than 2 learned trainings cannot be tested (p is NaN, with the reason).
 
 **Multiplicity** (:func:`holm`, :func:`compare`). The contrasts are declared before the results are
-read. Within each endpoint, the p-values of all contrasts passed to one :func:`compare` call form one
-family and are adjusted by Holm's step-down method, which keeps the chance of any false call in the
-family at or under ``alpha`` whatever the dependence between the tests. A contrast is *resolved* on
+read. The p-values of the primary endpoints (``counts``, or ``counts`` and ``final`` where both are
+declared primary) of all contrasts passed to one :func:`compare` call form one family; each other
+endpoint is a family of its own. Each family is adjusted by Holm's step-down method, which keeps
+the chance of any false call in the family at or under ``alpha`` whatever the dependence between
+the tests. A contrast is *resolved* on
 an endpoint when its Holm-adjusted p-value is below ``alpha``. Anything else - a raw p-value, a
 contrast picked after looking, an arm ranked by its observed rate - is *exploratory*: it may suggest
 the next study, it supports no claim. Arms may be keyed by anything hashable, so a study with several
@@ -68,6 +74,7 @@ __all__ = [
     "ALPHA",
     "ENDPOINTS",
     "LEVEL",
+    "PRIMARY_CHOICES",
     "AccuracyTest",
     "Best",
     "Contrast",
@@ -91,6 +98,7 @@ __all__ = [
     "performance_profile",
     "power_table",
     "rank_accuracy",
+    "rank_final",
     "resolved_best",
     "seeds_for_power",
     "success_rate",
@@ -99,7 +107,8 @@ __all__ = [
 
 ALPHA = 0.05  # family-wise error rate of the declared contrasts, per endpoint
 LEVEL = 0.95  # two-sided confidence level of the intervals
-ENDPOINTS = ("counts", "time", "accuracy")  # "counts" is the primary endpoint
+ENDPOINTS = ("counts", "final", "time", "accuracy")  # "counts" is the primary endpoint by default
+PRIMARY_CHOICES = ("counts", "final")  # endpoints a study may declare primary (one Holm family)
 _GAMMA = 1 + 1e-14  # scipy.stats.fisher_exact's relative tolerance for "as or less likely"
 _PERMUTATIONS = 9999  # Mann-Whitney with ties: resamples of the (seeded) permutation distribution
 
@@ -452,14 +461,13 @@ def hodges_lehmann(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.median(np.subtract.outer(x, y)))
 
 
-def rank_accuracy(a: Sequence[Training], b: Sequence[Training], threshold: float) -> AccuracyTest:
-    """The Mann-Whitney U test (two-sided) of the final top-1 of the trainings that learned in A and
-    in B: exact without ties; with ties, scipy's permutation distribution (exhaustive when there are
-    at most 9,999 splits, otherwise 9,999 resamples from a fixed seed)."""
+def _mann_whitney(x: np.ndarray, y: np.ndarray, what: str) -> AccuracyTest:
+    """The two-sided Mann-Whitney U test of x against y: exact without ties; with ties, scipy's
+    permutation distribution (exhaustive when there are at most 9,999 splits, otherwise 9,999
+    resamples from a fixed seed). ``what`` names the values, for the reason when an arm has fewer
+    than 2."""
     from scipy.stats import PermutationMethod, mannwhitneyu
 
-    x = np.array([t.top1 for t in a if learned(t, threshold)], dtype=float)
-    y = np.array([t.top1 for t in b if learned(t, threshold)], dtype=float)
     common = dict(
         n_a=int(x.size),
         n_b=int(y.size),
@@ -468,8 +476,8 @@ def rank_accuracy(a: Sequence[Training], b: Sequence[Training], threshold: float
         shift=hodges_lehmann(x, y),
     )
     if x.size < 2 or y.size < 2:
-        few = [f"{arm} has {n} learned" for arm, n in (("A", x.size), ("B", y.size)) if n < 2]
-        reason = " and ".join(few) + " (the test needs 2 or more learned trainings per arm)"
+        few = [f"{arm} has {n} {what}" for arm, n in (("A", x.size), ("B", y.size)) if n < 2]
+        reason = " and ".join(few) + f" (the test needs 2 or more {what} trainings per arm)"
         return AccuracyTest(**common, u=math.nan, p=math.nan, method=None, reason=reason)
     ties = np.unique(np.concatenate([x, y])).size < x.size + y.size
     if ties:
@@ -483,6 +491,23 @@ def rank_accuracy(a: Sequence[Training], b: Sequence[Training], threshold: float
         p=float(res.pvalue),
         method="permutation" if ties else "exact",
     )
+
+
+def rank_accuracy(a: Sequence[Training], b: Sequence[Training], threshold: float) -> AccuracyTest:
+    """The Mann-Whitney U test (two-sided) of the final top-1 of the trainings that learned in A and
+    in B (:func:`_mann_whitney`); p is NaN, with the reason, when an arm has fewer than 2 learned."""
+    x = np.array([t.top1 for t in a if learned(t, threshold)], dtype=float)
+    y = np.array([t.top1 for t in b if learned(t, threshold)], dtype=float)
+    return _mann_whitney(x, y, "learned")
+
+
+def rank_final(a: Sequence[Training], b: Sequence[Training]) -> AccuracyTest:
+    """The Mann-Whitney U test (two-sided) of the final top-1 of every training of A and of B,
+    learned or not (:func:`_mann_whitney`): no threshold, so it keeps what a count throws away where
+    trainings climb rather than jump."""
+    x = np.array([t.top1 for t in a], dtype=float)
+    y = np.array([t.top1 for t in b], dtype=float)
+    return _mann_whitney(x, y, "finished")
 
 
 # --- declared contrasts -----------------------------------------------------------------------
@@ -521,8 +546,11 @@ class Endpoint:
         effect: ``counts``: rate A - rate B; ``time``: median epoch to learn A - B (NaN when a
             median is not reached); ``accuracy``: Hodges-Lehmann shift of A's learned top-1 over B's.
         p: the raw two-sided p-value (exploratory on its own); NaN when untested.
-        p_holm: Holm-adjusted within the endpoint's family (the contrasts of one :func:`compare`).
+        p_holm: Holm-adjusted within the endpoint's family (the contrasts of one :func:`compare`;
+            the primary endpoints together).
         resolved: ``p_holm < alpha``.
+        family: ``"primary"`` for a primary endpoint (one Holm family for all of them), else the
+            endpoint's own name (its own family).
         reason: why the endpoint could not be tested; None when it was.
         test: the full test result (:class:`CountsTest`, :class:`TimeTest` or :class:`AccuracyTest`).
     """
@@ -533,18 +561,22 @@ class Endpoint:
     resolved: bool
     reason: str | None
     test: CountsTest | TimeTest | AccuracyTest
+    family: str = "primary"
 
 
 @dataclasses.dataclass(frozen=True)
 class Contrast:
-    """A declared contrast of arm ``a`` against arm ``b`` and its three endpoints."""
+    """A declared contrast of arm ``a`` against arm ``b`` and its four endpoints; ``primary``: the
+    endpoints declared primary."""
 
     a: Hashable
     b: Hashable
     counts: Endpoint
+    final: Endpoint
     time: Endpoint
     accuracy: Endpoint
     alpha: float = ALPHA
+    primary: tuple[str, ...] = ("counts",)
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
@@ -561,19 +593,25 @@ def compare(
     threshold: float,
     alpha: float = ALPHA,
     level: float = LEVEL,
+    primary: Sequence[str] = ("counts",),
 ) -> list[Contrast]:
-    """The three tests of each declared contrast (a, b), Holm-adjusted within each endpoint across
-    all the contrasts given: one call is one family per endpoint.
+    """The four tests of each declared contrast (a, b), Holm-adjusted across all the contrasts
+    given: the ``primary`` endpoints (``counts``, or ``counts`` and ``final``) together form one
+    family, each other endpoint a family of its own.
 
     Arms are keyed by anything hashable. With several dataset levels, key them ``(level, name)`` and
     declare ``((level, a), (level, b))`` for every level in one call, so that Holm counts every
     (level, contrast) pair; calling once per level would make one family per level instead.
 
     Raises:
-        ValueError: a contrast names an unknown arm, an arm against itself, or a pair twice.
+        ValueError: a contrast names an unknown arm, an arm against itself, or a pair twice; or
+            ``primary`` is empty or names an endpoint other than counts and final.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha = {alpha}: lies between 0 and 1, e.g. 0.05")
+    primary = tuple(dict.fromkeys(primary))
+    if not primary or not set(primary) <= set(PRIMARY_CHOICES):
+        raise ValueError(f"compare: primary = {list(primary)}: one or both of {list(PRIMARY_CHOICES)}")
     threshold = _check_threshold(threshold)
     seen: set[frozenset] = set()
     for pair in contrasts:
@@ -590,10 +628,17 @@ def compare(
         seen.add(frozenset(pair))
     tests = {
         "counts": [fisher_counts(arms[a], arms[b], threshold, level) for a, b in contrasts],
+        "final": [rank_final(arms[a], arms[b]) for a, b in contrasts],
         "time": [logrank_times(arms[a], arms[b], threshold) for a, b in contrasts],
         "accuracy": [rank_accuracy(arms[a], arms[b], threshold) for a, b in contrasts],
     }
-    adjusted = {name: holm([t.p for t in tests[name]]) for name in ENDPOINTS}
+    family = {name: "primary" if name in primary else name for name in ENDPOINTS}
+    adjusted: dict[str, np.ndarray] = {}
+    for fam in dict.fromkeys(family.values()):
+        members = [name for name in ENDPOINTS if family[name] == fam]
+        joint = holm([t.p for name in members for t in tests[name]])
+        for j, name in enumerate(members):
+            adjusted[name] = joint[j * len(contrasts) : (j + 1) * len(contrasts)]
     out = []
     for i, (a, b) in enumerate(contrasts):
         ends = {}
@@ -607,8 +652,9 @@ def compare(
                 resolved=bool(q < alpha),
                 reason=t.reason,
                 test=t,
+                family=family[name],
             )
-        out.append(Contrast(a=a, b=b, alpha=alpha, **ends))
+        out.append(Contrast(a=a, b=b, alpha=alpha, primary=primary, **ends))
     return out
 
 

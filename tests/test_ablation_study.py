@@ -86,6 +86,19 @@ def test_the_repository_study_validates():
     pilot = load_study(STUDIES / "ablation-pilot.yaml")
     assert {r[1] for r in pilot.runs()} == {"vanilla"}
     assert not set(pilot.seeds) & set(study.seeds)
+    assert study.analysis["primary"] == ["counts"]  # the default
+
+
+def test_the_redeclared_study_and_its_pilots_validate():
+    # one distractor, 4 epochs, final top-1 a co-primary endpoint; the pilots on seeds of their own
+    main = load_study(STUDIES / "ablation-main.yaml")
+    assert len(main.runs()) == 60 and main.train["epochs"] == 4
+    assert [d["n_distractors"] for d in main.datasets] == [1]
+    assert main.analysis["primary"] == ["counts", "final"] and main.analysis["declared"]
+    pilots = [load_study(STUDIES / f"ablation-pilot{n}.yaml") for n in ("", "2", "3")]
+    seeds = [set(p.seeds) for p in pilots]
+    assert not set.union(*seeds) & set(main.seeds) and sum(map(len, seeds)) == len(set.union(*seeds))
+    assert pilots[2].train["epochs"] == 4 and pilots[1].train["epochs"] == 5
 
 
 @pytest.mark.slow  # builds 18 stl-s32 backbones
@@ -126,6 +139,15 @@ def test_the_version_3_study_keeps_the_shipped_run_keys():
         ({"line_8": "train: {epochs: 1, seeds: [-1]}"}, ":8: train.seeds[0]: expected an int >= 0, got -1"),
         ({"line_5": "measure: [accuracy, latnecy]"}, ":5: measure[1]: 'latnecy' is not one of"),
         ({"line_3": "sweep: {dim: [32]}"}, ":3: sweep: unknown key; an ablation study has no sweep"),
+        (
+            {"line_4": "analysis: {primary: [count]}"},
+            ":4: analysis.primary[0]: 'count' is not one of ['counts', 'final']; did you mean 'counts'?",
+        ),
+        ({"line_4": "analysis: {primary: []}"}, ":4: analysis.primary: is an empty list"),
+        (
+            {"line_4": "analysis: {contrasts: [[bra, bra]]}"},
+            ":4: analysis.contrasts[0]: compares 'bra' with itself",
+        ),
     ],
 )
 def test_validation_errors_name_file_line_and_key(tmp_path, capsys, lines, expected):

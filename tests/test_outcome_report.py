@@ -209,22 +209,53 @@ def test_the_table_rows_show_those_numbers(df, declared):
     # seeds learn at epochs 2, 4, 6, 2, ...: half of them have learned by epoch 4
     assert parts[:4] == ["BRA (S=4, k=4)", "12", f"12/12 [{100 * rate.lo:.0f}, {100 * rate.hi:.0f}]", "4"]
     assert parts[4] == f"{np.median(top):.1f} [{min(top):.1f}, {max(top):.1f}]"
-    assert parts[5] == "Global"
-    assert parts[6] == f"**{fmt_p(c.counts.p)} ({fmt_p(c.counts.p_holm)})**" and c.counts.resolved
-    assert parts[7] == (
+    final = [t.top1 for t in arm]
+    assert parts[5] == f"{np.median(final):.1f} [{min(final):.1f}, {max(final):.1f}]"
+    assert parts[6] == "Global"
+    assert parts[7] == f"**{fmt_p(c.counts.p)} ({fmt_p(c.counts.p_holm)})**" and c.counts.resolved
+    assert parts[8] == (
+        f"**{fmt_p(c.final.p)} ({fmt_p(c.final.p_holm)})**"
+        if c.final.resolved
+        else f"{fmt_p(c.final.p)} ({fmt_p(c.final.p_holm)})"
+    )
+    assert parts[9] == (
         f"**{fmt_p(c.time.p)} ({fmt_p(c.time.p_holm)})**"
         if c.time.resolved
         else f"{fmt_p(c.time.p)} ({fmt_p(c.time.p_holm)})"
     )
-    assert parts[8] == f"{fmt_p(c.accuracy.p)} ({fmt_p(c.accuracy.p_holm)})"
-    assert parts[9].startswith("counts")
+    assert parts[10] == f"{fmt_p(c.accuracy.p)} ({fmt_p(c.accuracy.p_holm)})"
+    assert parts[11].startswith("counts")
     glob = next(x for x in md.splitlines() if x.startswith("| Global |"))
     assert glob.rstrip().endswith("| comparator |") and "3/12 [" in glob
     note = tables["outcomes_easy-contour-5"].note
-    assert "≥ 75 % (declared before the run)" in note and "m = 6 counts" in note
+    assert "≥ 75 % (declared before the run)" in note and "the primary endpoint counts (m = 6)" in note
     assert "Fisher's exact test" in note and "log-rank" in note and "Mann–Whitney" in note
     swin = next(x for x in md.splitlines() if x.startswith("| Swin |"))
     assert "0/12 [0, 26]" in swin and "not reached" in swin
+
+
+def test_a_declared_co_primary_final_top1_joins_the_primary_family(df):
+    both = outcome_analysis(df, manifest({**DECLARED, "primary": ["final", "counts"]}))
+    assert both.plan.primary == ("counts", "final")
+    m = both.family("counts")
+    assert m == both.family("final") == 12 and both.family("time") == 6  # 6 pairs x 2 endpoints
+    joint = outcomes.holm([c.counts.p for c in both.contrasts] + [c.final.p for c in both.contrasts])
+    assert [c.counts.p_holm for c in both.contrasts] + [c.final.p_holm for c in both.contrasts] == (
+        pytest.approx(joint, nan_ok=True)
+    )
+    table = outcome_tables(both, df)[0]
+    assert "Counts (primary): Fisher p (Holm p)" in table.header
+    assert "Final top-1 (primary): Mann–Whitney p (Holm p)" in table.header
+    assert "the primary endpoints counts and final together (m = 12)" in table.note
+    text = outcome_findings(both).to_markdown()
+    assert "Two primary endpoints, declared before the run" in text and "final top-1" in text
+    assert both.power["family"] == 12
+    for odd in (None, "final", ["time"], [3]):  # absent or unreadable: counts alone, as before
+        assert outcome_analysis(df, manifest({**DECLARED, "primary": odd})).plan.primary == ("counts",)
+    alone = outcome_analysis(df, manifest({**DECLARED, "primary": ["final"]}))
+    assert alone.family("final") == 6 and "The primary endpoint, declared before the run, is the final" in (
+        outcome_findings(alone).to_markdown()
+    )
 
 
 def test_undeclared_configurations_are_exploratory(df):

@@ -201,11 +201,45 @@ def test_compare_adjusts_across_every_declared_pair_and_levels():
     assert easy_global.counts.effect == pytest.approx(0.5) and easy_global.counts.resolved
     # every training that learned has top-1 90: all tied, so the permutation distribution, p = 1
     assert easy_global.accuracy.effect == 0.0 and easy_global.accuracy.p == pytest.approx(1.0)
-    assert set(easy_global.endpoints) == {"counts", "time", "accuracy"}
+    assert set(easy_global.endpoints) == {"counts", "final", "time", "accuracy"}
+    assert easy_global.primary == ("counts",) and easy_global.final.family == "final"
     with pytest.raises(ValueError, match="not an arm"):
         oc.compare(arms, [(("easy", "bra"), ("easy", "nat"))], THRESHOLD)
     with pytest.raises(ValueError, match="declared twice"):
         oc.compare(arms, [pairs[0], pairs[0][::-1]], THRESHOLD)
+
+
+def test_final_top1_is_a_rank_test_of_every_training():
+    # trainings that climb: no threshold crossed by either arm, yet A ends 3 points above B
+    a = [_training(s, 66.0 + 0.1 * s) for s in range(8)]
+    b = [_training(s, 63.0 + 0.1 * s) for s in range(8)]
+    r = oc.rank_final(a, b)
+    assert (r.n_a, r.n_b, r.method) == (8, 8, "exact")
+    assert r.shift == pytest.approx(3.0) and r.p == pytest.approx(2 / 12870)  # all of A above B
+    assert math.isnan(oc.rank_accuracy(a, b, THRESHOLD).p)  # nothing learned: that test cannot say
+    one = oc.rank_final(a[:1], b)
+    assert math.isnan(one.p) and "A has 1 finished" in one.reason
+
+
+def test_declared_primary_endpoints_form_one_holm_family():
+    arms = {
+        "global": [_training(s, 70.0 + 0.5 * s, 4) for s in range(12)],
+        "nat": [_training(s, 62.0 + 0.5 * s) for s in range(12)],
+        "bra": [_training(s, 69.5 + 0.5 * s, 4) for s in range(12)],
+    }
+    pairs = [("nat", "global"), ("bra", "global")]
+    cs = oc.compare(arms, pairs, THRESHOLD, primary=("counts", "final"))
+    joint = oc.holm([c.counts.p for c in cs] + [c.final.p for c in cs])  # one family of 4
+    assert [c.counts.p_holm for c in cs] + [c.final.p_holm for c in cs] == pytest.approx(joint)
+    assert {c.counts.family for c in cs} == {c.final.family for c in cs} == {"primary"}
+    assert cs[0].time.family == "time" and cs[0].primary == ("counts", "final")
+    assert [c.time.p_holm for c in cs] == pytest.approx(oc.holm([c.time.p for c in cs]))
+    assert cs[0].final.resolved and cs[0].final.effect == pytest.approx(-8.0)
+    alone = oc.compare(arms, pairs, THRESHOLD)  # counts alone: final is a family of its own
+    assert [c.final.p_holm for c in alone] == pytest.approx(oc.holm([c.final.p for c in alone]))
+    for bad in ((), ("time",), ("counts", "accuracy")):
+        with pytest.raises(ValueError, match="one or both of"):
+            oc.compare(arms, pairs, THRESHOLD, primary=bad)
 
 
 def test_resolved_best():

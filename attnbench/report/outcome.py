@@ -83,7 +83,8 @@ class Plan:
     Attributes:
         threshold: validation top-1 (%) from which a training counts as learned.
         contrasts: ``(a, b)`` mechanism names: every configuration of a against b's first.
-        alpha: family-wise error rate of each endpoint's Holm family.
+        alpha: family-wise error rate of each Holm family.
+        primary: the primary endpoints (``counts``, or ``counts`` and ``final``), one Holm family.
         declared: the study file declared the contrasts before the run.
         given: the manifest has an ``analysis`` mapping (runs made since the study wrote one).
         baseline, baseline_why: the baseline mechanism and where it came from.
@@ -96,6 +97,7 @@ class Plan:
     given: bool
     baseline: str
     baseline_why: str
+    primary: tuple[str, ...] = ("counts",)
 
     def words(self) -> str:
         """Where the threshold and the contrasts come from, in one clause."""
@@ -129,10 +131,12 @@ def analysis_plan(df: pd.DataFrame, manifest: Mapping[str, Any] | None = None) -
         alpha = float(given.get("alpha", outcomes.ALPHA))
         pairs = given.get("contrasts")
         declared = bool(given.get("declared", bool(pairs)))
+        primary = _primary(given.get("primary"))
         if not pairs:
             pairs, declared = default, False
     else:
         threshold, alpha, pairs, declared = DEFAULT_LEARNED_TOP1, outcomes.ALPHA, default, False
+        primary = ("counts",)
     contrasts = tuple(dict.fromkeys((str(a), str(b)) for a, b in pairs if str(a) != str(b)))
     return Plan(
         threshold=threshold,
@@ -142,7 +146,17 @@ def analysis_plan(df: pd.DataFrame, manifest: Mapping[str, Any] | None = None) -
         given=isinstance(given, Mapping),
         baseline=baseline,
         baseline_why=why,
+        primary=primary,
     )
+
+
+def _primary(value: Any) -> tuple[str, ...]:
+    """The manifest's ``primary`` endpoints, in the order of :data:`attnbench.outcomes.ENDPOINTS`;
+    counts alone where absent or unreadable (a run made before studies could declare them)."""
+    if not isinstance(value, list | tuple):
+        return ("counts",)
+    chosen = {str(v) for v in value} & set(outcomes.PRIMARY_CHOICES)
+    return tuple(e for e in outcomes.ENDPOINTS if e in chosen) or ("counts",)
 
 
 # --- arms: the trainings of each (level, configuration) ------------------------------------------
@@ -296,15 +310,17 @@ class OutcomeAnalysis:
         summary: one row per (level, configuration with a row there): ``level``, ``level_index``,
             ``label``, ``mechanism``, ``status`` (``ok`` or why no training), ``n``, ``k``, ``rate``,
             ``lo``, ``hi`` (Clopper-Pearson, 0-1), ``median_epoch`` (Kaplan-Meier; NaN when not
-            reached), ``top1_median``, ``top1_min``, ``top1_max`` (of the learned trainings), and the
-            objects ``success`` and ``km``.
+            reached), ``top1_median``, ``top1_min``, ``top1_max`` (of the learned trainings),
+            ``final_median``, ``final_min``, ``final_max`` (of every training), and the objects
+            ``success`` and ``km``.
         contrasts: the tested contrasts, keyed ``(level, label)``, in one Holm family per endpoint.
         missing: the (level, contrast) pairs that could not be formed, and why.
         best: ``{level: Best}`` from :func:`attnbench.outcomes.resolved_best` (arms as labels).
         power: ``n`` seeds per arm (the most common arm size), ``alpha``, ``family`` (the number of
-            contrasts), ``at_alpha`` and ``at_family``: the exact Fisher power for the chances
-            :data:`POWER_CHANCES` at alpha and at alpha / family, and ``min_p``: the smallest p
-            Fisher's test can give at ``n`` per arm. Empty when no arm has a training.
+            p-values in the primary family: contrasts times primary endpoints), ``at_alpha`` and
+            ``at_family``: the exact Fisher power for the chances :data:`POWER_CHANCES` at alpha and
+            at alpha / family, and ``min_p``: the smallest p Fisher's test can give at ``n`` per
+            arm. Empty when no arm has a training.
     """
 
     plan: Plan
@@ -316,8 +332,10 @@ class OutcomeAnalysis:
     power: dict[str, float]
 
     def family(self, endpoint: str = "counts") -> int:
-        """The number of p-values Holm adjusted together on ``endpoint`` (untestable pairs left out)."""
-        return sum(math.isfinite(getattr(c, endpoint).p) for c in self.contrasts)
+        """The number of p-values Holm adjusted together with ``endpoint``'s (untestable pairs left
+        out): all the primary endpoints' together, another endpoint's on its own."""
+        members = self.plan.primary if endpoint in self.plan.primary else (endpoint,)
+        return sum(math.isfinite(getattr(c, e).p) for c in self.contrasts for e in members)
 
     def at_level(self, level: str) -> list[Contrast]:
         return [c for c in self.contrasts if c.a[0] == level]
@@ -326,7 +344,8 @@ class OutcomeAnalysis:
 def _summary_rows(arms: Arms, threshold: float) -> pd.DataFrame:
     columns = [
         *("level", "level_index", "label", "mechanism", "status", "n", "k", "rate", "lo", "hi"),
-        *("median_epoch", "top1_median", "top1_min", "top1_max", "success", "km"),
+        *("median_epoch", "top1_median", "top1_min", "top1_max"),
+        *("final_median", "final_min", "final_max", "success", "km"),
     ]
     out = []
     for level in arms.levels:
@@ -348,6 +367,7 @@ def _summary_rows(arms: Arms, threshold: float) -> pd.DataFrame:
             rate = outcomes.success_rate(arm, threshold)
             km = outcomes.kaplan_meier(arm, threshold)
             top = [t.top1 for t in arm if outcomes.learned(t, threshold)]
+            final = [t.top1 for t in arm]
             entry.update(
                 status="ok",
                 n=rate.n,
@@ -359,6 +379,9 @@ def _summary_rows(arms: Arms, threshold: float) -> pd.DataFrame:
                 top1_median=float(np.median(top)) if top else math.nan,
                 top1_min=min(top) if top else math.nan,
                 top1_max=max(top) if top else math.nan,
+                final_median=float(np.median(final)),
+                final_min=min(final),
+                final_max=max(final),
                 success=rate,
                 km=km,
             )
@@ -413,7 +436,11 @@ def outcome_analysis(df: pd.DataFrame, manifest: Mapping[str, Any] | None = None
     arms = arms_of(df, manifest)
     summary = _summary_rows(arms, plan.threshold)
     pairs, missing = _pairs(arms, plan)
-    contrasts = outcomes.compare(arms.trainings, pairs, plan.threshold, plan.alpha) if pairs else []
+    contrasts = (
+        outcomes.compare(arms.trainings, pairs, plan.threshold, plan.alpha, primary=plan.primary)
+        if pairs
+        else []
+    )
     best = {}
     for level in arms.levels:
         names = [_Name(lb) for lb in arms.present[level] if (level, lb) in arms.trainings]
@@ -424,7 +451,7 @@ def outcome_analysis(df: pd.DataFrame, manifest: Mapping[str, Any] | None = None
     sizes = [len(t) for t in arms.trainings.values()]
     power: dict[str, float] = {}
     if sizes:
-        n, m = _mode(sizes), max(1, len(contrasts))
+        n, m = _mode(sizes), max(1, len(contrasts) * len(plan.primary))
         pa, pb = POWER_CHANCES
         power = {
             "n": n,
@@ -460,16 +487,51 @@ def _median_cell(km: KaplanMeier) -> str:
     return f"{km.median:g}" if km.median is not None else "not reached"
 
 
-def _top1_cell(r: Any) -> str:
-    if not math.isfinite(r.top1_median):
+def _range_cell(median: float, lo: float, hi: float) -> str:
+    if not math.isfinite(median):
         return DASH
-    if r.top1_min == r.top1_max:
-        return f"{r.top1_median:.1f}"
-    return f"{r.top1_median:.1f} [{r.top1_min:.1f}, {r.top1_max:.1f}]"
+    if lo == hi:
+        return f"{median:.1f}"
+    return f"{median:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def _top1_cell(r: Any) -> str:
+    return _range_cell(r.top1_median, r.top1_min, r.top1_max)
+
+
+def _final_cell(r: Any) -> str:
+    return _range_cell(r.final_median, r.final_min, r.final_max)
 
 
 def _endpoint_cell(e: outcomes.Endpoint) -> str:
     return DASH if not math.isfinite(e.p) else f"{fmt_p(e.p)} ({fmt_p(e.p_holm)})"
+
+
+_ENDPOINT_WORDS = {  # endpoint: (what, test), for the table headers
+    "counts": ("Counts", "Fisher"),
+    "final": ("Final top-1", "Mann–Whitney"),
+    "time": ("Time", "log-rank"),
+    "accuracy": ("Top-1 of learned", "Mann–Whitney"),
+}
+
+
+def _endpoint_header(endpoint: str, plan: Plan) -> str:
+    what, test = _ENDPOINT_WORDS[endpoint]
+    role = " (primary)" if endpoint in plan.primary else ""
+    return f"{what}{role}: {test} p (Holm p)"
+
+
+def _families_words(analysis: OutcomeAnalysis) -> str:
+    """The Holm families in words: ``the primary endpoints counts and final together (m = 8); time
+    (m = 4); ...``."""
+    plan = analysis.plan
+    first = " and ".join(plan.primary)
+    parts = [
+        f"the primary endpoint{'s' if len(plan.primary) > 1 else ''} {first}"
+        f"{' together' if len(plan.primary) > 1 else ''} (m = {analysis.family(plan.primary[0])})"
+    ]
+    parts += [f"{e} (m = {analysis.family(e)})" for e in outcomes.ENDPOINTS if e not in plan.primary]
+    return "; ".join(parts)
 
 
 def _resolved_words(c: Contrast) -> str:
@@ -512,19 +574,20 @@ def outcome_tables(analysis: OutcomeAnalysis, df: pd.DataFrame) -> list[Table]:
         rows, bold = [], []
         for r in part.itertuples():
             if r.status != "ok":
-                head = [str(r.n), f"{r.status}, no training", DASH, DASH]
+                head = [str(r.n), f"{r.status}, no training", DASH, DASH, DASH]
             else:
-                head = [str(r.n), _learned_cell(r.success), _median_cell(r.km), _top1_cell(r)]
+                head = [str(r.n), _learned_cell(r.success), _median_cell(r.km), _top1_cell(r), _final_cell(r)]
+            ends = len(outcomes.ENDPOINTS)
             against = as_a.get(r.label, [])
             if not against:
                 role = "comparator" if r.label in as_b else "exploratory"
-                rows.append([_tex_label(r.label, tex_of), *head, DASH, DASH, DASH, DASH, role])
-                bold.append([False] * 10)
+                rows.append([_tex_label(r.label, tex_of), *head, DASH, *[DASH] * ends, role])
+                bold.append([False] * (len(head) + ends + 3))
             for j, c in enumerate(against):
                 cells = [_endpoint_cell(e) for e in c.endpoints.values()]
-                first = [_tex_label(r.label, tex_of), *head] if j == 0 else ["", "", "", "", ""]
+                first = [_tex_label(r.label, tex_of), *head] if j == 0 else [""] * (len(head) + 1)
                 rows.append([*first, _tex_label(c.b[1], tex_of), *cells, _resolved_words(c)])
-                bold.append([False] * 6 + [e.resolved for e in c.endpoints.values()] + [False])
+                bold.append([False] * (len(head) + 2) + [e.resolved for e in c.endpoints.values()] + [False])
         tables.append(
             Table(
                 name=f"outcomes_{_slug(level)}",
@@ -538,15 +601,14 @@ def outcome_tables(analysis: OutcomeAnalysis, df: pd.DataFrame) -> list[Table]:
                     "Learned (k/n [95 % CI, %])",
                     "Median epoch to learn (Kaplan–Meier)",
                     "Top-1 of learned (%, median [range])",
+                    "Final top-1 (%, median [range])",
                     "vs",
-                    "Counts: Fisher p (Holm p)",
-                    "Time: log-rank p (Holm p)",
-                    "Accuracy: Mann–Whitney p (Holm p)",
+                    *(_endpoint_header(e, plan) for e in outcomes.ENDPOINTS),
                     f"Resolved (Holm p < {plan.alpha:g})",
                 ],
                 rows=rows,
                 bold=bold,
-                align="l" + "r" * 4 + "l" + "r" * 3 + "l",
+                align="l" + "r" * 5 + "l" + "r" * len(outcomes.ENDPOINTS) + "l",
                 note=_outcome_note(analysis),
             )
         )
@@ -555,22 +617,22 @@ def outcome_tables(analysis: OutcomeAnalysis, df: pd.DataFrame) -> list[Table]:
 
 def _outcome_note(analysis: OutcomeAnalysis) -> str:
     plan = analysis.plan
-    m = {e: analysis.family(e) for e in outcomes.ENDPOINTS}
     declared = "declared before the run" if plan.declared else "not declared before the run (defaults)"
     return (
         f"Learned: final validation top-1 ≥ {plan.threshold:g} % ({declared}). [a, b]: exact "
         "(Clopper–Pearson) 95 % interval of the rate, in %. Median epoch to learn: Kaplan–Meier, a "
         "training that never reached the threshold censored at its last evaluated epoch (early-stopped "
-        "or given-up runs included); not reached: more than half never learned. vs: the declared "
-        "comparator (the first configuration of the contrast's second mechanism). Each endpoint "
-        "two-sided: counts, Fisher's exact test on learned/not learned (primary); time, the log-rank "
-        "test of the censored epochs to learn; accuracy, the Mann–Whitney U test of the learned "
-        "trainings' top-1 (exact without ties, permutation with ties). p (Holm): raw p, and in "
-        "parentheses Holm-adjusted over every (level, contrast) pair of the run, one family per "
-        f"endpoint (m = {m['counts']} counts, {m['time']} time, {m['accuracy']} accuracy p-values); "
-        f"resolved (bold): Holm p < {plan.alpha:g}. —: not testable (an arm with fewer than 2 learned "
-        "trainings for accuracy, none learned for time). Exploratory: in no declared contrast; such a "
-        "configuration's numbers support no claim."
+        "or given-up runs included); not reached: more than half never learned. Final top-1: of every "
+        "training, learned or not. vs: the declared comparator (the first configuration of the "
+        "contrast's second mechanism). Each endpoint two-sided: counts, Fisher's exact test on "
+        "learned/not learned; final top-1, the Mann–Whitney U test of every training's final top-1; "
+        "time, the log-rank test of the censored epochs to learn; top-1 of learned, the Mann–Whitney U "
+        "test of the learned trainings' top-1 (Mann–Whitney exact without ties, permutation with "
+        "ties). p (Holm): raw p, and in parentheses Holm-adjusted over every (level, contrast) pair of "
+        f"the run, in families: {_families_words(analysis)}; resolved (bold): Holm p < "
+        f"{plan.alpha:g}. —: not testable (an arm with fewer than 2 learned trainings for top-1 of "
+        "learned, none learned for time). Exploratory: in no declared contrast; such a configuration's "
+        "numbers support no claim."
     )
 
 
@@ -828,6 +890,43 @@ def _rate_words(r: Any) -> str:
     return f"{r.label} {r.k}/{r.n} ({_pct(r.lo)}–{_pct(r.hi)} %)"
 
 
+def _primary_words(plan: Plan) -> str:
+    if plan.primary == ("counts",):
+        return (
+            "A contrast is resolved when its Holm-adjusted p is below α on the counts endpoint "
+            "(Fisher's exact test, primary); the final top-1 of every training (Mann–Whitney), the time "
+            "to learn (log-rank) and the top-1 of the learned trainings (Mann–Whitney) are secondary."
+        )
+    if plan.primary == ("final",):
+        return (
+            "The primary endpoint, declared before the run, is the final top-1 of every training "
+            "(Mann–Whitney); a contrast is resolved when its Holm-adjusted p is below α. Counts "
+            "(Fisher's exact test), the time to learn (log-rank) and the top-1 of the learned trainings "
+            "(Mann–Whitney) are secondary."
+        )
+    return (
+        "Two primary endpoints, declared before the run: counts (Fisher's exact test) and the final "
+        "top-1 of every training (Mann–Whitney), their p-values one Holm family; a contrast is resolved "
+        "on an endpoint when its Holm-adjusted p is below α. The time to learn (log-rank) and the top-1 "
+        "of the learned trainings (Mann–Whitney) are secondary."
+    )
+
+
+def _final_words(c: Contrast) -> str:
+    e = c.final
+    t = e.test
+    if not math.isfinite(e.p):
+        return f"final top-1 not testable ({t.reason})"
+    head = (
+        f"final top-1 {t.median_a:.1f} vs {t.median_b:.1f} % (medians; shift "
+        f"{stats.signed(t.shift, 1, True)} points), Mann–Whitney p = {fmt_p(e.p)}, Holm p = {fmt_p(e.p_holm)}"
+    )
+    if e.resolved:
+        who = c.a[1] if t.shift > 0 else c.b[1]
+        return head + f": **resolved**, {who} ends more accurate"
+    return head + ": not resolved"
+
+
 def _contrast_sentence(c: Contrast) -> str:
     a, b = c.a[1], c.b[1]
     t = c.counts.test
@@ -842,6 +941,10 @@ def _contrast_sentence(c: Contrast) -> str:
     else:
         counts += ": not resolved"
     secondary = []
+    if "final" in c.primary:
+        counts += "; " + _final_words(c)
+    else:
+        secondary.append(_final_words(c).replace(": not resolved", ", not resolved"))
     tt = c.time.test
     if math.isfinite(c.time.p):
         med = " vs ".join("not reached" if m is None else f"{m:g}" for m in (tt.median_a, tt.median_b))
@@ -901,7 +1004,7 @@ def _power_sentence(analysis: OutcomeAnalysis) -> str:
         f"**Power of this design**: with {n} seed{'s' if n != 1 else ''} per arm, the exact Fisher test "
         f"resolves a chance to learn of {pa:g} against {pb:g} with probability {pw['at_alpha']:.2f} at "
         f"α = {pw['alpha']:g} (one contrast) and {pw['at_family']:.2f} at α/{m} = {pw['alpha'] / m:.3g} "
-        f"(what Holm asks of the smallest p among the run's {m} contrasts)."
+        f"(what Holm asks of the smallest of the {m} p-values of the primary family)."
     )
     if pw["min_p"] >= pw["alpha"]:
         text += (
@@ -921,7 +1024,6 @@ def outcome_findings(analysis: OutcomeAnalysis, cue: Mapping[str, CueLevel] | No
         doc.para("No ablation row to summarise.")
         return doc
     pairs = ", ".join(f"{a} vs {b}" for a, b in plan.contrasts)
-    m = analysis.family()
     lead = (
         f"**Primary analysis: did each training learn?** A training has learned when its final "
         f"validation top-1 is at or above {plan.threshold:g} %; {plan.words()}. "
@@ -931,11 +1033,8 @@ def outcome_findings(analysis: OutcomeAnalysis, cue: Mapping[str, CueLevel] | No
     else:
         doc.para(
             lead + f"Contrasts: {pairs} (each configuration of the first mechanism against the first "
-            f"configuration of the second, at every level); all {m} (level, contrast) pairs form one Holm "
-            f"family per endpoint, α = {plan.alpha:g}. A contrast is resolved when its Holm-adjusted p is "
-            "below α on the counts endpoint (Fisher's exact test, primary); time to learn (log-rank) and the "
-            "top-1 of the learned trainings (Mann–Whitney) are secondary endpoints, each its own family. "
-            "Anything not declared is exploratory."
+            f"configuration of the second, at every level). {_primary_words(plan)} Holm families: "
+            f"{_families_words(analysis)}; α = {plan.alpha:g}. Anything not declared is exploratory."
         )
     reasons = {c.reason for c in (cue or {}).values()}
     same_reason = len(cue or {}) > 1 and len(reasons) == 1 and None not in reasons
@@ -969,7 +1068,6 @@ def outcome_findings(analysis: OutcomeAnalysis, cue: Mapping[str, CueLevel] | No
 def outcome_method_text(analysis: OutcomeAnalysis) -> str:
     """The method paragraph of the primary analysis."""
     plan = analysis.plan
-    m = {e: analysis.family(e) for e in outcomes.ENDPOINTS}
     curves = (
         ""
         if analysis.arms.curves
@@ -977,7 +1075,7 @@ def outcome_method_text(analysis: OutcomeAnalysis) -> str:
         "learn is the last epoch: the time endpoint says nothing here.)"
     )
     return (
-        "Outcome statistics (attnbench.outcomes, docs/outcomes.md), primary: the trainings are bimodal "
+        "Outcome statistics (attnbench.outcomes, docs/outcomes.md), primary: trainings tend to be bimodal "
         "(each learns or stays near chance), so each counts as learned when its final validation top-1 "
         f"is at or above {plan.threshold:g} % ({plan.words()}). Per level and configuration: k learned "
         "of n with the exact Clopper–Pearson 95 % interval; the time to learn, the first evaluated "
@@ -985,12 +1083,14 @@ def outcome_method_text(analysis: OutcomeAnalysis) -> str:
         "estimate, a training that did not learn being censored at its last evaluated epoch (also when "
         f"it stopped early, or rose above the threshold and fell back).{curves} Each declared contrast "
         "(every configuration of "
-        "mechanism a against the first configuration of mechanism b, at every level) is tested on three "
-        "endpoints, two-sided: counts, Fisher's exact test of learned against not learned (primary); "
-        "time, the log-rank test of the censored times to learn; accuracy, the Mann–Whitney U test of "
-        "the learned trainings' final top-1. Within each endpoint the p-values of all (level, contrast) "
-        f"pairs are Holm-adjusted together (m = {m['counts']}, {m['time']} and {m['accuracy']}), which "
-        f"keeps the chance of any false call at or under α = {plan.alpha:g}; resolved: adjusted p < α. "
+        "mechanism a against the first configuration of mechanism b, at every level) is tested on four "
+        "endpoints, two-sided: counts, Fisher's exact test of learned against not learned; final "
+        "top-1, the Mann–Whitney U test of every training's final top-1; time, the log-rank test of "
+        "the censored times to learn; top-1 of learned, the Mann–Whitney U test of the learned "
+        f"trainings' final top-1. Primary: {' and '.join(plan.primary)}. The p-values of all (level, "
+        f"contrast) pairs are Holm-adjusted in families ({_families_words(analysis)}), which keeps the "
+        f"chance of any false call within a family at or under α = {plan.alpha:g}; resolved: adjusted "
+        "p < α. "
         "A best configuration is named only when its counts contrast against every other configuration "
         "of its level is declared and resolved in its favour. Power: the exact power of Fisher's test "
         "at the run's seeds per arm. Cue reliance (Pathfinder, generator versions 3 and 4): the "

@@ -272,6 +272,7 @@ class TrainSettings:
 # analysis:
 
 LEARNED_TOP1 = 70.0  # % val top-1: a Pathfinder training this far above chance has learned
+PRIMARY_ENDPOINTS = ("counts", "final")  # attnbench.outcomes.PRIMARY_CHOICES (imported late there)
 
 
 class Analysis(Section):
@@ -297,11 +298,7 @@ class Analysis(Section):
     alpha: Annotated[float, Field(strict=True, gt=0, lt=1), worded("a number in (0, 1)")] = Field(
         0.05, description="family-wise error rate of the Holm-adjusted tests"
     )
-    primary: Annotated[
-        list[Literal["counts", "final"]],
-        Field(min_length=1, max_length=2),
-        worded("a list of one or both of counts, final"),
-    ] = Field(
+    primary: choices(PRIMARY_ENDPOINTS) = Field(  # type: ignore[valid-type]
         ["counts"],
         description="the primary endpoints: counts (Fisher's test of how many trainings learn) and, "
         "where trainings climb rather than jump, final (Mann-Whitney test of every training's final "
