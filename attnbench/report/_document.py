@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["Doc", "Table", "Tex", "best_mask", "inline_html", "latex_escape"]
+__all__ = ["Doc", "Table", "Tex", "best_mask", "inline_html", "latex_escape", "markdown_safe", "safe_href"]
 
 # Widths of \documentclass[twocolumn]{article} (10 pt): one column and the whole text block.
 COLUMN_WIDTH_PT = 229.5
@@ -95,7 +95,7 @@ class Table:
 
     def to_markdown(self) -> str:
         def line(cells: Sequence[str]) -> str:
-            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+            return "| " + " | ".join(markdown_safe(c).replace("|", "\\|") for c in cells) + " |"
 
         rule = "|" + "|".join(":---" if a == "l" else "---:" for a in self._align()) + "|"
         body = []
@@ -103,9 +103,9 @@ class Table:
             if i in self.groups:
                 body.append(line([f"*{self.groups[i]}*", *[""] * (len(self.header) - 1)]))
             body.append(line(row))
-        out = [f"**{self.caption}**", "", line(self.header), rule, *body]
+        out = [f"**{markdown_safe(self.caption)}**", "", line(self.header), rule, *body]
         if self.note:
-            out += ["", f"*{self.note}*"]
+            out += ["", f"*{markdown_safe(self.note)}*"]
         return "\n".join(out) + "\n"
 
     def width_pt(self) -> float:
@@ -249,13 +249,49 @@ def latex_escape(text: str) -> str:
 
 
 _MD_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # what would open an HTML tag or comment in Markdown
+
+
+def safe_href(target: str) -> bool:
+    """Whether a link target may be live in a report: an http(s) URL, an anchor (``#part``), or a
+    relative path that stays inside the run folder (no scheme, not absolute, no ``..`` part, no
+    backslash). ``javascript:``, ``data:``, ``file:`` and the like are never links."""
+    t = html.unescape(target).strip()
+    if not t or any(ord(ch) < 32 for ch in t) or "\\" in t:
+        return False
+    if t.startswith("#"):
+        return True
+    if _SCHEME.match(t):
+        return t.lower().startswith(("http://", "https://"))
+    if t.startswith("/"):
+        return False
+    return ".." not in t.split("#", 1)[0].split("?", 1)[0].split("/")
+
+
+def markdown_safe(text: str) -> str:
+    """``text`` for report.md: every ``<`` that would open an HTML tag or comment written as
+    ``&lt;`` (Markdown renderers pass inline HTML through), and every [link](target) whose target is
+    not :func:`safe_href` written without its brackets, so it is plain text."""
+    out = _TAG_START.sub("&lt;", str(text))
+    return _MD_LINK.sub(lambda m: m.group(0) if safe_href(m.group(2)) else _plain_link(m), out)
+
+
+def _plain_link(m: re.Match) -> str:
+    return f"{m.group(1)} ({m.group(2)})"
+
+
+def _link(m: re.Match) -> str:
+    if not safe_href(m.group(2)):
+        return _plain_link(m)
+    return f'<a href="{html.escape(html.unescape(m.group(2)))}">{m.group(1)}</a>'
 
 
 def inline_html(text: str) -> str:
     """Escape ``text`` and render the inline marks the reports use: `code`, **bold** and
-    [links](target)."""
+    [links](target), a link only where :func:`safe_href` allows its target (else plain text)."""
     out = html.escape(text, quote=False)
-    out = _MD_LINK.sub(lambda m: f'<a href="{html.escape(m.group(2))}">{m.group(1)}</a>', out)
+    out = _MD_LINK.sub(_link, out)
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
     return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
 
@@ -305,19 +341,21 @@ class Doc:
         out: list[str] = []
         for kind, body in self.blocks:
             if kind.startswith("h"):
-                out.append("#" * int(kind[1]) + f" {body}")
+                out.append("#" * int(kind[1]) + f" {markdown_safe(body)}")
             elif kind == "p":
-                out.append(str(body))
+                out.append(markdown_safe(body))
             elif kind == "ul":
-                out.append("\n".join(f"- {item}" for item in body))
+                out.append("\n".join(f"- {markdown_safe(item)}" for item in body))
             elif kind == "table":
                 out.append(body.to_markdown().rstrip())
             elif kind == "img":
                 path, caption = body
-                out.append(f"![{caption}]({path})\n\n*{caption}*")
+                caption = markdown_safe(caption).replace("]", "\\]")
+                src = path if safe_href(path) else "#"
+                out.append(f"![{caption}]({src})\n\n*{caption}*")
             elif kind == "details":
                 summary, inner = body
-                out.append(f"**{summary}**\n\n" + inner.to_markdown().rstrip())
+                out.append(f"**{markdown_safe(summary)}**\n\n" + inner.to_markdown().rstrip())
         return "\n\n".join(out) + "\n"
 
     def to_html(self) -> str:
@@ -333,7 +371,7 @@ class Doc:
                 out.append(body.to_html())
             elif kind == "img":
                 path, caption = body
-                src = html.escape(path)
+                src = html.escape(path if safe_href(path) else "#")
                 out.append(
                     f'<figure><a href="{src}"><img src="{src}" alt="{html.escape(caption)}"></a>'
                     f"<figcaption>{inline_html(caption)}</figcaption></figure>"
