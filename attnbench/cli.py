@@ -227,7 +227,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from attnbench.report import report_from_args
+    from attnbench.store import StoreError, check_no_links, read_manifest
 
     if not any((args.run_dir / name).is_file() for name in ("results.db", "results.csv")):
         print(
@@ -236,9 +239,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
         )
         return EXIT_BAD_INPUT
     try:
+        check_no_links(args.run_dir)
+        try:
+            read_manifest(args.run_dir, strict=True)
+        except StoreError as exc:  # the report reads what it can: the rows, without the manifest
+            print(f"attnbench report: left out: {exc}", file=sys.stderr)
         index = report_from_args(args)
-    except ValueError as exc:
+    except (ValueError, StoreError) as exc:
         print(f"attnbench report: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except sqlite3.DatabaseError as exc:
+        print(
+            f"attnbench report: {args.run_dir / 'results.db'} cannot be read ({exc}); it is damaged or not "
+            "an attnbench database: move it aside and report from results.csv, or give another run folder",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        where = exc.filename or args.run_dir
+        print(
+            f"attnbench report: cannot read or write {where} ({exc.strerror or exc}); give a run folder "
+            "you can write to (copy it first if it is read-only)",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     print(f"report written: {index}")
     return 0
@@ -367,8 +390,11 @@ def _cmd_maps(args: argparse.Namespace) -> int:
         print(f"attnbench maps: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from attnbench.maps import MapsError, draw_model_maps, draw_run_maps
+    from attnbench.store import StoreError, check_no_links
 
     try:
+        if args.model is None:
+            check_no_links(args.run_dir)
         if args.model is not None:
             written = draw_model_maps(
                 args.model,
@@ -389,7 +415,7 @@ def _cmd_maps(args: argparse.Namespace) -> int:
                 stage=args.stage,
                 progress=lambda line: print(line, file=sys.stderr),
             )
-    except MapsError as exc:
+    except (MapsError, StoreError) as exc:
         print(f"attnbench maps: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     for path in written:

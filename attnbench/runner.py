@@ -31,6 +31,7 @@ from attnbench.store import (
     ResultsStore,
     RunLock,
     StoreError,
+    check_no_links,
     check_run_dir,
     move_aside,
     prepare_run_dir,
@@ -175,9 +176,12 @@ class _Run:
                     moved = move_aside(self.run_dir)
                     self.say(f"--fresh: moved the previous run folder to {moved}", always=True)
                 prepare_run_dir(self.run_dir)
+                check_no_links(self.run_dir)
                 lock = RunLock(self.run_dir, self.command)
                 lock.acquire()
                 self.store = ResultsStore(self.run_dir)
+                self.store.read_manifest()  # a manifest or a stored row that cannot be read is
+                self.store.rows()  # refused before anything runs
                 for note in self.store.notes:
                     self.say(note, always=True)
                 folder_kind = _folder_kind(self.store)

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "check_no_links",
+    "planted_links",
     "CSV_NAME",
     "DB_NAME",
     "DONE_STATUSES",
@@ -43,6 +45,7 @@ __all__ = [
     "StoreError",
     "load_rows",
     "move_aside",
+    "manifest_problem",
     "read_manifest",
 ]
 
@@ -165,6 +168,43 @@ def prepare_run_dir(run_dir: Path) -> None:
         raise StoreError(f"cannot write to {run_dir} (read-only or not yours); give --out a writable folder")
 
 
+LINKS_SHOWN = 5  # planted links named in the message; the rest counted
+
+
+def planted_links(run_dir: Path) -> list[str]:
+    """The symbolic links inside ``run_dir`` (at any depth, links to folders not followed), as paths
+    relative to it, sorted."""
+    found = []
+    for root, dirs, files in os.walk(run_dir, followlinks=False):
+        for name in [*dirs, *files]:
+            path = Path(root) / name
+            if path.is_symlink():
+                found.append(path.relative_to(run_dir).as_posix())
+    return sorted(found)
+
+
+def check_no_links(run_dir: Path) -> None:
+    """Refuse a run folder that holds symbolic links: attnbench reads and writes a run folder's files
+    by name (manifest.json, results.db, report.md, plots/, ...), and a link at any of those names
+    would make it read or overwrite a file elsewhere. The run folder itself may be a link.
+
+    Raises:
+        StoreError: naming the links and the fix.
+    """
+    if not run_dir.is_dir():
+        return
+    links = planted_links(run_dir)
+    if links:
+        shown = ", ".join(links[:LINKS_SHOWN]) + (
+            f" and {len(links) - LINKS_SHOWN} more" if len(links) > LINKS_SHOWN else ""
+        )
+        raise StoreError(
+            f"{run_dir} holds symbolic links ({shown}); attnbench never reads or writes a run folder's "
+            "files through a link, which could point anywhere: remove them (copy a linked file in its "
+            "place if you need it) and run again"
+        )
+
+
 class RunLock:
     """The one-writer lock of a run folder (``flock`` on ``.attnbench.lock``).
 
@@ -183,7 +223,7 @@ class RunLock:
         import fcntl
 
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
             raise StoreError(
                 f"cannot write to {self.path.parent} ({_describe(exc)}); give --out a writable folder"
@@ -292,8 +332,12 @@ class ResultsStore:
         self.manifest_path = self.run_dir / MANIFEST_NAME
         self.notes: list[str] = []  # what opening the folder found (an imported or kept CSV)
         fresh = not self.db_path.exists()
+        if not fresh:
+            _check_database_file(self.db_path)
         try:
             self._db = sqlite3.connect(self.db_path, isolation_level=None, timeout=30)
+            if not fresh:
+                self._check_ours()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -313,11 +357,29 @@ class ResultsStore:
         if fresh and self.csv_path.is_file():
             self._import_csv()
 
+    def _check_ours(self) -> None:
+        """Refuse, before writing anything, an existing database that attnbench did not write: one
+        without its tables (another program's, or an empty one)."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if {"rows", "columns", "meta"} <= tables:
+            return
+        self._db.close()
+        what = f"holds other tables ({', '.join(sorted(tables)[:5])})" if tables else "holds no table"
+        raise StoreError(
+            f"{self.db_path} is not an attnbench database: it {what}; attnbench does not write to it. "
+            f"Move it aside{_csv_hint(self.csv_path)}, or give this run another --out"
+        )
+
     # -- reading
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every row as a dict of its columns, in the order rows were first written."""
-        return [json.loads(d) for (d,) in self._db.execute("SELECT data FROM rows ORDER BY seq")]
+        """Every row as a dict of its columns, in the order rows were first written.
+
+        Raises:
+            StoreError: a stored row is not a JSON object (the database is damaged).
+        """
+        cur = self._db.execute("SELECT seq, point_id, pass, data FROM rows ORDER BY seq")
+        return [_row_data(self.db_path, *r) for r in cur]
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
@@ -450,7 +512,12 @@ class ResultsStore:
     # -- the manifest
 
     def read_manifest(self) -> dict[str, Any] | None:
-        return read_manifest(self.run_dir) or None
+        """The folder's manifest, None when absent.
+
+        Raises:
+            StoreError: it is unreadable or of the wrong shape.
+        """
+        return read_manifest(self.run_dir, strict=True) or None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         text = json.dumps(manifest, indent=2, default=str) + "\n"
@@ -460,13 +527,90 @@ class ResultsStore:
             raise StoreError(f"cannot write {self.manifest_path} ({_describe(exc)})") from exc
 
 
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """``manifest.json`` of a run folder (empty when absent or unreadable)."""
-    path = Path(run_dir) / MANIFEST_NAME
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _csv_hint(csv_path: Path) -> str:
+    if csv_path.is_file():
+        return (
+            f" ({csv_path.name} beside it holds the last export of the run's rows: a run into this folder "
+            "imports it and resumes)"
+        )
+    return ""
+
+
+def _check_database_file(db_path: Path) -> None:
+    """Refuse an existing ``results.db`` that is empty (a crash, a full disk or a restore can leave
+    a zero-byte file, which SQLite would take as a new database) or not SQLite at all.
+
+    Raises:
+        StoreError: naming the file, what is wrong and how to recover.
+    """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with open(db_path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"cannot read {db_path} ({_describe(exc)})") from exc
+    if not head:
+        raise StoreError(
+            f"{db_path} is empty (0 bytes; a crash, a full disk or a restore can leave it so); attnbench "
+            f"does not write to it. Move it aside{_csv_hint(db_path.parent / CSV_NAME)}"
+        )
+    if head != _SQLITE_MAGIC:
+        raise StoreError(
+            f"{db_path} is not an SQLite database (damaged, or another file under that name); attnbench "
+            f"does not write to it. Move it aside{_csv_hint(db_path.parent / CSV_NAME)}"
+        )
+
+
+def _row_data(db_path: Path, seq: Any, point_id: Any, pass_: Any, data: Any) -> dict[str, Any]:
+    try:
+        row = json.loads(data)
+    except (TypeError, ValueError):
+        row = None
+    if not isinstance(row, dict):
+        raise StoreError(
+            f"{db_path}: stored row {seq} ({point_id}, {pass_}) is not a JSON object; the database is "
+            f"damaged. Move it aside{_csv_hint(db_path.parent / CSV_NAME)}"
+        )
+    return row
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """Why a parsed ``manifest.json`` is not an attnbench manifest, or None when its shape is one:
+    an object whose ``runs`` (where present) is a list of objects and whose ``environments`` and
+    ``conditions`` (where present) are objects."""
+    if not isinstance(manifest, dict):
+        return f"it holds a JSON {type(manifest).__name__}, not an object"
+    runs = manifest.get("runs", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        return "its 'runs' is not a list of objects"
+    for key in ("environments", "conditions", "study"):
+        if not isinstance(manifest.get(key, {}), dict):
+            return f"its {key!r} is not an object"
+    return None
+
+
+def read_manifest(run_dir: str | Path, *, strict: bool = False) -> dict[str, Any]:
+    """``manifest.json`` of a run folder: empty when absent; when unreadable or of the wrong shape
+    (:func:`manifest_problem`), empty too, or with ``strict`` a :class:`StoreError` saying why (a
+    run refuses to write a new manifest over one it cannot read)."""
+    path = Path(run_dir) / MANIFEST_NAME
+    if not path.exists():
         return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        problem = manifest_problem(manifest)
+    except (OSError, ValueError) as exc:
+        manifest, problem = {}, f"it cannot be read as JSON ({_describe(exc)})"
+    if problem is None:
+        return manifest
+    if strict:
+        raise StoreError(
+            f"{path} is not an attnbench manifest: {problem}; move it aside (the rows in results.db are "
+            "kept; a run then writes a new manifest)"
+        )
+    return {}
 
 
 def load_rows(run_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -481,10 +625,12 @@ def load_rows(run_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
     db = run_dir / DB_NAME
     if db.is_file():
         try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+            _check_database_file(db)
+            con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
             try:
                 columns = [r[0] for r in con.execute("SELECT name FROM columns ORDER BY position")]
-                rows = [json.loads(d) for (d,) in con.execute("SELECT data FROM rows ORDER BY seq")]
+                cur = con.execute("SELECT seq, point_id, pass, data FROM rows ORDER BY seq")
+                rows = [_row_data(db, *r) for r in cur]
             finally:
                 con.close()
         except sqlite3.DatabaseError as exc:
