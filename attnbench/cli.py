@@ -142,11 +142,21 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     except (ValueError, ImportError) as exc:
         print(f"attnbench run: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from attnbench.study._trial import has_plugins, trial
+
+    if has_plugins(args.study):  # plugin code is tried in a watched child before it runs in this one
+        early = trial(args.study, args.device)
+        if early is not None:
+            for problem in early:
+                print(problem, file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         study = load_study(args.study, device=args.device)
     except StudyError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not _confirmed(study, args.yes):
         return EXIT_BAD_INPUT
     try:
         return run_study(
@@ -163,6 +173,41 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     except ExecutorError as exc:
         print(f"attnbench run: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+CONFIRM_POINTS = 10_000  # a study with more points runs only with --yes (or a yes at the prompt)
+
+
+def _size(study: object) -> int:
+    """The number of points (sweep, models, peers) or trainings (ablation) of a study."""
+    for method in ("points", "runs"):
+        if hasattr(study, method):
+            return len(getattr(study, method)())
+    return 0
+
+
+def _confirmed(study: object, yes: bool) -> bool:
+    """True when the study is small, ``--yes`` was given, or the user says yes at the prompt; a
+    large study without a terminal to ask on is refused, with the count and the fix."""
+    n = _size(study)
+    if n <= CONFIRM_POINTS or yes:
+        return True
+    what = f"{study.path}: {n:,} points (more than {CONFIRM_POINTS:,})"  # type: ignore[attr-defined]
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        print(f"attnbench run: {what}; run them all? [y/N] ", end="", file=sys.stderr, flush=True)
+        try:
+            answer = sys.stdin.readline().strip().lower()
+        except (OSError, ValueError):
+            answer = ""
+        if answer in ("y", "yes"):
+            return True
+        print("attnbench run: not started", file=sys.stderr)
+        return False
+    print(
+        f"attnbench run: {what}; give --yes to run them, or make the sweep smaller (nothing was started)",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -189,6 +234,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-report", action="store_true", help="do not write the report after the run")
     p.add_argument(
         "--retry-errors", action="store_true", help="measure again error rows that already failed twice"
+    )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"run a study of more than {CONFIRM_POINTS:,} points without asking",
     )
     p.add_argument(
         "--retry-unstable",

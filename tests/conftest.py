@@ -10,6 +10,17 @@ def _seed_and_threads():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_plugin_trial(request, monkeypatch):
+    """``attnbench run`` first validates a study with plugins in a watched child process (about 3 s:
+    it imports torch). Tests marked ``plugin_trial`` keep that step (tests/test_hostile_studies.py
+    checks what it catches); the other tests that run plugin studies check the run itself, so they
+    skip it to keep the suite within its time."""
+    if "plugin_trial" not in request.keywords:
+        monkeypatch.setattr("attnbench.study._trial.has_plugins", lambda path: False)
+    yield
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

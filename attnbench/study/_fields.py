@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import inspect
 import re
+import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, NoReturn
 
@@ -29,6 +30,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 __all__ = [
+    "brief",
     "STUDY_ERROR",
     "NonNegativeInt",
     "OneOrMany",
@@ -83,6 +85,17 @@ def details(exc: ValidationError) -> list[InitErrorDetails]:
     return [problem(e["loc"], message_of(e), e.get("input")) for e in exc.errors()]
 
 
+_BRIEF = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxdict, _BRIEF.maxtuple = 2, 6, 4, 6
+_BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlong = 60, 60, 40
+
+
+def brief(value: Any) -> str:
+    """``repr(value)`` cut short (a few items, two levels, 60 characters a string): a message never
+    spells out a value of unbounded size."""
+    return _BRIEF.repr(value)
+
+
 def shown(value: Any) -> str:
     """A value as a problem quotes it: ``'many' (str)``, ``a list [1, 2]``, ``a mapping``, ``null``."""
     if value is None:
@@ -90,8 +103,8 @@ def shown(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
-        return f"a list {list(value)}"
-    return f"{value!r} ({type(value).__name__})"
+        return f"a list {brief(list(value))}"
+    return f"{brief(value)} ({type(value).__name__})"
 
 
 def exception_text(exc: BaseException) -> str:
@@ -139,14 +152,20 @@ def worded(what: str | Callable[[Any], str], *, must: bool = False) -> WrapValid
             if callable(what):
                 raise said(what(value)) from None
             if errors[0]["type"] in _RANGE_ERRORS:  # the type is right: the value says enough
-                raise said(f"{'must be' if must else 'expected'} {what}, got {value!r}") from None
+                raise said(f"{'must be' if must else 'expected'} {what}, got {brief(value)}") from None
             raise said(f"expected {what}, got {shown(value)}") from None
 
     return WrapValidator(reword)
 
 
-PositiveInt = Annotated[int, Field(strict=True, gt=0), worded("a positive int", must=True)]
-NonNegativeInt = Annotated[int, Field(strict=True, ge=0), worded("an int >= 0")]
+INT_MAX = 2**31 - 1  # sizes, counts and steps go to torch as int32-safe numbers
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding takes at most 32 bits
+PositiveInt = Annotated[
+    int, Field(strict=True, gt=0, le=INT_MAX), worded(f"a positive int up to {INT_MAX:,}", must=True)
+]
+NonNegativeInt = Annotated[
+    int, Field(strict=True, ge=0, le=SEED_MAX), worded(f"an int from 0 to {SEED_MAX:,}")
+]
 Seconds = Annotated[
     float, Field(strict=True, gt=0, allow_inf_nan=False), worded("a positive number of seconds or null")
 ]
@@ -170,7 +189,7 @@ def choice(
             if isinstance(value, str):
                 close = (hints or {}).get(value)
                 hint = f"; did you mean {close!r}?" if close else suggest(value, listed)
-            raise said(f"{value!r} is not one of {listed}{hint}") from None
+            raise said(f"{brief(value)} is not one of {listed}{hint}") from None
 
     return Annotated[Literal[tuple(options)], WrapValidator(reword)]  # type: ignore[valid-type]
 
@@ -216,7 +235,7 @@ class OneOrMany:
             twice = []
             for i, item in enumerate(items):
                 if item in seen:
-                    twice.append(problem((i,), f"{item!r} is listed twice", item))
+                    twice.append(problem((i,), f"{brief(item)} is listed twice", item))
                 seen.add(item)
             if twice:
                 fail(twice)

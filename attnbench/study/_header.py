@@ -14,6 +14,7 @@ from attnbench.study._fields import (
     Seconds,
     Section,
     Text,
+    brief,
     choice,
     said,
     worded,
@@ -30,7 +31,7 @@ POINT_TIMEOUT_S = 900.0  # sweep and models studies; an ablation trains for hour
 FolderName = Annotated[
     str,
     Field(strict=True, pattern=NAME_PATTERN),
-    worded(lambda value: f"{value!r} must be a folder-safe name (letters, digits, '.', '_', '-')"),
+    worded(lambda value: f"{brief(value)} must be a folder-safe name (letters, digits, '.', '_', '-')"),
 ]
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import math
 import sys
 import types
 import typing
@@ -40,6 +41,7 @@ from attnbench.study._fields import (
     OneOrMany,
     Section,
     Text,
+    brief,
     details,
     documented,
     exception_text,
@@ -56,6 +58,9 @@ __all__ = ["MechanismEntry", "MechanismSpec", "PluginFile", "entry_model", "para
 # a study's check of one entry against the rest of the study (a sweep builds it for the study's
 # shapes; an ablation builds its backbone); the kind's model puts it into the validation context
 CheckEntry = Callable[["MechanismSpec", Any], list[InitErrorDetails]]
+
+
+MAX_COMBINATIONS = 1_000  # parameter combinations of one mechanisms entry (each is built to check it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +109,8 @@ def _value_type(mechanism: str, param: Param) -> Any:
             except ValueError as exc:
                 raise said(str(exc)) from None
             raise said(
-                f"mechanism {mechanism!r}: parameter {param.name!r} = {value!r}: expected {param.type_name}"
+                f"mechanism {mechanism!r}: parameter {param.name!r} = {brief(value)}: "
+                f"expected {param.type_name}"
             ) from None
 
     return Annotated[base, WrapValidator(reword)]
@@ -227,6 +233,18 @@ def validate_entry(value: Any, info: ValidationInfo) -> MechanismSpec:
         dims=tuple(own.dim) if own and own.dim else None,
         heads=tuple(own.num_heads) if own and own.num_heads else None,
     )
+    combinations = math.prod(len(values) for _, values in spec.grid)
+    if combinations > MAX_COMBINATIONS:
+        sizes = " x ".join(f"{len(values)} {key}" for key, values in spec.grid)
+        fail(
+            [
+                problem(
+                    ("params",),
+                    f"the parameter grid has {combinations:,} combinations ({sizes}); at most "
+                    f"{MAX_COMBINATIONS:,} per mechanism entry: sweep fewer values, or split it into entries",
+                )
+            ]
+        )
     check: CheckEntry | None = context.get("check_entry")
     found = check(spec, entry) if check is not None else []
     if found:

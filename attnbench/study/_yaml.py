@@ -66,15 +66,78 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
 
 
+MAX_BYTES = 1 << 20  # a study file is a few kilobytes; the largest shipped one is under 10 kB
+MAX_VALUES = 100_000  # values after YAML aliases are expanded (an alias bomb expands to billions)
+MAX_DEPTH = 32  # nesting of mappings and lists (a study needs about 5)
+
+
+def _text(path: Path) -> str:
+    """The file's text, read only if it is a regular file of at most :data:`MAX_BYTES`.
+
+    Raises:
+        ValueError: it is not a regular file, too large, or not UTF-8 (the message says which).
+        OSError: it cannot be read.
+    """
+    if not path.is_file():  # /dev/zero, a FIFO, a folder: nothing to read to the end of
+        raise ValueError("it is not a regular file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"it is larger than {MAX_BYTES >> 20} MiB (a study file is a few kilobytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"it is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _size_and_depth(root: Any) -> tuple[int, int]:
+    """The number of values ``root`` holds once every alias is expanded (capped just above
+    :data:`MAX_VALUES`), and its nesting depth, without recursion: a value reached twice through
+    YAML aliases counts each time, but is walked once."""
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    open_: set[int] = set()  # entered, not finished: met again below itself means a cycle
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if not isinstance(node, (dict, list)) or (id(node) in sizes and not done):
+            continue
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else list(node)
+        inner = [c for c in children if isinstance(c, (dict, list))]
+        if not done:
+            if id(node) in open_:
+                return MAX_VALUES + 1, 0  # a value that holds itself (&a [*a]) expands without end
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in inner if id(c) not in sizes)
+            if len(stack) > 4 * MAX_VALUES:
+                return MAX_VALUES + 1, 0
+            continue
+        sizes[id(node)] = min(
+            MAX_VALUES + 1, 1 + len(children) - len(inner) + sum(sizes.get(id(c), 1) for c in inner)
+        )
+        depths[id(node)] = 1 + max((depths.get(id(c), 0) for c in inner), default=0)
+        open_.discard(id(node))
+    if not isinstance(root, (dict, list)):
+        return 1, 0
+    return sizes[id(root)], depths[id(root)]
+
+
 def read(path: Path) -> tuple[Map | None, str, list[tuple[int, str]]]:
     """(the root mapping or None, the text, problems as (line, text)) of a study file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, "", [(0, f"cannot read the study file: {exc}")]
+        text = _text(path)
+    except (OSError, ValueError) as exc:
+        return None, "", [(0, f"cannot read the study file: {getattr(exc, 'strerror', None) or exc}")]
     loader = _LineLoader(text)
     try:
         root = loader.get_single_data()
+    except RecursionError:
+        return (
+            None,
+            text,
+            [(0, f"the study is nested too deeply (a study needs about 5 levels; at most {MAX_DEPTH})")],
+        )
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
@@ -86,6 +149,25 @@ def read(path: Path) -> tuple[Map | None, str, list[tuple[int, str]]]:
         loader.dispose()
     if not isinstance(root, Map):
         return None, text, [(1, "the study must be a YAML mapping of keys (name, sweep, mechanisms, ...)")]
+    size, depth = _size_and_depth(root)
+    if size > MAX_VALUES:
+        return (
+            None,
+            text,
+            [
+                (
+                    0,
+                    f"the study expands to more than {MAX_VALUES:,} values (YAML anchors and aliases that "
+                    "repeat each other?); a study holds a few hundred",
+                )
+            ],
+        )
+    if depth > MAX_DEPTH:
+        return (
+            None,
+            text,
+            [(0, f"the study is nested {depth} levels deep; at most {MAX_DEPTH} (a study needs about 5)")],
+        )
     duplicates = [
         (line, f"{key}: duplicate key (the later value would win)") for line, key in loader.duplicates
     ]
