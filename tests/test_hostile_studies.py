@@ -7,6 +7,7 @@ fails the test instead of taking the machine.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -19,6 +20,12 @@ from attnbench.cli import CONFIRM_POINTS, main
 from tests.test_planted_links import STUDY
 
 MEMORY_CAP = 3 << 30  # bytes of address space for a child `attnbench run` (torch alone maps ~1.5 GiB)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry(temp_registry):
+    """Each test's plugin registers "evil" anew (the registrations are dropped afterwards)."""
+    yield
 
 
 def _run_capped(cases: list[list[str]], timeout: float = 300) -> list[dict]:
@@ -175,3 +182,40 @@ def test_a_well_behaved_plugin_passes_the_trial(tmp_path, capsys):
     # the trial runs to its end; the problem is for the validation in this process to say
     assert main(["run", str(bad), "--out", str(tmp_path / "run")]) == 2
     assert "importing 'evil.py' failed: ImportError: no such thing" in capsys.readouterr().err
+
+
+BAD_OUTPUTS = {  # mechanism: (its forward's return, what the row's error says)
+    "evil_nan": ("x * float('nan')", "the output has 6272 non-finite values (NaN or inf) of 6272"),
+    "evil_shape": ("x[..., :1]", "the output has shape (1, 14, 14, 1), not the input's (1, 14, 14, 32)"),
+    "evil_none": ("None", "the output is a NoneType, not a tensor"),
+    "evil_long": ("x.long()", "the output is torch.int64, not the input's torch.float32"),
+}
+
+
+@pytest.mark.parametrize("measure", ["[params]", "[flops]"])
+def test_a_study_that_times_nothing_still_checks_the_output(tmp_path, measure):
+    plugin = "from attnbench import AttentionMechanism, register_mechanism\n"
+    for name, (result, _) in BAD_OUTPUTS.items():
+        plugin += textwrap.dedent(
+            f"""
+            @register_mechanism("{name}")
+            class C_{name}(AttentionMechanism):
+                def forward(self, x):
+                    return {result}
+            """
+        )
+    path = _plugin_study(tmp_path, plugin)
+    entries = "".join(f"  - name: {name}\n" for name in BAD_OUTPUTS)
+    text = (
+        path.read_text()
+        .replace("  - name: evil\n", entries)
+        .replace("measure: [params]", f"measure: {measure}")
+    )
+    path.write_text(text)
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
+    with open(out / "results.csv", newline="") as f:
+        rows = {r["mechanism"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(BAD_OUTPUTS)
+    for name, (_, expected) in BAD_OUTPUTS.items():
+        assert rows[name]["status"] == "error" and rows[name]["error"] == f"forward: {expected}", rows[name]

@@ -92,12 +92,15 @@ def param_column(name: str, fixed: dict[str, str] | list[str]) -> str:
     return f"param_{name}" if name in fixed else name
 
 
-def check_output(out: Any, expected: tuple[int, ...] | None) -> str | None:
-    """Why an output cannot be a result (wrong shape, not finite), or None when it can."""
+def check_output(out: Any, expected: tuple[int, ...] | None, dtype: torch.dtype | None = None) -> str | None:
+    """Why an output cannot be a result (not a tensor, the wrong shape, another dtype than the
+    input's where ``dtype`` is given, not finite), or None when it can."""
     if not isinstance(out, torch.Tensor):
         return f"the output is a {type(out).__name__}, not a tensor"
     if expected is not None and tuple(out.shape) != tuple(expected):
         return f"the output has shape {tuple(out.shape)}, not the input's {tuple(expected)}"
+    if dtype is not None and out.dtype != dtype:
+        return f"the output is {out.dtype}, not the input's {dtype}"
     bad = (~torch.isfinite(out.detach())).sum().item()
     if bad:
         return f"the output has {bad} non-finite values (NaN or inf) of {out.numel()}"

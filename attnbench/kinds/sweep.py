@@ -266,10 +266,14 @@ def _make_step(module: nn.Module, x: torch.Tensor, pass_: str, keep: list[Any], 
     return step_backward, x_grad
 
 
+def _flops_key(ctx: RunContext, point: Point) -> tuple:
+    params = tuple(sorted(point.full_params().items()))
+    return (point.mechanism, params, point.H, point.W, point.dim, point.num_heads, ctx.device)
+
+
 def _count_flops(ctx: RunContext, point: Point, module: nn.Module) -> dict[str, Any]:
     """FLOP columns of one forward at batch 1 in fp32 on the run device, cached per shape."""
-    params = tuple(sorted(point.full_params().items()))
-    key = (point.mechanism, params, point.H, point.W, point.dim, point.num_heads, ctx.device)
+    key = _flops_key(ctx, point)
     if key in _flops_cache:
         return _flops_cache[key]
     out: dict[str, Any] = {}
@@ -278,7 +282,18 @@ def _count_flops(ctx: RunContext, point: Point, module: nn.Module) -> dict[str, 
     try:
         counted = module if ctx.device == "cpu" else copy.deepcopy(module).to(ctx.device)
         x1 = torch.randn(1, point.H, point.W, point.dim, device=ctx.device)
-        report = count_flops(counted, x1)
+        seen: list[Any] = []
+        hook = counted.register_forward_hook(
+            lambda m, args, output: seen.append(output) if not seen else None
+        )
+        try:
+            report = count_flops(counted, x1)
+        finally:
+            hook.remove()
+        # the counting forward is the one forward a study without timings runs: its output is checked
+        if seen:
+            out["_forward"] = check_output(seen[0], tuple(x1.shape), x1.dtype)
+        seen.clear()
         out.update(
             flops=report.total,
             flops_torch=report.torch_total,
@@ -324,14 +339,19 @@ def _measure_point(kind: SweepKind, ctx: RunContext, task: Task):
         shared["params"] = sum(p.numel() for p in module.parameters())
     if "flops" in study.measure:
         flops = _count_flops(ctx, point, module)
-        shared.update({k: v for k, v in flops.items() if k != "_errors"})
+        shared.update({k: v for k, v in flops.items() if not k.startswith("_")})
         shared_errors.extend(flops["_errors"])
     for row in rows.values():
         row.update(shared)
 
-    if not set(study.measure) & {"latency", "memory", "phases", "max_batch"}:  # nothing runs the module
+    if not set(study.measure) & {"latency", "memory", "phases", "max_batch"}:  # nothing times the module
+        # a row is ok only when the module gives a real output: the FLOP count's forward says so, or,
+        # with no FLOPs counted, one forward at batch 1
+        counted = _flops_cache.get(_flops_key(ctx, point), {}) if "flops" in study.measure else {}
+        bad = counted["_forward"] if "_forward" in counted else _check_one_forward(study, point, module)
         for p in passes:
-            yield finish(rows[p], "error" if shared_errors else "ok", list(shared_errors))
+            errors = [*shared_errors, *([f"forward: {bad}"] if bad else [])]
+            yield finish(rows[p], "error" if errors else "ok", errors)
         return
 
     try:
@@ -358,6 +378,20 @@ def _measure_point(kind: SweepKind, ctx: RunContext, task: Task):
     finally:
         del module, x
         free(device, collect=False)
+
+
+def _check_one_forward(study: Any, point: Point, module: nn.Module) -> str | None:
+    """Why one forward of ``module`` at batch 1, in float32 on the CPU and without gradients, gives no
+    result (an exception, not a tensor, the wrong shape or dtype, values not finite), or None. For
+    studies that count FLOPs or parameters and time nothing."""
+    gen = torch.Generator().manual_seed(study.seed)
+    x = torch.randn(1, point.H, point.W, point.dim, generator=gen)
+    try:
+        with torch.no_grad():
+            out = module.float().cpu()(x)
+    except Exception as exc:  # noqa: BLE001 - recorded in the row
+        return message(exc)
+    return check_output(out, tuple(x.shape), x.dtype)
 
 
 def _measure_pass(
@@ -387,7 +421,7 @@ def _measure_pass(
     if mode != "none":
         row["compile_s"] = round(time.perf_counter() - t0, 3)
         row["graph_breaks"] = _graph_breaks(point, module, x)
-    bad = check_output(keep[0] if keep else None, tuple(x.shape))
+    bad = check_output(keep[0] if keep else None, tuple(x.shape), x.dtype)
     keep[:] = [None]  # the output is checked; drop it, and take no more
     if bad is not None:
         errors.append(f"{pass_}: {bad}")
