@@ -72,8 +72,16 @@ def peak_gmacs_s(device: str, dtype: str, threads: int, env_id: str) -> dict[str
         cache = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         cache = {}
-    if key in cache and cache[key].get("method") == METHOD:
-        return cache[key]
+    if not isinstance(cache, dict):  # not what this module writes: measured again and rewritten
+        cache = {}
+    known = cache.get(key)
+    if (
+        isinstance(known, dict)
+        and known.get("method") == METHOD
+        and isinstance(known.get("peak_gmacs_s"), (int, float))
+        and not isinstance(known.get("peak_gmacs_s"), bool)
+    ):
+        return known
     entry = {
         "peak_gmacs_s": round(_measure(device, dtype, threads), 3),
         "method": METHOD,

@@ -219,3 +219,21 @@ def test_a_study_that_times_nothing_still_checks_the_output(tmp_path, measure):
     assert set(rows) == set(BAD_OUTPUTS)
     for name, (_, expected) in BAD_OUTPUTS.items():
         assert rows[name]["status"] == "error" and rows[name]["error"] == f"forward: {expected}", rows[name]
+
+
+@pytest.mark.parametrize(
+    "content", ["[]", '"x"', '{"k": []}', '{"KEY": {"method": "M", "peak_gmacs_s": "fast"}}']
+)
+def test_a_peak_cache_of_the_wrong_shape_is_measured_again(tmp_path, monkeypatch, content):
+    from attnbench import peak
+
+    monkeypatch.setenv("ATTNBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(peak, "_measure", lambda device, dtype, threads: 12.5)
+    key = "env|cpu|float32|1"
+    (tmp_path / "peak.json").write_text(content.replace("KEY", key).replace('"M"', json.dumps(peak.METHOD)))
+    peak.peak_gmacs_s.cache_clear()
+    try:
+        assert peak.peak_gmacs_s("cpu", "float32", 1, "env")["peak_gmacs_s"] == 12.5
+    finally:
+        peak.peak_gmacs_s.cache_clear()
+    assert json.loads((tmp_path / "peak.json").read_text())[key]["peak_gmacs_s"] == 12.5  # rewritten
