@@ -4,8 +4,10 @@
   transaction (WAL journal), so a crash, a kill or a full disk leaves every earlier row intact.
   A row that replaces an ``error`` row (a retry) keeps its place and counts ``attempts``.
   The schema version is ``PRAGMA user_version``.
-- ``results.csv``: rewritten from the database (atomically: temporary file, fsync, rename) after
-  every row, for people and spreadsheets. It is never read back as truth, so a hand-edited or
+- ``results.csv``: rewritten from the database (atomically: temporary file, fsync, rename) at the
+  start and end of a run, on an interrupt, when the store closes, and during a run at most every
+  ``EXPORT_EVERY_S`` seconds (a rewrite after every row made a run's bookkeeping grow with the square
+  of its rows), for people and spreadsheets. It is never read back as truth, so a hand-edited or
   re-saved CSV can lose nothing. A folder that holds only a ``results.csv`` (the shipped
   ``results/``, or a run of an older attnbench) is read as it is; a run into it imports its rows
   once, and a CSV that cannot be imported whole is kept beside as ``results.csv.orig-<time>``.
@@ -28,6 +30,8 @@ import re
 import shutil
 import socket
 import sqlite3
+import sys
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +54,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+EXPORT_EVERY_S = 10.0  # results.csv is rewritten at most this often during a run, and at its end
 DB_NAME = "results.db"
 CSV_NAME = "results.csv"
 MANIFEST_NAME = "manifest.json"
@@ -316,7 +321,8 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]], list[str]]:
 
 
 class ResultsStore:
-    """The rows of one run folder in ``results.db``; the CSV export is rewritten after every row.
+    """The rows of one run folder in ``results.db``; the CSV export is rewritten every few seconds and
+    when the store closes.
 
     Args:
         run_dir: an existing folder (see :func:`prepare_run_dir`).
@@ -331,6 +337,8 @@ class ResultsStore:
         self.csv_path = self.run_dir / CSV_NAME
         self.manifest_path = self.run_dir / MANIFEST_NAME
         self.notes: list[str] = []  # what opening the folder found (an imported or kept CSV)
+        self._exported = -math.inf  # time.monotonic() of the last export of results.csv
+        self._stale = False  # rows added since
         fresh = not self.db_path.exists()
         if not fresh:
             _check_database_file(self.db_path)
@@ -448,7 +456,9 @@ class ResultsStore:
             raise StoreError(
                 f"cannot write to {self.db_path} ({exc}); free the disk or fix its permissions"
             ) from exc
-        self.export_csv()
+        self._stale = True
+        if time.monotonic() - self._exported >= EXPORT_EVERY_S:
+            self.export_csv()
 
     def export_csv(self) -> None:
         """Rewrite ``results.csv`` from the database (atomically).
@@ -456,6 +466,7 @@ class ResultsStore:
         Raises:
             StoreError: the file cannot be written.
         """
+        self._exported, self._stale = time.monotonic(), False
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         columns = self._columns
@@ -503,7 +514,13 @@ class ResultsStore:
         self._db.execute("COMMIT")
 
     def close(self) -> None:
-        """Close the database (the WAL is checkpointed into ``results.db``)."""
+        """Export the rows not yet in ``results.csv`` (a failure to is printed, never raised: the rows
+        are safe in the database) and close the database (the WAL checkpointed into ``results.db``)."""
+        if self._stale:
+            try:
+                self.export_csv()
+            except StoreError as exc:
+                print(f"attnbench: {exc}", file=sys.stderr)
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.execute("PRAGMA journal_mode=DELETE")
@@ -559,7 +576,8 @@ def _check_database_file(db_path: Path) -> None:
     if head != _SQLITE_MAGIC:
         raise StoreError(
             f"{db_path} is not an SQLite database (damaged, or another file under that name); attnbench "
-            f"does not write to it. Move it aside{_csv_hint(db_path.parent / CSV_NAME)}"
+            f"does not write to it. Move it aside{_csv_hint(db_path.parent / CSV_NAME)}, or start over "
+            "with --fresh (the whole folder is moved aside)"
         )
 
 

@@ -217,7 +217,7 @@ def test_bad_out_folders_are_one_line_and_exit_2(tmp_path, capsys):
     (damaged / "results.db").write_bytes(b"garbage" * 200)
     assert cli_main(["run", study, "--out", str(damaged), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "is damaged" in err and "--fresh" in err and "Traceback" not in err
+    assert "is not an SQLite database" in err and "--fresh" in err and "Traceback" not in err
 
 
 def test_a_full_disk_during_the_run_keeps_earlier_rows_and_prints_the_resume(tmp_path, capsys, monkeypatch):
