@@ -101,12 +101,29 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
+_FORMULA = re.compile(r"^[=+\-@\t\r]")  # what a spreadsheet may run as a formula (a number aside)
+_NUMBER_TEXT = re.compile(r"^-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+
+
 def _cell(value: Any) -> str:
+    """A value as ``results.csv`` writes it: text that a spreadsheet would take for a formula
+    (``=HYPERLINK(...)``, ``+cmd|...``, ``@SUM(...)``, ``-x``) gets a leading ``'``, which
+    :func:`_uncell` takes off again when attnbench reads the file; numbers are left alone."""
     if value is None:
         return ""
     if isinstance(value, float):
         return repr(value)
-    return str(value)
+    text = str(value)
+    if not isinstance(value, str) or _NUMBER_TEXT.match(text):
+        return text
+    return "'" + text if _FORMULA.match(text) or _QUOTED.match(text) else text
+
+
+_QUOTED = re.compile(r"^'[=+\-@\t\r']")  # a cell _cell quoted (or text that starts with a quote)
+
+
+def _uncell(text: str) -> str:
+    return text[1:] if _QUOTED.match(text) else text
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -304,7 +321,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]], list[str]]:
     for values in reader:
         if not values:
             continue
-        row = dict(zip(header, values))
+        row = dict(zip(header, map(_uncell, values)))
         if (
             len(values) != len(header)
             or not _POINT_ID.match(row["point_id"])

@@ -122,3 +122,43 @@ def test_a_run_with_hostile_rows_gives_a_report_without_live_markup(tmp_path):
 def _own_tags(page: str) -> set[str]:
     """The tags the report itself writes: img for its plots (each with a src inside the folder)."""
     return {"img"} if re.search(r'<img src="plots/', page) else set()
+
+
+def test_results_csv_cells_are_never_spreadsheet_formulas(tmp_path):
+    from attnbench.store import ResultsStore, load_rows
+
+    hostile = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "'=already quoted"]
+    store = ResultsStore(tmp_path)
+    for i, text in enumerate(hostile):
+        store.add({"point_id": f"{i:016x}", "pass": "forward", "status": "error", "error": text, "x": -1.5})
+    store.close()
+    lines = (tmp_path / "results.csv").read_text().splitlines()[1:]
+    for line in lines:
+        cells = next(iter(__import__("csv").reader([line])))
+        assert not any(c[:1] in "=+@" or (c[:1] == "-" and c != "-1.5") for c in cells), line
+    (tmp_path / "results.db").unlink()  # a CSV-only folder: what attnbench reads back is the text given
+    _, rows = load_rows(tmp_path)
+    assert [r["error"] for r in rows] == hostile
+
+
+def test_a_plugin_display_name_and_symbols_are_escaped_in_latex(temp_registry):
+    import pandas as pd
+
+    from attnbench import AttentionMechanism, register_mechanism
+    from attnbench.report._results import latex_labels
+
+    @register_mechanism("evil_tex")
+    class EvilTex(AttentionMechanism):
+        display_name = r"\input{/etc/passwd} 50% $x$ #1"
+        param_symbols = {"window": r"\write18{rm}"}
+
+        def __init__(self, dim, num_heads, window: int = 3):
+            super().__init__(dim, num_heads)
+
+        def forward(self, x):
+            return x
+
+    df = pd.DataFrame({"mechanism": ["evil_tex", "evil_tex"], "window": [3, r"\def\x{}"]})
+    tex = " ".join(latex_labels(df).values())
+    assert r"\input" not in tex and r"\write18" not in tex and r"\def" not in tex
+    assert r"\textbackslash{}input\{/etc/passwd\} 50\% \$x\$ \#1" in tex
