@@ -6,6 +6,7 @@ planted run folders).
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -22,12 +23,21 @@ def study(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def done(tmp_path: Path, study: Path) -> Path:
-    """A finished run folder (one params row), without its report."""
-    out = tmp_path / "run"
-    assert main(["run", str(study), "--out", str(out), "--quiet", "--no-report"]) == 0
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """One finished run folder (one params row, no report), made once for the module."""
+    base = tmp_path_factory.mktemp("template")
+    path = base / "study.yaml"
+    path.write_text(STUDY)
+    out = base / "run"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
     return out
+
+
+@pytest.fixture
+def done(tmp_path: Path, template: Path) -> Path:
+    """A copy of the finished run folder for this test to damage."""
+    return Path(shutil.copytree(template, tmp_path / "run"))
 
 
 def _csv(out: Path) -> str:
@@ -137,3 +147,20 @@ def test_a_path_with_uri_special_characters(tmp_path, study, capsys):
     assert main(["report", str(out)]) == 0
     assert json.loads((out / "manifest.json").read_text())["study"]["name"] == "links"
     assert "vanilla" in (out / "report.md").read_text().lower() or (out / "index.html").is_file()
+
+
+@pytest.mark.parametrize(
+    "csv_text",
+    [
+        "point_id,pass,status,mechanism,H,W,C,num_heads\n00000000000000aa,forward,ok,vanilla,14,14,32,2\n",
+        "point_id,pass,status,mechanism,H,W,C,num_heads,latency_ms,flops\n"
+        "00000000000000aa,forward,ok,vanilla,14,14,32,2,abc,[1]\n",
+    ],
+    ids=["no-measured-columns", "text-where-numbers-go"],
+)
+def test_report_reads_a_csv_with_columns_missing_or_wrong(tmp_path, capsys, csv_text):
+    run = tmp_path / "csv-only"
+    run.mkdir()
+    (run / "results.csv").write_text(csv_text)
+    assert main(["report", str(run)]) == 0, capsys.readouterr().err
+    assert (run / "index.html").is_file() and "Traceback" not in capsys.readouterr().err

@@ -10,6 +10,7 @@ and that the link's target is untouched.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -65,10 +66,18 @@ def test_run_refuses_a_folder_with_a_link_and_touches_nothing(tmp_path, study, s
     assert sorted(p.name for p in out.iterdir()) == [name]  # nothing written beside it
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """One finished run folder without its report, made once for the module."""
+    base = tmp_path_factory.mktemp("finished")
+    (base / "study.yaml").write_text(STUDY)
+    assert _run(base / "study.yaml", base / "run", "--no-report") == 0
+    return base / "run"
+
+
 @pytest.mark.parametrize("name", ["report.md", "index.html", "manifest.json", "tables/comparison.md"])
-def test_report_refuses_a_folder_with_a_link(tmp_path, study, secret, capsys, name):
-    out = tmp_path / "run"
-    assert _run(study, out, "--no-report") == 0
+def test_report_refuses_a_folder_with_a_link(tmp_path, finished, secret, capsys, name):
+    out = Path(shutil.copytree(finished, tmp_path / "run"))
     target = out / name
     target.parent.mkdir(exist_ok=True)
     target.unlink(missing_ok=True)
@@ -82,9 +91,8 @@ def test_report_refuses_a_folder_with_a_link(tmp_path, study, secret, capsys, na
     assert not (out / "index.html").exists() or (out / "index.html").is_symlink()
 
 
-def test_maps_refuses_a_folder_with_a_link(tmp_path, study, secret, capsys):
-    out = tmp_path / "run"
-    assert _run(study, out, "--no-report") == 0
+def test_maps_refuses_a_folder_with_a_link(tmp_path, finished, secret, capsys):
+    out = Path(shutil.copytree(finished, tmp_path / "run"))
     (out / "maps").mkdir()
     (out / "maps" / "all.png").symlink_to(secret)
     assert main(["maps", str(out)]) == 2
@@ -104,9 +112,8 @@ def test_a_linked_folder_to_a_folder_is_one_link_and_not_followed(tmp_path, secr
         check_no_links(run)
 
 
-def test_the_run_folder_itself_may_be_a_link(tmp_path, study):
-    real = tmp_path / "real"
-    assert _run(study, real, "--no-report") == 0
+def test_the_run_folder_itself_may_be_a_link(tmp_path, finished):
+    real = Path(shutil.copytree(finished, tmp_path / "real"))
     alias = tmp_path / "alias"
     alias.symlink_to(real, target_is_directory=True)
     assert main(["report", str(alias)]) == 0

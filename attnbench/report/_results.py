@@ -105,9 +105,8 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         raise ValueError(
             f"{path}: missing column(s) {missing}; a sweep run's rows need at least {REQUIRED_COLUMNS}"
         )
-    for col in NUMERIC_COLUMNS:
-        if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in NUMERIC_COLUMNS:  # a column the run did not measure is there, empty ("not measured")
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else float("nan")
     for col in ("mechanism", "pass", "status", "dtype", "device", "error"):
         if col in df.columns:
             df[col] = df[col].astype("string").fillna("")
