@@ -162,3 +162,34 @@ def test_a_plugin_display_name_and_symbols_are_escaped_in_latex(temp_registry):
     tex = " ".join(latex_labels(df).values())
     assert r"\input" not in tex and r"\write18" not in tex and r"\def" not in tex
     assert r"\textbackslash{}input\{/etc/passwd\} 50\% \$x\$ \#1" in tex
+
+
+@pytest.mark.slow  # starts a headless Chromium (a few seconds)
+@pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="chromium is not installed")
+def test_chromium_sees_no_live_markup_from_a_hostile_run(tmp_path):
+    import subprocess
+
+    rows = small_rows()
+    rows[0] = {**rows[0], "status": "error", "error": f"RuntimeError: {TAG} {SCRIPT_LINK}"}
+    run = write_run(tmp_path / "run", rows, note=f"{TAG} {SCRIPT_LINK}")
+    write_report(run)
+    done = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--dump-dom",
+            (run / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    dom = done.stdout
+    assert "RuntimeError: &lt;img src=x onerror" in dom  # the message is in the page, as text
+    parsed = _parse(dom)  # asserts that no element carries an on* handler
+    assert not any(h.lower().lstrip().startswith(("javascript:", "data:")) for h in parsed.hrefs), (
+        parsed.hrefs
+    )
+    assert all(safe_href(h) for h in parsed.hrefs if not h.startswith("data:image/")), parsed.hrefs
