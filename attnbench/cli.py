@@ -330,6 +330,62 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_report)
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from attnbench.report.compare import CompareError, compare_runs, comparison_doc, write_comparison
+    from attnbench.store import StoreError, check_no_links
+
+    try:
+        for run in (args.run_a, args.run_b):
+            check_no_links(run)
+        comparison = compare_runs(
+            args.run_a,
+            args.run_b,
+            threshold=args.threshold,
+            allow_protocol_change=args.allow_protocol_change,
+        )
+        out = args.out if args.out is not None else args.run_b / "compare" / args.run_a.resolve().name
+        check_no_links(out)
+        written = write_comparison(comparison, out)
+    except (CompareError, StoreError) as exc:
+        print(f"attnbench compare: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"attnbench compare: cannot write {exc.filename} ({exc.strerror or exc})", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    text = comparison_doc(comparison).to_markdown()
+    print(text.split("\n**B / A per point", 1)[0].rstrip())
+    print(f"comparison written: {written[2]}")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="what changed between two runs of a sweep study, beyond noise (B / A per point)",
+        description="Match the ok rows of RUN_A and RUN_B on their point (mechanism, parameters, shape, "
+        "dtype, pass, compile mode) and give, per point, the latency ratio B / A with a bootstrap "
+        "interval from the stored samples and a verdict (slower, faster, within noise), the peak-memory "
+        "ratio, and whether FLOPs and parameters are equal. Writes compare.md, compare.tex, index.html "
+        "and ratios.png into --out (default RUN_B/compare/<name of RUN_A>).",
+    )
+    p.add_argument("run_a", type=Path, metavar="RUN_A", help="the reference run folder")
+    p.add_argument("run_b", type=Path, metavar="RUN_B", help="the run folder compared with it")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.05,
+        help="smallest change that counts, as a fraction (default 0.05: a ratio within 1 ± 5%% is "
+        "within noise)",
+    )
+    p.add_argument(
+        "--allow-protocol-change",
+        action="store_true",
+        help="compare runs measured under different protocols (threads, repeats, device, ...) and say so",
+    )
+    p.add_argument("--out", type=Path, default=None, help="folder for the comparison")
+    p.set_defaults(func=_cmd_compare)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from attnbench.check import main_check
 
@@ -573,6 +629,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_list,
     _add_run,
     _add_report,
+    _add_compare,
     _add_check,
     _add_new,
     _add_schema,

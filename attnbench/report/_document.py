@@ -176,7 +176,10 @@ class Table:
 
     def to_html(self) -> str:
         cls = {"l": "l", "r": "r"}
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+        head = "".join(
+            f'<th class="l">{html.escape(h)}</th>' if a == "l" else f"<th>{html.escape(h)}</th>"
+            for h, a in zip(self.header, self._align())
+        )
         rows = []
         for i, row in enumerate(self._cells("\0{}\1")):
             if i in self.groups:

@@ -31,7 +31,7 @@ table { border-collapse: collapse; margin: .8rem 0 .3rem; font-size: .9rem; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3rem; }
 thead th { border-top: 2px solid #222; border-bottom: 1px solid #222; padding: .25rem .6rem;
            text-align: right; }
-thead th:first-child { text-align: left; }
+thead th:first-child, thead th.l { text-align: left; }
 tr.group th { text-align: left; font-style: italic; font-weight: 500; padding-top: .5rem; }
 tbody tr:last-child td { border-bottom: 2px solid #222; }
 td { padding: .2rem .6rem; } td.l { text-align: left; }
