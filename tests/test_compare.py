@@ -107,3 +107,16 @@ def test_runs_without_common_points_and_bad_folders(tmp_path, capsys):
         compare_runs(a, tmp_path / "nothing")
     assert main(["compare", str(a), str(tmp_path / "nothing")]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_summary_names_no_fastest_within_noise(tmp_path):
+    from attnbench.report import write_report
+
+    close = _run(tmp_path / "close", 3, slow={"swin": 1.33})  # Swin ~3.99 ms against Global's 4.0
+    write_report(close, plots=False, formula=False)
+    summary = (close / "report.md").read_text()
+    assert "fastest at 28×28: **within noise** between" in summary and "includes 1" in summary
+    apart = _run(tmp_path / "apart", 3)  # Swin 3 ms, Global 4 ms
+    write_report(apart, plots=False, formula=False)
+    summary = (apart / "report.md").read_text()
+    assert "fastest at 28×28: **Swin**" in summary and "Global / Swin = 1.3" in summary

@@ -312,13 +312,26 @@ def _findings(df: pd.DataFrame, check: object, verdict: Callable[[object], str])
                     continue
                 best = means[means == means.iloc[0]]
                 runner = means[means > means.iloc[0]]
-                text = (
-                    f"{what} at {resolution_label(at['H'].iloc[0], at['W'].iloc[0])}: **"
-                    + ", ".join(best.index)
-                    + f"** {fmt(means.iloc[0])}"
+                where = resolution_label(at["H"].iloc[0], at["W"].iloc[0])
+                noise = (
+                    _within_noise(at, best.index[0], runner.index[0])
+                    if col == "latency_ms" and len(best) == 1 and not runner.empty
+                    else None
                 )
+                if noise is not None and noise[1] <= 1:  # the runner-up may be as fast: no winner named
+                    parts.append(
+                        f"{what} at {where}: **within noise** between {best.index[0]} ({fmt(means.iloc[0])}) "
+                        f"and {runner.index[0]} ({fmt(runner.iloc[0])}): their ratio's 95 % interval "
+                        f"[{noise[1]:.2f}, {noise[2]:.2f}] includes 1 ({len(means)} compared)"
+                    )
+                    continue
+                text = f"{what} at {where}: **" + ", ".join(best.index) + f"** {fmt(means.iloc[0])}"
                 if not runner.empty:
-                    text += f" (next: {runner.index[0]}, {fmt(runner.iloc[0])}; {len(means)} compared)"
+                    ratio = ""
+                    if noise is not None:
+                        ratio = f"; {runner.index[0]} / {best.index[0]} = {noise[0]:.2f} "
+                        ratio += f"[{noise[1]:.2f}, {noise[2]:.2f}]"
+                    text += f" (next: {runner.index[0]}, {fmt(runner.iloc[0])}{ratio}; {len(means)} compared)"
                 parts.append(text)
             if parts:
                 lines.append(f"**{pass_}**: " + "; ".join(parts) + ".")
@@ -334,6 +347,24 @@ def _findings(df: pd.DataFrame, check: object, verdict: Callable[[object], str])
     if not lines and check is None and not unstable:
         doc.para("No ok row with a latency or a FLOP count to compare.")
     return doc
+
+
+def _within_noise(at: pd.DataFrame, best: str, runner: str) -> tuple[float, float, float] | None:
+    """(runner / best, low, high): the latency ratio of the runner-up to the fastest with its 95 %
+    bootstrap interval from their stored timing samples (:func:`attnbench.report.compare.ratio_interval`);
+    None when either is not one row with at least 3 samples."""
+    from attnbench.report.compare import MIN_SAMPLES, _samples, ratio_interval
+
+    found = []
+    for label in (best, runner):
+        rows = at[at["label"] == label]
+        if len(rows) != 1 or "latency_samples_ms" not in rows.columns:
+            return None
+        samples = _samples(rows["latency_samples_ms"].iloc[0])
+        if len(samples) < MIN_SAMPLES:
+            return None
+        found.append(samples)
+    return ratio_interval(found[0], found[1])
 
 
 def _ms(value: float) -> str:
