@@ -99,6 +99,8 @@ CONVENTION_ZERO = frozenset(
     replication_pad2d replication_pad3d _pad_circular _pad_enum roll
     pixel_shuffle pixel_unshuffle channel_shuffle
     softplus softplus_ scatter_ scatter_add_ index_add_
+    eye zeros ones full arange empty empty_strided scalar_tensor zeros_like full_like new_zeros
+    new_full new_empty tril triu tril_ triu_
     """.split()
 )
 

@@ -51,6 +51,19 @@ def test_elementwise_ops_are_free_by_convention_not_uncounted():
     assert "aten::gelu" in report.convention_zero
 
 
+def test_tensor_creation_is_free_not_uncounted():
+    class Creates(nn.Module):
+        def forward(self, x):
+            c = x.shape[-1]
+            eye = torch.eye(c, dtype=x.dtype)
+            mask = torch.triu(torch.ones(c, c)) + torch.zeros(c) + torch.full((c,), 2.0)
+            return x @ eye + mask[0] + torch.arange(c).to(x.dtype)
+
+    report = attnbench.count_flops(Creates(), torch.randn(1, 4, 4, 8))
+    assert report.total == 4 * 4 * 8 * 8 and not report.uncounted, report.uncounted
+    assert {"aten::eye", "aten::triu"} <= set(report.convention_zero)  # (ones, zeros: traced as constants)
+
+
 def test_mode_restored_after_counting():
     m = nn.Linear(2, 2).train()
     attnbench.count_flops(m, torch.randn(1, 2))
