@@ -485,7 +485,12 @@ def _queries(texts: list[str] | None) -> list[tuple[int, int]] | None:
 
 def _cmd_maps(args: argparse.Namespace) -> int:
     if (args.run_dir is None) == (args.model is None):
-        print("attnbench maps: give RUN_DIR or --model NAME (with --out DIR), not both", file=sys.stderr)
+        what = "neither was given" if args.run_dir is None else "both were given"
+        print(
+            f"attnbench maps: give an ablation run folder (RUN_DIR) or a seed model (--model NAME with --out "
+            f"DIR), one of the two; {what}",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     if args.model is not None and args.out is None:
         print("attnbench maps: --model needs --out DIR, the folder to write the pictures to", file=sys.stderr)

@@ -233,7 +233,10 @@ def test_cli_folders_that_are_not_finished_ablation_runs(registered, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert "no" in err and "finished model.pt" in err and len(err.splitlines()) == 1
     assert main(["maps"]) == 2
-    assert "RUN_DIR or --model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "(RUN_DIR) or a seed model (--model NAME" in err and "neither was given" in err
+    assert main(["maps", str(tmp_path), "--model", "biformer_tiny"]) == 2
+    assert "both were given" in capsys.readouterr().err
 
 
 def test_draw_run_maps_raises_maps_error(run_maps):
