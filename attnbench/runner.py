@@ -405,18 +405,13 @@ class _Run:
 
     def _write_report(self) -> None:
         """``attnbench.report.write_report(run_dir)``; a failure there never loses results."""
-        print(
-            f"attnbench: writing the report (tables, plots, index.html) into {self.run_dir} ...",
-            file=self.out,
-        )
+        self.say(f"writing the report (tables, plots, index.html) into {self.run_dir} ...")
         try:
             from attnbench.report import write_report
 
-            index = write_report(
-                self.run_dir, progress=lambda line: print(f"attnbench: report: {line}", file=self.out)
-            )
+            index = write_report(self.run_dir, progress=lambda line: self.say(f"report: {line}"))
         except Exception as exc:  # noqa: BLE001 - a report failure must never lose results
             text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
             print(f"attnbench: writing the report failed ({text}); the results are safe", file=self.err)
             return
-        print(f"attnbench: report: {index or self.run_dir / 'index.html'}", file=self.out)
+        self.say(f"report: {index or self.run_dir / 'index.html'}", always=True)

@@ -181,3 +181,16 @@ def test_an_ignored_sighup_stays_ignored_during_a_run():
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_quiet_run_prints_no_report_progress_and_no_formula_check_without_bra(tmp_path, capsys):
+    from tests.test_planted_links import STUDY
+
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY)
+    assert main(["run", str(study), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "drawing" not in out and "writing the tables" not in out and "BRA formula check" not in out
+    assert out.strip().splitlines()[-1].startswith("attnbench: report: ")  # where the report is
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert "BRA formula check" not in capsys.readouterr().out  # the study has no BRA row

@@ -149,9 +149,11 @@ def write_report(
             *bra_backend_tables(df),
         ]
     check = None
-    if formula:
+    if formula and "mechanism" in df.columns and (df["mechanism"] == "bra").any():
         say("BRA formula check: counting every BRA point again")
         check = run_formula_check(results)
+    elif formula:
+        check = run_formula_check(results)  # no BRA row: nothing to count, and nothing announced
     drawn: dict = {}
     not_drawn: dict[str, str] = {}
     if plots:
