@@ -120,3 +120,18 @@ def test_the_summary_names_no_fastest_within_noise(tmp_path):
     write_report(apart, plots=False, formula=False)
     summary = (apart / "report.md").read_text()
     assert "fastest at 28×28: **Swin**" in summary and "Global / Swin = 1.3" in summary
+
+
+def test_a_report_with_other_options_leaves_no_stale_files(tmp_path):
+    from attnbench.report import write_report
+
+    run = _run(tmp_path / "run", 1)
+    write_report(run, formula=False, formats=("png",))
+    before = {p.name for p in (run / "tables").iterdir()}
+    assert "comparison_forward.md" in before and "comparison_forward-backward.md" in before
+    (run / "plots").mkdir(exist_ok=True)
+    (run / "plots" / "speed_vs_resolution.png").write_bytes(b"a plot of an earlier report")
+    write_report(run, passes=["forward"], plots=False, formula=False)  # one pass: fewer tables
+    after = {p.name for p in (run / "tables").iterdir()}
+    assert "comparison_forward.md" in after and "comparison_forward-backward.md" not in after
+    assert not list((run / "plots").glob("*.png"))  # no plots this time: none left from before

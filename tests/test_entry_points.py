@@ -301,7 +301,7 @@ def test_example_study_gives_a_comparison_row(fresh_registry, tmp_path):
     )
     assert code == 0, out.getvalue()
     write_report(tmp_path / "run", plots=False, formula=False)
-    table = (tmp_path / "run" / "tables" / "comparison.md").read_text()
+    table = (tmp_path / "run" / "tables" / "comparison_forward.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     labels = [line.split("|")[1].strip() for line in rows[1:]]
     assert labels == ["sra (sr_ratio=8)", "sra (sr_ratio=4)", "BRA (k=1)", "BRA (k=4)", "Swin"]

@@ -75,7 +75,7 @@ def finished(tmp_path_factory) -> Path:
     return base / "run"
 
 
-@pytest.mark.parametrize("name", ["report.md", "index.html", "manifest.json", "tables/comparison.md"])
+@pytest.mark.parametrize("name", ["report.md", "index.html", "manifest.json", "tables/comparison_forward.md"])
 def test_report_refuses_a_folder_with_a_link(tmp_path, finished, secret, capsys, name):
     out = Path(shutil.copytree(finished, tmp_path / "run"))
     target = out / name

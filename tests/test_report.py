@@ -217,7 +217,7 @@ def test_command_line_options_reach_write_report(tmp_path):
         + ["--no-plots", "--no-formula"]
     )
     assert report_from_args(args) == run / "index.html"
-    md = (run / "tables" / "comparison.md").read_text()
+    md = (run / "tables" / "comparison_forward.md").read_text()  # the name carries the pass
     assert "| Mechanism | FLOPs (GMACs, fvcore) | Top-1 (%) |" in md
     assert md.index("| BRA") < md.index("| Global") < md.index("| my_plugin")  # -top1; no accuracy last
     assert not (run / "plots").exists() and not (run / "formula_check.csv").exists()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,6 +122,7 @@ def write_report(
         if is_doctor_run(run_dir):
             return write_doctor_report(run_dir, progress=say)
         return write_models_report(run_dir, plots=plots, formats=formats, progress=say)
+    started = time.time()
     results = load_results(run_dir)
     say(f"{len(results)} rows read; writing the tables")
     manifest = load_manifest(run_dir)
@@ -231,10 +233,31 @@ def write_report(
         folded.details("The formula check in full: verdict, term by term, scaling", formula_doc.shifted(2))
         sections.append(("formula", "BRA formula check", folded))
     sections.append(("run", "Run", details))
+    _remove_stale(run_dir, started)
     sections.append(("files", "Files", files_doc(run_dir)))
     index = run_dir / "index.html"
     index.write_text(index_html(f"attnbench report: {run_dir.name}", sections, manifest))
     return index
+
+
+STALE_PARTS = ("tables", "plots", "formula_check.csv", "formula_report.md")  # what a report rewrites
+
+
+def _remove_stale(run_dir: Path, started: float) -> list[Path]:
+    """Remove the files of the report's own parts (:data:`STALE_PARTS`) that this report did not
+    write (last written before it started): a report with other options must not leave the previous
+    one's tables and plots beside its own. Returns what was removed."""
+    removed = []
+    for part in STALE_PARTS:
+        path = run_dir / part
+        files = (
+            [p for p in path.iterdir() if p.is_file()] if path.is_dir() else [path] if path.is_file() else []
+        )
+        for f in files:
+            if not f.is_symlink() and f.stat().st_mtime < started:
+                f.unlink()
+                removed.append(f)
+    return removed
 
 
 def _draw_maps(run_dir: Path, say: Callable[[str], None]) -> None:

@@ -304,7 +304,12 @@ def comparison_tables(
         rows_text = [[labels[i], *(col[j] for col in body_cols)] for j, i in enumerate(order)]
         rows_bold = [[False, *(col[j] for col in bold_cols)] for j in range(len(order))]
         where = _conditions(g, CONDITIONS)
-        name = "comparison" + (f"_{_slug(gvalues)}" if groups else "")
+        # the file name always carries the pass, so that it does not change with how many passes ran
+        only = sorted(set(g["pass"].astype(str))) if "pass" in g.columns and "pass" not in groups else []
+        suffix = _slug(gvalues) if groups else (_slug((only[0],)) if len(only) == 1 else "")
+        if groups and len(only) == 1:
+            suffix = _slug((only[0], *gvalues))
+        name = "comparison" + (f"_{suffix}" if suffix else "")
         notes = ["FLOPs: multiply-accumulates of one image (batch 1), fvcore convention (1 MAC = 1 FLOP)."]
         if any(c in ACCURACY for c in cols):
             notes.append("Accuracy: mean ± std over seeds where several were run.")
