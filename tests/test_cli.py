@@ -194,3 +194,33 @@ def test_quiet_run_prints_no_report_progress_and_no_formula_check_without_bra(tm
     assert out.strip().splitlines()[-1].startswith("attnbench: report: ")  # where the report is
     assert main(["report", str(tmp_path / "run")]) == 0
     assert "BRA formula check" not in capsys.readouterr().out  # the study has no BRA row
+
+
+def test_the_console_table_shows_swept_parameters():
+    from attnbench.kinds.sweep import SweepKind
+
+    rows = [
+        {
+            "mechanism": "bra",
+            "n_win": 7,
+            "topk": 1,
+            "H": 28,
+            "W": 28,
+            "C": 64,
+            "num_heads": 2,
+            "status": "ok",
+        },
+        {
+            "mechanism": "bra",
+            "n_win": 7,
+            "topk": 4,
+            "H": 28,
+            "W": 28,
+            "C": 64,
+            "num_heads": 2,
+            "status": "ok",
+        },
+        {"mechanism": "vanilla", "H": 28, "W": 28, "C": 64, "num_heads": 2, "status": "ok"},
+    ]
+    text = SweepKind().summary_table(rows)
+    assert "bra topk=1" in text and "bra topk=4" in text and "n_win" not in text  # n_win does not vary

@@ -45,7 +45,7 @@ from attnbench.kinds._frontier import max_batch
 from attnbench.memory import module_bytes, tensor_bytes
 from attnbench.peak import peak_gmacs_s
 from attnbench.phases import collect, phase
-from attnbench.registry import available_mechanisms, build_mechanism
+from attnbench.registry import available_mechanisms, build_mechanism, get_mechanism
 from attnbench.study import DTYPES, Point
 from attnbench.worker import emit
 
@@ -220,7 +220,7 @@ class SweepKind(Kind):
 
         return table_text(
             {
-                "mechanism": col("mechanism"),
+                "mechanism": _labels(rows),
                 "HxW": [f"{r.get('H')}x{r.get('W')}" for r in rows],
                 "C/h": [f"{r.get('C')}/{r.get('num_heads')}" for r in rows],
                 "batch": col("batch"),
@@ -234,6 +234,27 @@ class SweepKind(Kind):
                 "note": [(r.get("error") or r.get("unstable_why") or "")[:60] for r in rows],
             }
         )
+
+
+def _labels(rows: list[dict[str, Any]]) -> list[str]:
+    """Each row's mechanism with the parameters that vary among that mechanism's rows
+    (``bra n_win=7 topk=4``), so that a swept mechanism's rows can be told apart."""
+    by_mech: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_mech.setdefault(str(r.get("mechanism")), []).append(r)
+    shown: dict[str, list[str]] = {}
+    for mech, mine in by_mech.items():
+        try:
+            names = list(get_mechanism(mech).hyperparameters())
+        except ValueError:  # a plugin that is not registered here
+            names = []
+        shown[mech] = [n for n in names if len({str(r.get(n)) for r in mine}) > 1]
+    out = []
+    for r in rows:
+        mech = str(r.get("mechanism"))
+        parts = [f"{n}={r.get(n)}" for n in shown[mech] if r.get(n) is not None]
+        out.append(" ".join([mech, *parts]))
+    return out
 
 
 def _make_step(module: nn.Module, x: torch.Tensor, pass_: str, keep: list[Any], compile_mode: str = "none"):
