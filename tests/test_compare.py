@@ -135,3 +135,34 @@ def test_a_report_with_other_options_leaves_no_stale_files(tmp_path):
     after = {p.name for p in (run / "tables").iterdir()}
     assert "comparison_forward.md" in after and "comparison_forward-backward.md" not in after
     assert not list((run / "plots").glob("*.png"))  # no plots this time: none left from before
+
+
+def test_dagger_marks_timed_cells_only_and_efficiency_is_defined(tmp_path):
+    import pandas as pd
+
+    from attnbench.report._results import mechanism_labels
+    from attnbench.report.tables import comparison_tables
+
+    df = pd.DataFrame(
+        [
+            {
+                "mechanism": m,
+                "H": 28,
+                "W": 28,
+                "C": 64,
+                "num_heads": 2,
+                "pass": "forward",
+                "status": "ok",
+                "latency_ms": ms,
+                "peak_mem_mb": 10.0,
+                "efficiency": 0.25,
+                "unstable": unstable,
+            }
+            for m, ms, unstable in (("vanilla", 4.0, 1), ("swin", 3.0, 0))
+        ]
+    )
+    df["label"] = mechanism_labels(df)
+    (table,) = comparison_tables(df, columns=["latency_ms", "peak_mem_mb", "efficiency"])
+    row = next(r for r in table.rows if r[0] == "Global")
+    assert row[1].endswith("†") and not row[2].endswith("†")  # latency marked, memory not
+    assert "Efficiency: the MACs of the timed call per second" in table.note

@@ -125,8 +125,12 @@ def _column(
 
 
 UNSTABLE_MARK = "†"
-TIMED = ("latency_ms", "latency_iqr_ms", "throughput", "peak_mem_mb")
+TIMED = ("latency_ms", "latency_iqr_ms", "throughput")  # peak memory is measured once, not timed
 UNSTABLE_NOTE = "†: unstable timing (IQR > 10% of the median, or a busy machine; see unstable_why)."
+EFFICIENCY_NOTE = (
+    "Efficiency: the MACs of the timed call per second (achieved_gmacs_s) over the peak of a large "
+    "matrix multiply on the same device, dtype and threads (peak_gmacs_s, attnbench.peak)."
+)
 
 
 def _is_unstable(rows: pd.DataFrame) -> bool:
@@ -315,6 +319,8 @@ def comparison_tables(
             notes.append("Accuracy: mean ± std over seeds where several were run.")
         if any(shaky) and any(c in TIMED for c in cols):
             notes.append(UNSTABLE_NOTE)
+        if "efficiency" in cols:
+            notes.append(EFFICIENCY_NOTE)
         tables.append(
             Table(
                 name=name,
@@ -398,6 +404,7 @@ def sweep_tables(
                     note=_note(
                         ("fvcore MACs of one image (batch 1). " if flops_like else "")
                         + "OOM: out of memory; —: not run."
+                        + (f" {EFFICIENCY_NOTE}" if metric == "efficiency" else "")
                         + (f" {UNSTABLE_NOTE}" if metric in TIMED and any(any(x) for x in shaky) else ""),
                         g,
                         fvcore=flops_like,
