@@ -52,37 +52,49 @@ def plot_roofline(df: pd.DataFrame) -> Figure | None:
     fig = Figure(figsize=(5.2 * len(passes), 4.4))
     axes = fig.subplots(1, len(passes), squeeze=False)[0]
     series = list(dict.fromkeys(rows["series"]))
+    from attnbench.report.plots import series_styles  # (plots imports this module)
+
+    # each family its colour, its variants shades of it: a legend of families, not of 20 look-alikes
+    styles = series_styles(rows.assign(label=rows["series"]), key="label")
+    firsts = rows.drop_duplicates("series")[["series", "mechanism"]]
+    sizes = firsts["mechanism"].value_counts()
+    per_family: dict[str, int] = {}
+    markers = {}
+    for name, mech in firsts.itertuples(index=False):
+        i = per_family[mech] = per_family.get(mech, -1) + 1  # scatter has no line style: a marker each
+        markers[name] = styles[name].marker if sizes[mech] == 1 else _MARKERS[i % len(_MARKERS)]
     for ax, pass_ in zip(axes, passes):
         part = rows[rows["pass"] == pass_]
         gmacs = part["pass_macs"] / 1e9
         lo, hi = gmacs.min() / 2, gmacs.max() * 2
         peak = part["peak_gmacs_s"].max()
-        for frac, style in ((1.0, "-"), (0.1, "--"), (0.01, ":")):
-            xs = np.geomspace(lo, hi, 50)
-            ax.plot(xs, 1e3 * xs / (peak * frac), style, color="0.6", lw=0.9, zorder=1)
-            ax.annotate(
-                f"{frac:.0%} of peak",
-                (xs[-1], 1e3 * xs[-1] / (peak * frac)),
-                fontsize=7,
-                color="0.4",
-                ha="right",
-                va="bottom",
+        for frac, style in ((1.0, "-"), (0.1, "--"), (0.01, ":")):  # named in the legend: no label
+            xs = np.geomspace(lo, hi, 50)  # on the plot for points to cover
+            ax.plot(
+                xs,
+                1e3 * xs / (peak * frac),
+                style,
+                color="0.6",
+                lw=0.9,
+                zorder=1,
+                label=f"{frac:.0%} of peak",
             )
-        for i, name in enumerate(series):
+        for name in series:
             s = part[part["series"] == name]
             if s.empty:
                 continue
-            color, marker = _style(i)
+            st = styles[name]
+            filled = st.fillstyle != "none"
             ax.scatter(
                 s["pass_macs"] / 1e9,
                 s["latency_ms"],
-                color=color,
-                marker=marker,
+                color=st.color if filled else "none",
+                edgecolors=st.color if not filled else "white",
+                marker=markers[name],
                 s=28,
                 label=name,
                 zorder=3,
-                edgecolor="white",
-                linewidth=0.5,
+                linewidth=0.8 if not filled else 0.5,
             )
         ax.set_xscale("log")
         ax.set_yscale("log")

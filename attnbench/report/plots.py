@@ -125,8 +125,9 @@ def mechanism_styles(mechanisms: Sequence[str]) -> dict[str, Style]:
 
 
 def series_styles(df: pd.DataFrame, key: str = "label") -> dict[str, Style]:
-    """One style per series: its family's colour; the variants of a family differ by marker (the
-    values of the first parameter that varies) and line style (the second), else by their order."""
+    """One style per series: its family's colour, shaded from dark to light over the values of the
+    first parameter that varies; the variants of a family also differ by marker (that parameter) and
+    line style (the second), else by their order."""
     base = mechanism_styles(sorted(set(df["mechanism"])))
     out: dict[str, Style] = {}
     for mech, rows in df.groupby("mechanism", sort=False):
@@ -147,7 +148,9 @@ def series_styles(df: pd.DataFrame, key: str = "label") -> dict[str, Style]:
                 m = ls = i
             marker = VARIANT_MARKERS[m % len(VARIANT_MARKERS)] if params or i else b.marker
             fill = "full" if (m // len(VARIANT_MARKERS)) % 2 == 0 else "none"
-            out[row[key]] = Style(b.color, marker, LINESTYLES[ls % len(LINESTYLES)], fill)
+            n = len(values[0]) if params else len(first)
+            color = _shade(b.color, float(np.linspace(-0.5, 0.45, n)[m % n])) if n > 1 else b.color
+            out[row[key]] = Style(color, marker, LINESTYLES[ls % len(LINESTYLES)], fill)
     return out
 
 
