@@ -119,3 +119,12 @@ def test_the_roofline_names_its_peak_lines_in_the_legend():
     markers = {c.get_label(): c.get_paths()[0].vertices.shape for c in ax.collections}
     bra = [shape for label, shape in markers.items() if label.startswith("BRA")]
     assert len(bra) == 2 and bra[0] != bra[1], markers  # a marker per variant
+
+
+def test_captions_state_the_threads_with_the_device():
+    from attnbench.report.tables import _conditions
+
+    rows = pd.DataFrame({"pass": ["forward"], "device": ["cpu"], "batch": [1], "threads": [1]})
+    assert _conditions(rows, ["pass", "device", "batch"]) == "forward, CPU, batch 1, 1 thread"
+    assert _conditions(rows.assign(threads=[11]), ["device"]) == "CPU, 11 threads"
+    assert _conditions(rows, ["pass"]) == "forward"  # no device said (a FLOPs table): no threads

@@ -152,16 +152,20 @@ def _slug(values: Sequence[object]) -> str:
 
 
 def _conditions(rows: pd.DataFrame, columns: Sequence[str]) -> str:
-    """``forward, float32, cpu, batch 8, C 64, 2 heads`` for the columns single-valued in ``rows``."""
-    names = {"batch": "batch {}", "C": "C = {}", "num_heads": "{} heads"}
+    """``forward, float32, CPU, batch 8, C = 64, 2 heads, 1 thread`` for the columns single-valued in
+    ``rows`` (the threads wherever the device is said: a timing depends on them)."""
+    names = {"batch": "batch {}", "C": "C = {}", "num_heads": "{} heads", "threads": "{} threads"}
     parts = []
+    if "device" in columns and "threads" in rows.columns and "threads" not in columns:
+        columns = [*columns, "threads"]  # a timing depends on the threads it ran on: say them
     for col in columns:
         if col in rows.columns and rows[col].nunique(dropna=True) == 1:
             value = rows[col].dropna().iloc[0]
             if col == "compile":  # the compile mode reads as eager or compiled
                 value = "eager" if value in ("none", "", None) else f"compiled ({value})"
             value = device_label(value) if col == "device" else plain(value)
-            parts.append(names.get(col, "{}").format(value))
+            text = names.get(col, "{}").format(value)
+            parts.append("1 thread" if col == "threads" and value == "1" else text)
     return ", ".join(parts)
 
 
