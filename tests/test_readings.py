@@ -128,3 +128,46 @@ def test_captions_state_the_threads_with_the_device():
     assert _conditions(rows, ["pass", "device", "batch"]) == "forward, CPU, batch 1, 1 thread"
     assert _conditions(rows.assign(threads=[11]), ["device"]) == "CPU, 11 threads"
     assert _conditions(rows, ["pass"]) == "forward"  # no device said (a FLOPs table): no threads
+
+
+def test_growth_exponents_with_intervals():
+    import json
+
+    import numpy as np
+
+    from attnbench.report._results import mechanism_labels
+    from attnbench.report.tables import growth_tables
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for mech, power in (("vanilla", 2.0), ("swin", 1.0)):
+        for side in (14, 28, 56):
+            hw = side * side
+            ms = 1e-3 * hw**power
+            samples = (ms * np.exp(rng.normal(0, 0.02, 20))).tolist()
+            rows.append(
+                {
+                    "mechanism": mech,
+                    "H": side,
+                    "W": side,
+                    "C": 64,
+                    "num_heads": 2,
+                    "pass": "forward",
+                    "status": "ok",
+                    "latency_ms": float(np.median(samples)),
+                    "latency_samples_ms": json.dumps(samples),
+                    "flops": 10.0 * hw**power,
+                    "peak_mem_mb": 0.01 * hw,
+                    "device": "cpu",
+                    "threads": 1,
+                }
+            )
+    df = pd.DataFrame(rows)
+    (table,) = growth_tables(df.assign(label=mechanism_labels(df)))
+    got = {r[0]: r for r in table.rows}
+    lat, lo, hi = (
+        float(x) for x in got["Global"][2].replace("[", "").replace("]", "").replace(",", "").split()
+    )
+    assert abs(lat - 2.0) < 0.02 and lo <= lat <= hi and hi - lo < 0.05
+    assert got["Global"][3] == "2.00" and got["Swin"][3] == "1.00" and got["Swin"][4] == "1.00"
+    assert "1 thread" in table.caption and "exponent 2" in table.note

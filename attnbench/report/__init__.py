@@ -106,7 +106,7 @@ def write_report(
     from attnbench.report.peers import is_peers_frame, peers_tables
     from attnbench.report.plots import PLOTS, check_formats, draw_all
     from attnbench.report.references import write_bib
-    from attnbench.report.tables import comparison_tables, sweep_tables
+    from attnbench.report.tables import comparison_tables, growth_tables, sweep_tables
 
     say = progress or (lambda line: None)
     run_dir = Path(run_dir)
@@ -148,6 +148,7 @@ def write_report(
         tables = [
             *comparison_tables(df, columns=columns, sort=sort, group_by=group_by, resolution=resolution),
             *sweep_tables(df, group_by=group_by, sort=sort),
+            *growth_tables(df),
             *bra_backend_tables(df),
         ]
     check = None

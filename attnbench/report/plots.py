@@ -492,6 +492,15 @@ def speed_data(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _name_slopes(series: list) -> None:
+    """Each series' label ends with its fitted log-log slope against tokens (its measured growth
+    exponent: 2 for a cost that grows with the square of the tokens)."""
+    for s in series:
+        slope = loglog_slope(s.x, s.y)
+        if not math.isnan(slope):
+            s.name = f"{s.name}: {slope:.2f}"
+
+
 def plot_speed(df: pd.DataFrame) -> Figure | None:
     """Median latency against resolution with the 25th-75th percentile band, one panel per pass."""
     data = speed_data(df)
@@ -505,6 +514,7 @@ def plot_speed(df: pd.DataFrame) -> Figure | None:
     axes = fig.subplots(len(passes), 1, squeeze=False)[:, 0]
     for ax, p in zip(axes, passes):
         series = _line_series(data[data["pass"] == p], "latency_ms", styles, band=True)
+        _name_slopes(series)
         notes = _draw_lines(ax, series)
         _log_axis(ax)
         _tokens_axis(ax, data[["H", "W"]])
@@ -512,7 +522,11 @@ def plot_speed(df: pd.DataFrame) -> Figure | None:
         ax.set_ylabel("latency (ms, median, log)")
         note_box(ax, notes)
         label_line_ends(ax, series)
-    fig.suptitle("Latency vs resolution (band: 25th–75th percentile of the timing samples)", fontsize=10)
+    fig.suptitle(
+        "Latency vs resolution (band: 25th–75th percentile of the timing samples;\n"
+        "label: fitted log-log slope of latency against tokens H·W)",
+        fontsize=10,
+    )
     return fig
 
 
@@ -537,6 +551,7 @@ def plot_memory(df: pd.DataFrame) -> Figure | None:
     for ax, p in zip(axes, passes):
         at = data[data["pass"] == p]
         series = _line_series(at[~at["oom"]], "peak_mem_mb", styles)
+        _name_slopes(series)
         notes = _draw_lines(ax, series)
         for name, s in at.groupby("series", sort=False):
             if s["oom"].any():
@@ -1414,13 +1429,15 @@ PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
     ),
     (
         "speed_vs_resolution",
-        "Median latency against resolution, per pass; band: 25th–75th percentile of the timing samples.",
+        "Median latency against resolution, per pass; band: 25th–75th percentile of the timing samples; "
+        "each label ends with the fitted log-log slope against tokens.",
         plot_speed,
         "results",
     ),
     (
         "memory_vs_resolution",
-        "Peak memory against resolution; ✕ and dotted line: first size out of memory.",
+        "Peak memory against resolution; ✕ and dotted line: first size out of memory; each label ends "
+        "with the fitted log-log slope against tokens.",
         plot_memory,
         "results",
     ),

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from attnbench.report._document import Table, Tex, best_mask, latex_escape
@@ -26,7 +27,7 @@ from attnbench.report._results import (
 )
 from attnbench.report.references import MECHANISM_KEYS, cite
 
-__all__ = ["METRICS", "Metric", "comparison_tables", "pick_resolution", "sweep_tables"]
+__all__ = ["METRICS", "Metric", "comparison_tables", "growth_tables", "pick_resolution", "sweep_tables"]
 
 # Conditions a table is measured under; the ones that vary split tables (or rows) apart.
 CONDITIONS = ["pass", "compile", "dtype", "device", "batch", "C", "num_heads"]
@@ -415,4 +416,108 @@ def sweep_tables(
                     ),
                 )
             )
+    return tables
+
+
+BRA_GROWTH_NOTE = (
+    " BRA at a fixed S attends to k of S² regions of HW/S² tokens each, O((HW)² k/S²): its exponent "
+    "tends to 2, and with k = S² it is global attention. The paper's O((HW)^{4/3}) assumes S grows "
+    "as (HW)^{1/3}; the BRA formula check measures that at the best S of each size."
+)
+GROWTH_RESAMPLES = 1000  # bootstrap resamples of the timing samples for a growth exponent's interval
+
+
+def _growth_interval(hw: np.ndarray, samples: list[list[float]], seed: int = 0) -> tuple[float, float]:
+    """The 95 % interval of the log-log slope of median latency against tokens, from a bootstrap of
+    each resolution's timing samples (the measurement noise of the medians; the fit itself is exact
+    at two sizes and has little freedom at three)."""
+    rng = np.random.default_rng(seed)
+    meds = np.stack(
+        [np.median(rng.choice(np.asarray(s), size=(GROWTH_RESAMPLES, len(s))), axis=1) for s in samples],
+        axis=1,
+    )
+    x = np.log(hw) - np.log(hw).mean()
+    slopes = (np.log(meds) - np.log(meds).mean(axis=1, keepdims=True)) @ x / (x @ x)
+    lo, hi = np.quantile(slopes, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def growth_tables(df: pd.DataFrame) -> list[Table]:
+    """One table per pass (and dtype, device, batch, C, heads where they vary): each configuration's
+    measured growth exponent against tokens H·W (log-log slope of the median latency, with a 95 %
+    interval from the timing samples; of peak memory) beside its FLOPs exponent, over the
+    resolutions where it ran."""
+    from attnbench.report.compare import _samples
+
+    if "latency_ms" not in df.columns:
+        return []
+    ok = df[(df["status"] == "ok") & df["latency_ms"].notna()]
+    if ok.empty or ok.assign(HW=ok["H"] * ok["W"])["HW"].nunique() < 2:
+        return []
+    tex_of = latex_labels(ok)
+    tables = []
+    groups = [c for c in TIMING_CONDITIONS + ["C", "num_heads"] if c in ok.columns and ok[c].nunique() > 1]
+    for gvalues, g in ok.groupby(groups, sort=False, dropna=False) if groups else [((), ok)]:
+        gvalues = gvalues if isinstance(gvalues, tuple) else (gvalues,)
+        rows, bold = [], []
+        for label, s in g.groupby("label", sort=False):
+            s = s.assign(HW=s["H"] * s["W"]).sort_values("HW").drop_duplicates("HW", keep="last")
+            if len(s) < 2:
+                continue
+            hw = s["HW"].to_numpy(float)
+            lat = np.polyfit(np.log(hw), np.log(s["latency_ms"].to_numpy(float)), 1)[0]
+            samples = [_samples(v) for v in s["latency_samples_ms"]] if "latency_samples_ms" in s else []
+            cell = f"{lat:.2f}"
+            if samples and all(len(x) >= 3 for x in samples):
+                lo, hi = _growth_interval(hw, samples)
+                cell += f" [{lo:.2f}, {hi:.2f}]"
+            flops = s["flops"].to_numpy(float) if "flops" in s else np.array([])
+            fl = (
+                np.polyfit(np.log(hw), np.log(flops), 1)[0]
+                if flops.size and np.isfinite(flops).all()
+                else None
+            )
+            mem = s["peak_mem_mb"].to_numpy(float) if "peak_mem_mb" in s else np.array([])
+            mm = np.polyfit(np.log(hw), np.log(mem), 1)[0] if mem.size and (mem > 0).all() else None
+            first, last = s.iloc[0], s.iloc[-1]
+            sizes = f"{resolution_label(first['H'], first['W'])}–{resolution_label(last['H'], last['W'])}"
+            rows.append(
+                [
+                    _row_label((label,), tex_of),
+                    sizes,
+                    cell,
+                    "—" if fl is None else f"{fl:.2f}",
+                    "—" if mm is None else f"{mm:.2f}",
+                ]
+            )
+            bold.append([False] * 5)
+        if not rows:
+            continue
+        where = _conditions(g, TIMING_CONDITIONS + ["C", "num_heads"])
+        suffix = _slug(gvalues) if groups else _slug(tuple(sorted(set(g["pass"].astype(str))))[:1])
+        tables.append(
+            Table(
+                name=f"growth_{suffix}" if suffix else "growth",
+                caption=f"Growth with the number of tokens H·W ({where})" if where else "Growth with tokens",
+                header=[
+                    "Mechanism",
+                    "Sizes",
+                    "Latency exponent (95 % CI)",
+                    "FLOPs exponent",
+                    "Peak-memory exponent",
+                ],
+                rows=rows,
+                bold=bold,
+                align="llrrr",
+                note=(
+                    "Exponent: the least-squares slope of log y against log(H·W) over the sizes run, so a "
+                    "cost that grows with the square of the tokens has exponent 2 and a linear one 1. The "
+                    "latency interval comes from a bootstrap of each size's timing samples "
+                    f"({GROWTH_RESAMPLES} resamples); it covers the measurement noise of the medians, not "
+                    "how well a power law fits. Below the sizes where attention dominates, fixed costs "
+                    "(projections, kernel launches) pull the latency exponent under the FLOPs exponent."
+                    + (BRA_GROWTH_NOTE if (g["mechanism"] == "bra").any() else "")
+                ),
+            )
+        )
     return tables
