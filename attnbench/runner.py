@@ -66,6 +66,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class ProtocolChanged(StoreError):
+    """The run folder holds rows of another protocol; nothing was written."""
+
+
 def run_study(
     study: Any,
     *,
@@ -197,7 +201,7 @@ class _Run:
                 return code
         except StoreError as exc:
             print(f"attnbench run: {exc}", file=self.err)
-            if measuring:
+            if measuring and not isinstance(exc, ProtocolChanged):
                 print(
                     f"attnbench: the rows written so far are kept; resume with: {self.resume}", file=self.err
                 )
@@ -215,6 +219,36 @@ class _Run:
             self._write_report()
         return 0
 
+    def _check_one_protocol(self, ctx: RunContext) -> None:
+        """A run folder holds one protocol: rows measured under another (threads, repeats, measured
+        quantities, device, torch version, ...) are refused before anything is written, naming what
+        changed, so no folder mixes numbers that are not comparable.
+
+        Raises:
+            ProtocolChanged: the folder holds rows of another protocol.
+        """
+        assert self.store is not None
+        theirs = {str(r.get("protocol_id")) for r in self.store.rows() if r.get("protocol_id")}
+        theirs.discard(ctx.protocol_id)
+        if not theirs:
+            return
+        before = self.store.read_manifest() or {}
+        old = before.get("protocol") if isinstance(before.get("protocol"), dict) else {}
+        new = ctx.protocol
+        changed = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+        if before.get("device") not in (None, ctx.device):
+            changed.append("device")
+        words = ", ".join(
+            f"{k} {old.get(k, before.get(k))!r} -> {new.get(k, ctx.device if k == 'device' else None)!r}"
+            for k in changed[:4]
+        )
+        raise ProtocolChanged(
+            f"{self.run_dir} holds rows measured under another protocol ("
+            + (words or "the environment: device name, torch or CUDA version")
+            + "); one folder holds one protocol, so that no table mixes numbers that are not comparable. "
+            "Give this run another --out, or start over with --fresh (the folder is moved aside)"
+        )
+
     def _measure(self, setup: Any) -> int:
         study, kind, store = self.study, self.kind, self.store
         assert store is not None
@@ -222,6 +256,7 @@ class _Run:
         ctx = RunContext(
             kind.name, study, study.device, setup.threads, setup.env, str(self.run_dir), self.quiet, plugins
         )
+        self._check_one_protocol(ctx)
         warning = busy_warning(ctx.threads, ctx.device)
         if warning:
             print(f"attnbench: warning: {warning}", file=self.err)
@@ -267,8 +302,8 @@ class _Run:
             )
         if stale:
             self.say(
-                f"{stale} rows in {store.db_path} belong to another configuration (edited study, protocol or "
-                "machine); they are kept, and the report keeps each protocol apart (--fresh starts over)",
+                f"{stale} rows in {store.db_path} are points this study no longer has (an edited sweep); "
+                "they are kept, and stay in the report (--fresh starts over)",
                 always=True,
             )
 

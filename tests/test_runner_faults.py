@@ -185,21 +185,33 @@ def test_without_out_a_run_writes_to_runs_not_results(tmp_path, monkeypatch):
     assert not (tmp_path / "results").exists()
 
 
-def test_a_protocol_change_is_kept_apart_in_the_report(tmp_path):
+def test_a_protocol_change_is_refused_and_an_older_mixed_folder_kept_apart(tmp_path, capsys):
     path = _study(tmp_path, how="ok")
     run_dir = tmp_path / "run"
+    codes = []
     for threads in (1, 2):
         path.write_text(path.read_text().replace(f"threads: {3 - threads}", f"threads: {threads}"))
-        assert (
+        codes.append(
             run_study(
                 load_study(path), out_dir=run_dir, quiet=True, report=False, executor=LocalExecutor("none")
             )
-            == 0
         )
-    assert len(_rows(run_dir)) == 6  # both protocols are kept in the store
+    assert codes == [0, 2]
+    err = capsys.readouterr().err
+    assert "holds rows measured under another protocol (threads 1 -> 2" in err and "--fresh" in err
+    rows = _rows(run_dir)
+    assert len(rows) == 3  # nothing of the refused run was written
+    # a folder that already mixes protocols (an older attnbench kept both): the report keeps one
+    from attnbench.store import ResultsStore
+
+    store = ResultsStore(run_dir)
+    for r in rows:
+        store.add(
+            {**r, "point_id": "f" + str(r["point_id"])[1:], "protocol_id": "0ther0protoc0", "threads": 1}
+        )
+    store.close()
     df = load_results(run_dir)
-    assert len(df) == 3 and set(df["threads"]) == {2}  # the latest protocol only, never averaged
-    assert "3 of 6 rows were measured under another protocol (threads 1" in df.attrs["left_out"]
+    assert len(df) == 3 and "3 of 6 rows were measured under another protocol" in df.attrs["left_out"]
 
 
 def test_bad_out_folders_are_one_line_and_exit_2(tmp_path, capsys):
