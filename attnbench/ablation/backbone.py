@@ -151,12 +151,29 @@ _NANO_PARAMS = {  # stage 4 is global; its column is unused
     "kvt": _per_stage(topk=(64, 16, 4, 4)),
 }
 
+_ISO16_PARAMS = {  # one 16x16 map; the reach of each in docs/ablation.md#reach
+    "bra": ({"n_win": 4, "topk": 4},),  # regions of 4x4 tokens, 4 of 16 routed
+    "swin": ({"window_size": 4, "shift_size": [0, None]},),  # 4x4 windows, shifted every other block
+    "neighborhood": ({"kernel_size": 5},),  # a 5x5 neighbourhood: 2 tokens each way per block
+    "dilated": ({"kernel_size": 5, "dilation": [1, 3]},),  # DiNAT's alternation, dilation 3
+    "deformable": ({"offset_kernel": 5, "offset_stride": 2, "q_size": 16},),
+    "dbra": ({"n_win": 4, "topk": 4, "offset_kernel": 5, "offset_stride": 4, "q_size": 16},),
+    "agent": ({"agent_num": 16, "bias_size": 16},),
+    "flatten": ({"pe_size": 16},),
+    "maxvit": ({"window_size": 4},),  # 4x4 blocks and a 4x4 grid
+    "kvt": ({"topk": 64},),  # a quarter of the 256 tokens
+}
+
 PRESETS: dict[str, Preset] = {
     "stl": Preset((2, 2, 6, 2), (96, 192, 384, 768), 32, 4.0, 56, 224, stage_params=_STL_PARAMS),
     "stl-s32": Preset((2, 2, 6, 2), (96, 192, 384, 768), 32, 4.0, 32, 128, stage_params=_S32_PARAMS),
     "stl-nano": Preset(
         (1, 1, 2, 1), (32, 64, 128, 256), 32, 4.0, 16, 32, global_stages=(3,), stage_params=_NANO_PARAMS
     ),
+    # isotropic: 4 blocks on one 16x16 token map, no merging, no global stage, no convolution: at
+    # evaluation every layer but the attention acts on each token alone, and the head is a mean over
+    # tokens then one linear layer, so the attention is the only path between far tokens
+    "iso-16": Preset((4,), (64,), 32, 2.0, 16, 32, stage_params=_ISO16_PARAMS),
 }
 
 OVERRIDABLE = (
@@ -394,8 +411,9 @@ def build_backbone(
         raise ValueError(f"backbone: unknown keys {unknown}; allowed: preset and {list(OVERRIDABLE)}")
     p = PRESETS[preset]
     img_size = p.img_size if img_size is None else img_size
-    depths = _check_list(overrides.get("depths", p.depths), "depths", 4, int)
-    dims = _check_list(overrides.get("dims", p.dims), "dims", 4, int)
+    n = len(p.depths)  # stages: 4 for the pyramids, 1 for an isotropic preset
+    depths = _check_list(overrides.get("depths", p.depths), "depths", n, int)
+    dims = _check_list(overrides.get("dims", p.dims), "dims", n, int)
     head_dim = overrides.get("head_dim", p.head_dim)
     bad = [d for d in dims if d % head_dim]
     if bad:
@@ -404,19 +422,22 @@ def build_backbone(
         )
     default_patch = max(1, img_size // p.stage1_map)
     patch = overrides.get("patch_size", default_patch)
-    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or img_size % (patch * 8):
+    merges = 2 ** (n - 1)
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or img_size % (patch * merges):
         raise ValueError(
             f"backbone.patch_size = {patch!r} with img_size = {img_size}: img_size must be a multiple of "
-            f"8 * patch_size (three 2x merges); e.g. patch_size {default_patch} for img_size "
+            f"{merges} * patch_size ({n - 1} 2x merges); e.g. patch_size {default_patch} for img_size "
             f"{p.stage1_map * default_patch}"
         )
     global_stages = tuple(overrides.get("global_stages", p.global_stages))
-    if not all(isinstance(s, int) and 0 <= s < 4 for s in global_stages):
-        raise ValueError(f"backbone.global_stages = {list(global_stages)!r}; expected stage indices in 0..3")
+    if not all(isinstance(s, int) and 0 <= s < n for s in global_stages):
+        raise ValueError(
+            f"backbone.global_stages = {list(global_stages)!r}; expected stage indices in 0..{n - 1}"
+        )
     attention = resolve_stage_params(
         mechanism, params, p, depths, global_stages, overrides.get("stage_params")
     )
-    maps = [img_size // patch // 2**i for i in range(4)]
+    maps = [img_size // patch // 2**i for i in range(n)]
     try:
         return AblationBackbone(
             attention,

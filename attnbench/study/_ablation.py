@@ -139,11 +139,18 @@ class _Dataset(Section):
 @functools.cache
 def dataset_models() -> dict[str, type[_Dataset]]:
     """One model per dataset: its keys (values are the dataset's to check)."""
+    from attnbench.ablation.data import REACH_EXTRA
     from attnbench.ablation.data.pathfinder import PathfinderConfig
+    from attnbench.ablation.data.reach import ReachConfig
 
-    docs = {**_KEY_DOCS, **documented(PathfinderConfig, "Attributes:")}
+    docs = {
+        **_KEY_DOCS,
+        **documented(ReachConfig, "Attributes:"),
+        **documented(PathfinderConfig, "Attributes:"),
+    }
     keys = {
         "pathfinder": (*(f.name for f in dataclasses.fields(PathfinderConfig)), *_PATHFINDER_EXTRA),
+        "reach": (*(f.name for f in dataclasses.fields(ReachConfig)), *REACH_EXTRA),
         **_DATASET_KEYS,
     }
     models = {}
@@ -172,11 +179,13 @@ def _validate_dataset(value: Any, info: ValidationInfo) -> dict[str, Any]:
     except (ValueError, TypeError, OSError) as exc:
         raise said(str(exc)) from None
     dataset_models()[cfg["name"]].model_validate(value, context=info.context)
-    if cfg["name"] == "pathfinder":
+    if cfg["name"] in ("pathfinder", "reach"):
         from attnbench.ablation.data.pathfinder import PathfinderConfig
+        from attnbench.ablation.data.reach import ReachConfig
 
+        config = PathfinderConfig if cfg["name"] == "pathfinder" else ReachConfig
         try:
-            PathfinderConfig.from_dataset(cfg)
+            config.from_dataset(cfg)
         except (ValueError, TypeError) as exc:
             raise said(str(exc)) from None
     return cfg

@@ -1,4 +1,4 @@
-"""Offline datasets for the ablation: ``pathfinder`` (generated), ``cifar10`` / ``cifar100`` and
+"""Offline datasets for the ablation: ``pathfinder`` and ``reach`` (generated), ``cifar10`` / ``cifar100`` and
 ``imagefolder`` (read from a local copy). Nothing is ever downloaded.
 
 :func:`load_dataset` takes the study's ``dataset:`` mapping and returns a :class:`Dataset` with a
@@ -17,6 +17,10 @@ loop moves them to the device, where :func:`augment` and :meth:`Dataset.normaliz
   training seed draws its own train split (generator seed
   ``SeedSequence([seed, training seed, 7])``, see :func:`train_split_seed`) while the val split
   stays the same, so seeds vary the data as well as the initialisation and order.
+- ``reach``: any field of :class:`~attnbench.ablation.data.reach.ReachConfig` (``resolution``,
+  ``patch``, ``distances``, ...), ``train_size`` (8000), ``val_size`` (1200), ``seed`` (0) and
+  ``train_images`` as for Pathfinder; generated in memory. The val split is stratified by distance
+  and class, and ``info["val_distances"]`` gives each val image's distance.
 - ``cifar10`` / ``cifar100``: ``root`` (the folder holding ``cifar-10-batches-py`` /
   ``cifar-100-python``, or that folder itself), optional ``train_size`` / ``val_size`` (the first
   images of the train / test set) and, for cifar100, ``label_type`` (``fine`` | ``coarse``).
@@ -263,6 +267,58 @@ def _pathfinder(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
     )
 
 
+REACH_EXTRA = ("train_size", "val_size", "seed", "train_images")
+
+
+def _reach(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
+    """The reach task (:mod:`attnbench.ablation.data.reach`): generated in memory (fast, no cache);
+    the val split is stratified by distance and class. ``info["val_distances"]`` lists the distance
+    of every val image, in order, so accuracy against distance can be read from ``val_correct``."""
+    from attnbench.ablation.data.reach import ReachConfig, generate
+
+    fields = tuple(f.name for f in dataclasses.fields(ReachConfig))
+    check_keys(cfg, (*fields, *REACH_EXTRA), "reach")
+    rc = ReachConfig.from_dataset(cfg)
+    seed = cfg.get("seed", 0)
+    train_images = _train_images(cfg)
+    if train_images == "per_seed":
+        if isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < 0:
+            raise ValueError(
+                f"dataset.train_images = 'per_seed' needs the training seed (an int >= 0), got "
+                f"train_seed = {train_seed!r}"
+            )
+        train_split = train_split_seed(seed, train_seed)
+    else:
+        train_split = seed
+    sizes = {key: cfg.get(key, default) for key, default in (("train_size", 8000), ("val_size", 1200))}
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ValueError(f"dataset.{key} = {value!r}; expected an int >= 2")
+    train = generate(rc, sizes["train_size"], train_split)
+    val = generate(rc, sizes["val_size"], seed + VAL_SEED_OFFSET, stratified=True)
+    return Dataset(
+        name="reach",
+        train=ArraySplit(train.images[:, None], train.labels),
+        val=ArraySplit(val.images[:, None], val.labels),
+        num_classes=2,
+        in_chans=1,
+        img_size=rc.resolution,
+        mean=(0.5,),
+        std=(0.5,),
+        augment=_augment_config(cfg, {"crop_padding": 0, "hflip": False, "vflip": False}),
+        info={
+            **dataclasses.asdict(rc),
+            **sizes,
+            "val_distances": val.distances.tolist(),
+            **(
+                {"train_images": "per_seed", "train_split_seed": train_split}
+                if train_images == "per_seed"
+                else {}
+            ),
+        },
+    )
+
+
 def _cifar(cfg: dict[str, Any]) -> Dataset:
     from attnbench.ablation.data.cifar import CIFAR_MEAN, CIFAR_STD, load_cifar
 
@@ -317,6 +373,7 @@ def _imagefolder(cfg: dict[str, Any]) -> Dataset:
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "pathfinder": _pathfinder,
+    "reach": _reach,
     "cifar10": _cifar,
     "cifar100": _cifar,
     "imagefolder": _imagefolder,
@@ -340,8 +397,8 @@ def load_dataset(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
             ``train_images: per_seed`` (which needs it) and is ignored otherwise.
     """
     name = _check_name(cfg)
-    if name == "pathfinder":
-        return _pathfinder(cfg, train_seed)
+    if name in ("pathfinder", "reach"):
+        return DATASETS[name](cfg, train_seed)
     return DATASETS[name](cfg)
 
 
@@ -349,7 +406,7 @@ def dataset_shape(cfg: dict[str, Any]) -> tuple[int, int, int]:
     """``(num_classes, in_chans, img_size)`` of a ``dataset:`` mapping without loading the images
     (an image folder's class subfolders are listed)."""
     name = _check_name(cfg)
-    if name == "pathfinder":
+    if name in ("pathfinder", "reach"):
         return 2, 1, cfg.get("resolution", 32)
     if name in ("cifar10", "cifar100"):
         classes = 10 if name == "cifar10" else (20 if cfg.get("label_type", "fine") == "coarse" else 100)
@@ -368,7 +425,7 @@ def check_available(cfg: dict[str, Any]) -> None:
     nothing is read. Pathfinder is always available (it is generated); its ``train_images`` is
     checked (``ValueError``)."""
     name = _check_name(cfg)
-    if name == "pathfinder":
+    if name in ("pathfinder", "reach"):
         _train_images(cfg)
     elif name in ("cifar10", "cifar100"):
         from attnbench.ablation.data.cifar import find_cifar

@@ -1,0 +1,135 @@
+"""The reach task and the isotropic backbone it trains (issue: how far each attention sees).
+
+Gates of the dataset: no rule that looks at one marked glyph alone, and no pixel statistic, scores
+above 60 %; a matcher that compares the two marked glyphs scores at least 98 %. And the backbone's
+no-leak property: with an attention that lets each token see only itself, the logits are a sum of
+per-token terms, so nothing but the attention can bring two far glyphs together.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attnbench import AttentionMechanism, register_mechanism
+from attnbench.ablation import load_dataset
+from attnbench.ablation.backbone import build_backbone
+from attnbench.ablation.data.probes import held_out_accuracy, logistic_pixels, split_half
+from attnbench.ablation.data.reach import ReachConfig, generate, glyph_set, matcher_accuracy
+
+CFG = ReachConfig()
+
+
+@pytest.fixture(scope="module")
+def split():
+    return generate(CFG, 1200, 5, stratified=True)
+
+
+def test_generation_is_deterministic_stratified_and_of_constant_ink(split):
+    again = generate(CFG, 1200, 5, stratified=True)
+    assert (again.images == split.images).all() and (again.labels == split.labels).all()
+    for d in CFG.distances:  # 200 images per distance, 100 of each class
+        at = split.distances == d
+        assert at.sum() == 200 and split.labels[at].sum() == 100
+    ink = split.images.reshape(len(split.images), -1).astype(np.int64).sum(1)
+    assert len(set(ink.tolist())) == 1  # every image holds the same amount of ink
+    rows, cols = split.marked[:, 1, 0] - split.marked[:, 0, 0], split.marked[:, 1, 1] - split.marked[:, 0, 1]
+    assert (np.maximum(abs(rows), abs(cols)) == split.distances).all()  # Chebyshev, in tokens
+    glyphs = glyph_set(CFG.glyph, CFG.n_glyphs, CFG.ink, CFG.glyph_seed)
+    assert len({g.tobytes() for g in glyphs}) == CFG.n_glyphs and (glyphs.sum((1, 2)) == CFG.ink).all()
+
+
+def test_a_matcher_that_compares_the_two_glyphs_is_right(split):
+    assert matcher_accuracy(split, CFG) >= 0.98
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_one_marked_glyph_alone_says_nothing(split, which):
+    # the best rule on one glyph's identity: the majority label of each glyph, fit on one half
+    fit = split_half(len(split.labels), 0)
+    g, y = split.glyphs[:, which], split.labels
+    rate = np.array(
+        [y[fit & (g == k)].mean() if (fit & (g == k)).any() else 0.5 for k in range(CFG.n_glyphs)]
+    )
+    accuracy = ((rate[g[~fit]] > 0.5) == (y[~fit] == 1)).mean()
+    assert accuracy <= 0.60, accuracy
+
+
+def test_pixel_statistics_say_nothing(split):
+    ink = split.images.reshape(len(split.images), -1).astype(np.float64).sum(1)
+    assert held_out_accuracy(ink, split.labels) <= 60.0
+    distance = split.distances.astype(np.float64)  # drawn apart from the label
+    assert held_out_accuracy(distance, split.labels) <= 60.0
+    fit = split_half(len(split.labels), 1)
+    p = logistic_pixels(split.images[fit], split.labels[fit], split.images[~fit], lams=(1e-2, 1.0))
+    assert ((p > 0.5) == (split.labels[~fit] == 1)).mean() <= 0.60
+
+
+def test_the_loader_gives_a_stratified_val_split_with_its_distances():
+    data = load_dataset(
+        {"name": "reach", "train_size": 64, "val_size": 120, "train_images": "per_seed"}, train_seed=3
+    )
+    assert data.img_size == 32 and data.num_classes == 2 and len(data.val) == 120
+    assert sorted(set(data.info["val_distances"])) == list(CFG.distances)
+    other = load_dataset(
+        {"name": "reach", "train_size": 64, "val_size": 120, "train_images": "per_seed"}, train_seed=4
+    )
+    assert not torch.equal(data.train.images, other.train.images)  # each seed its own images
+    assert torch.equal(data.val.images, other.val.images)  # one val split
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"distances": (2,)}, "out of range"),
+        ({"distances": (14,)}, "out of range"),
+        ({"glyph": 5}, "multiple of patch"),
+        ({"ink": 0}, "do not fit"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong(fields, message):
+    with pytest.raises(ValueError, match=message):
+        ReachConfig(**fields)
+
+
+@pytest.fixture
+def self_only(temp_registry):
+    @register_mechanism("self_only")
+    class SelfOnly(AttentionMechanism):
+        """Attention with zero reach: each token attends to itself (its value projection)."""
+
+        def __init__(self, dim, num_heads):
+            super().__init__(dim, num_heads)
+            self.v = torch.nn.Linear(dim, dim)
+
+        def forward(self, x):
+            return self.v(x)
+
+    return "self_only"
+
+
+def test_the_isotropic_backbone_leaks_nothing_but_through_attention(self_only, split):
+    torch.manual_seed(0)
+
+    def built(name):  # weights larger than at initialisation, so that any coupling shows
+        m = build_backbone(name, preset="iso-16", num_classes=2, in_chans=1).double().eval()
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.3)
+        return m
+
+    model = built(self_only)
+    assert len(model.stages) == 1 and model.map_sizes == [16]
+    x = torch.as_tensor(split.images[:8, None]).double() / 255
+    a, b = torch.zeros_like(x), torch.zeros_like(x)
+    a[..., :16, :] = x[..., :16, :]  # the top half of each image
+    b[..., 16:, :] = x[..., 16:, :]  # the bottom half
+    with torch.no_grad():
+        f = model(x) - model(a) - model(b) + model(torch.zeros_like(x))
+    # a sum of per-token terms: the two halves never meet, so the cross term is zero
+    assert f.abs().max() < 1e-10, f.abs().max()
+    global_model = built("vanilla")
+    with torch.no_grad():
+        g = global_model(x) - global_model(a) - global_model(b) + global_model(torch.zeros_like(x))
+    assert g.abs().max() > 1e-5  # global attention does bring the halves together
