@@ -154,7 +154,7 @@ _NANO_PARAMS = {  # stage 4 is global; its column is unused
 _ISO16_PARAMS = {  # one 16x16 map; the reach of each in docs/ablation.md#reach
     "bra": ({"n_win": 4, "topk": 4},),  # regions of 4x4 tokens, 4 of 16 routed
     "swin": ({"window_size": 4, "shift_size": [0, None]},),  # 4x4 windows, shifted every other block
-    "neighborhood": ({"kernel_size": 5},),  # a 5x5 neighbourhood: 2 tokens each way per block
+    "neighborhood": ({"kernel_size": 3},),  # 1 token each way per block: two glyphs meet only if d <= 8
     "dilated": ({"kernel_size": 5, "dilation": [1, 3]},),  # DiNAT's alternation, dilation 3
     "deformable": ({"offset_kernel": 5, "offset_stride": 2, "q_size": 16},),
     "dbra": ({"n_win": 4, "topk": 4, "offset_kernel": 5, "offset_stride": 4, "q_size": 16},),
