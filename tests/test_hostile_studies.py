@@ -71,11 +71,11 @@ HOSTILE = {  # name: (study text, what the one problem says)
     "recursive": ("a: &a [*a]\n" + STUDY, "recursive"),
     "seed": (
         STUDY.replace("batch: 1", "batch: 1\nseed: 1180591620717411303424"),
-        "seed: expected an int from 0 to",
+        "seed: must be at most 4,294,967,295",
     ),
     "size": (
         STUDY.replace("[14]", "[100000000000000000000000]"),
-        "must be a positive int up to 2,147,483,647",
+        "must be at most 2,147,483,647, got 100000000000000000000000",
     ),
 }
 

@@ -160,11 +160,27 @@ def worded(what: str | Callable[[Any], str], *, must: bool = False) -> WrapValid
 
 INT_MAX = 2**31 - 1  # sizes, counts and steps go to torch as int32-safe numbers
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding takes at most 32 bits
+
+
+def _int_words(what: str, high: int, must: bool) -> Callable[[Any], str]:
+    """The message of an int field: the wrong type (expected ...), out of range below (``must``:
+    must be ..., else expected ...) or above ``high`` (must be at most ...)."""
+
+    def say(value: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value > high:
+                return f"must be at most {high:,}, got {brief(value)}"
+            return f"{'must be' if must else 'expected'} {what}, got {value}"
+        return f"expected {what}, got {shown(value)}"
+
+    return say
+
+
 PositiveInt = Annotated[
-    int, Field(strict=True, gt=0, le=INT_MAX), worded(f"a positive int up to {INT_MAX:,}", must=True)
+    int, Field(strict=True, gt=0, le=INT_MAX), worded(_int_words("a positive int", INT_MAX, must=True))
 ]
 NonNegativeInt = Annotated[
-    int, Field(strict=True, ge=0, le=SEED_MAX), worded(f"an int from 0 to {SEED_MAX:,}")
+    int, Field(strict=True, ge=0, le=SEED_MAX), worded(_int_words("an int >= 0", SEED_MAX, must=False))
 ]
 Seconds = Annotated[
     float, Field(strict=True, gt=0, allow_inf_nan=False), worded("a positive number of seconds or null")
