@@ -119,4 +119,3 @@ def test_the_run_folder_itself_may_be_a_link(tmp_path, finished):
     assert main(["report", str(alias)]) == 0
     assert (real / "index.html").is_file()
     assert json.loads((real / "manifest.json").read_text())["study"]["name"] == "links"
-

@@ -3,6 +3,7 @@ figure, a legend names only what is drawn, labels do not collide, single-x plots
 
 from __future__ import annotations
 
+import colorsys
 import json
 
 import matplotlib
@@ -112,7 +113,9 @@ def test_variants_share_their_family_hue_and_differ_by_marker_and_line(tmp_path)
     df = _frame(tmp_path, [*rows, *[r for r in timed_rows() if r["mechanism"] == "vanilla"]])
     styles = series_styles(df)
     bra = {k: v for k, v in styles.items() if k.startswith("BRA")}
-    assert len(bra) == 6 and len({s.color for s in bra.values()}) == 1
+    # one hue, shaded by S (dark S = 4, light S = 7); marker and line tell the variants apart
+    hues = {round(colorsys.rgb_to_hsv(*matplotlib.colors.to_rgb(s.color))[0], 2) for s in bra.values()}
+    assert len(bra) == 6 and len(hues) == 1 and len({s.color for s in bra.values()}) == 2
     assert len({(s.marker, s.linestyle) for s in bra.values()}) == 6
     assert {s.marker for k, s in bra.items() if "S=4" in k} != {
         s.marker for k, s in bra.items() if "S=7" in k

@@ -111,7 +111,9 @@ def test_the_roofline_names_its_peak_lines_in_the_legend():
     from attnbench.report._results import mechanism_labels
 
     df = pd.DataFrame(rows)
-    fig = plot_roofline(df.assign(label=mechanism_labels(df)))
+    from attnbench.report.plots import series_styles
+
+    fig = plot_roofline(df.assign(label=mechanism_labels(df)), styles_of=series_styles)
     ax = fig.axes[0]
     assert not [t for t in ax.texts if "of peak" in t.get_text()]  # no label for points to cover
     labels = [t.get_text() for t in fig.legends[0].get_texts()]

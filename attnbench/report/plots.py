@@ -15,6 +15,7 @@ Figures are built on ``matplotlib.figure.Figure`` and never touch pyplot's globa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -1494,7 +1495,7 @@ PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
         "roofline",
         "MACs of the timed call against median latency, log-log; grey lines: 100 %, 10 % and 1 % of the "
         "machine's dense-matmul peak (efficiency).",
-        plot_roofline,
+        functools.partial(plot_roofline, styles_of=series_styles),
         "results",
     ),
     (
