@@ -1,6 +1,8 @@
 """The GPU lease's rehearsal: ``scripts/gpu-lease.sh --device cpu --tiny`` runs every stage (the
 doctor, the GPU tests' collection, CPU-sized copies of the four lease studies) and packs one archive
-that would come back, so that the script cannot rot between leases."""
+that would come back, so that the script cannot rot between leases. The rehearsal takes about 40 s,
+so it is marked slow (``pytest -m slow tests/test_gpu_lease.py``, run before every lease); the
+default suite checks the script's arguments and syntax."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def rehearsal(tmp_path_factory):
     return out, done
 
 
+@pytest.mark.slow  # the whole rehearsal, about 40 s: run it before a lease
 def test_every_stage_passes(rehearsal):
     out, done = rehearsal
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
@@ -41,6 +44,7 @@ def test_every_stage_passes(rehearsal):
     assert all(s["rc"] == "0" for s in stages), stages
 
 
+@pytest.mark.slow
 def test_one_archive_that_comes_back(rehearsal):
     out, _ = rehearsal
     archive = out / "gpu-lease.tar.gz"
@@ -51,6 +55,11 @@ def test_one_archive_that_comes_back(rehearsal):
         assert f"lease/{run}/results.db" in names and f"lease/{run}/manifest.json" in names
     assert "lease/stages.tsv" in names and "lease/doctor.log" in names
     assert not any(n.endswith((".pt", ".png")) for n in names)
+
+
+def test_the_script_parses():
+    done = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_bad_arguments_exit_2():
