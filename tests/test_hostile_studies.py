@@ -172,6 +172,7 @@ def test_a_plugin_that_hangs_is_stopped(tmp_path, capsys, monkeypatch, where):
     assert "did not finish in 10 s: a plugin hangs" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two child processes that import torch (4 s)
 @pytest.mark.plugin_trial
 def test_a_well_behaved_plugin_passes_the_trial(tmp_path, capsys):
     from attnbench.study._trial import has_plugins, trial
@@ -192,7 +193,7 @@ BAD_OUTPUTS = {  # mechanism: (its forward's return, what the row's error says)
 }
 
 
-@pytest.mark.parametrize("measure", ["[params]", "[flops]"])
+@pytest.mark.parametrize("measure", ["[params]", pytest.param("[flops]", marks=pytest.mark.slow)])
 def test_a_study_that_times_nothing_still_checks_the_output(tmp_path, measure):
     plugin = "from attnbench import AttentionMechanism, register_mechanism\n"
     for name, (result, _) in BAD_OUTPUTS.items():

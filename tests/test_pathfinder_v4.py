@@ -15,7 +15,8 @@ RULE_CEILING, TRACER_FLOOR = 60.0, 98.0
 
 @pytest.fixture(scope="module")
 def rung5():
-    cfg = pf.PathfinderConfig.from_difficulty("easy", 32)  # contour 5
+    # the headline study's rung (studies/ablation-main.yaml): contours of 5 paddles, one distractor
+    cfg = pf.PathfinderConfig.from_difficulty("easy", 32, n_distractors=1)
     assert cfg.contour_length == 5 and cfg.version == 4
     return cfg, pf.generate(cfg, GATE_N, GATE_SEED, return_geometry=True)
 
@@ -30,15 +31,14 @@ def check_gates(cfg, images, labels, geo):
 
 
 def test_the_gates_at_the_studys_rung(rung5):
-    # studies/ablation.yaml: contours of 5 paddles, two distractors (the easy preset)
     cfg, (images, labels, geo) = rung5
     check_gates(cfg, images, labels, geo)
 
 
 @pytest.mark.slow
-def test_the_gates_with_one_distractor():
-    # the pilot's middle rung (studies/ablation-pilot.yaml)
-    cfg = pf.PathfinderConfig.from_difficulty("easy", 32, n_distractors=1)
+def test_the_gates_with_two_distractors():
+    # the first main study's rung (studies/ablation.yaml; the easy preset)
+    cfg = pf.PathfinderConfig.from_difficulty("easy", 32)
     check_gates(cfg, *pf.generate(cfg, GATE_N, GATE_SEED, return_geometry=True))
 
 
