@@ -409,7 +409,7 @@ def plot_ratios(c: Comparison, path: Path) -> Path | None:
     handles = [plt.Line2D([], [], color=colours[k], marker="o", lw=2, label=k) for k in shown]
     ax.legend(handles=handles, fontsize=7, loc="best", frameon=False)
     ax.set_title(
-        f"A = {c.a.name}, B = {c.b.name} ({', '.join(same)}); dotted: 1 ± {c.threshold:.0%}", fontsize=9
+        f"A = {c.a.name}, B = {c.b.name}; dotted: 1 ± {c.threshold:.0%}\n{', '.join(same)}", fontsize=9
     )
     fig.tight_layout()
     fig.savefig(path, dpi=130)
