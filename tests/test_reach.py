@@ -133,3 +133,15 @@ def test_the_isotropic_backbone_leaks_nothing_but_through_attention(self_only, s
     with torch.no_grad():
         g = global_model(x) - global_model(a) - global_model(b) + global_model(torch.zeros_like(x))
     assert g.abs().max() > 1e-5  # global attention does bring the halves together
+
+
+def test_the_reach_pilots_validate():
+    from pathlib import Path
+
+    from attnbench.study import load_study
+
+    studies = Path(__file__).resolve().parents[1] / "studies"
+    for name in ("reach-pilot.yaml", "reach-pilot2.yaml"):
+        study = load_study(studies / name)
+        assert study.datasets[0]["name"] == "reach" and study.backbone["preset"] == "iso-16"
+        assert {r[1] for r in study.runs()} == {"vanilla"}
