@@ -213,6 +213,31 @@ def _train_images(cfg: dict[str, Any]) -> str:
     return value
 
 
+def _split_seeds(cfg: dict[str, Any], train_seed: int | None) -> tuple[int, str, int]:
+    """(the dataset's seed, its ``train_images``, the generator seed of the train split) of a
+    generated dataset: with ``per_seed`` the train split follows the training seed (which must be
+    given), with ``shared`` it is the dataset's seed."""
+    seed = cfg.get("seed", 0)
+    train_images = _train_images(cfg)
+    if train_images != "per_seed":
+        return seed, train_images, seed
+    if isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < 0:
+        raise ValueError(
+            f"dataset.train_images = 'per_seed' needs the training seed (an int >= 0), got "
+            f"train_seed = {train_seed!r}"
+        )
+    return seed, train_images, train_split_seed(seed, train_seed)
+
+
+def _sizes(cfg: dict[str, Any], *, train: int, val: int) -> dict[str, int]:
+    """``{"train_size": n, "val_size": m}`` of a generated dataset (defaults ``train``, ``val``)."""
+    sizes = {key: cfg.get(key, default) for key, default in (("train_size", train), ("val_size", val))}
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ValueError(f"dataset.{key} = {value!r}; expected an int >= 2")
+    return sizes
+
+
 def _pathfinder(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
     from attnbench.ablation.data.pathfinder import PathfinderConfig, load_pathfinder
 
@@ -223,21 +248,8 @@ def _pathfinder(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
         "pathfinder",
     )
     pf = PathfinderConfig.from_dataset(cfg)
-    seed = cfg.get("seed", 0)
-    train_images = _train_images(cfg)
-    if train_images == "per_seed":
-        if isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < 0:
-            raise ValueError(
-                f"dataset.train_images = 'per_seed' needs the training seed (an int >= 0), got "
-                f"train_seed = {train_seed!r}"
-            )
-        train_split = train_split_seed(seed, train_seed)
-    else:
-        train_split = seed
-    sizes = {key: cfg.get(key, default) for key, default in (("train_size", 8000), ("val_size", 1000))}
-    for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-            raise ValueError(f"dataset.{key} = {value!r}; expected an int >= 2")
+    seed, train_images, train_split = _split_seeds(cfg, train_seed)
+    sizes = _sizes(cfg, train=8000, val=1000)
     splits, files = {}, {}
     for key, split_seed in (("train_size", train_split), ("val_size", seed + VAL_SEED_OFFSET)):
         images, labels, path = load_pathfinder(pf, sizes[key], split_seed, cfg.get("cache_dir"))
@@ -279,21 +291,8 @@ def _reach(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
     fields = tuple(f.name for f in dataclasses.fields(ReachConfig))
     check_keys(cfg, (*fields, *REACH_EXTRA), "reach")
     rc = ReachConfig.from_dataset(cfg)
-    seed = cfg.get("seed", 0)
-    train_images = _train_images(cfg)
-    if train_images == "per_seed":
-        if isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < 0:
-            raise ValueError(
-                f"dataset.train_images = 'per_seed' needs the training seed (an int >= 0), got "
-                f"train_seed = {train_seed!r}"
-            )
-        train_split = train_split_seed(seed, train_seed)
-    else:
-        train_split = seed
-    sizes = {key: cfg.get(key, default) for key, default in (("train_size", 8000), ("val_size", 1200))}
-    for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-            raise ValueError(f"dataset.{key} = {value!r}; expected an int >= 2")
+    seed, train_images, train_split = _split_seeds(cfg, train_seed)
+    sizes = _sizes(cfg, train=8000, val=1200)
     train = generate(rc, sizes["train_size"], train_split)
     val = generate(rc, sizes["val_size"], seed + VAL_SEED_OFFSET, stratified=True)
     return Dataset(
