@@ -141,7 +141,7 @@ def test_the_reach_pilots_validate():
     from attnbench.study import load_study
 
     studies = Path(__file__).resolve().parents[1] / "studies"
-    for name in ("reach-pilot.yaml", "reach-pilot2.yaml"):
+    for name in ("reach-pilot.yaml", "reach-pilot2.yaml", "reach-pilot3.yaml"):
         study = load_study(studies / name)
         assert study.datasets[0]["name"] == "reach" and study.backbone["preset"] == "iso-16"
         assert {r[1] for r in study.runs()} == {"vanilla"}
