@@ -331,7 +331,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from attnbench.report.compare import CompareError, compare_runs, comparison_doc, write_comparison
+    from attnbench.report.compare import CompareError, compare_runs, summary_lines, write_comparison
     from attnbench.store import StoreError, check_no_links
 
     try:
@@ -352,8 +352,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"attnbench compare: cannot write {exc.filename} ({exc.strerror or exc})", file=sys.stderr)
         return EXIT_BAD_INPUT
-    text = comparison_doc(comparison).to_markdown()
-    print(text.split("\n**B / A per point", 1)[0].rstrip())
+    print(f"**A** = `{comparison.a}`, **B** = `{comparison.b}`.\n")
+    print("\n".join(f"- {line}" for line in summary_lines(comparison)))
     print(f"comparison written: {written[2]}")
     return 0
 
@@ -504,8 +504,6 @@ def _cmd_maps(args: argparse.Namespace) -> int:
     from attnbench.store import StoreError, check_no_links
 
     try:
-        if args.model is None:
-            check_no_links(args.run_dir)
         if args.model is not None:
             written = draw_model_maps(
                 args.model,
@@ -517,6 +515,7 @@ def _cmd_maps(args: argparse.Namespace) -> int:
                 img_size=args.img_size,
             )
         else:
+            check_no_links(args.run_dir)
             written = draw_run_maps(
                 args.run_dir,
                 level=args.level,

@@ -139,6 +139,7 @@ class _Run:
         self.retry_errors = retry_errors
         self.retry_unstable = False
         self.store: ResultsStore | None = None
+        self._protocols: set[str] = set()  # protocol_id of the rows the folder held when it opened
         self.resume = shlex.join(
             getattr(study, "resume_command", None)
             or [
@@ -185,7 +186,8 @@ class _Run:
                 lock.acquire()
                 self.store = ResultsStore(self.run_dir)
                 self.store.read_manifest()  # a manifest or a stored row that cannot be read is
-                self.store.rows()  # refused before anything runs
+                kept = self.store.rows()  # refused before anything runs
+                self._protocols = {str(r["protocol_id"]) for r in kept if r.get("protocol_id")}
                 for note in self.store.notes:
                     self.say(note, always=True)
                 folder_kind = _folder_kind(self.store)
@@ -228,9 +230,7 @@ class _Run:
             ProtocolChanged: the folder holds rows of another protocol.
         """
         assert self.store is not None
-        theirs = {str(r.get("protocol_id")) for r in self.store.rows() if r.get("protocol_id")}
-        theirs.discard(ctx.protocol_id)
-        if not theirs:
+        if not self._protocols - {ctx.protocol_id}:  # (the folder's protocols, read when it opened)
             return
         before = self.store.read_manifest() or {}
         old = before.get("protocol") if isinstance(before.get("protocol"), dict) else {}

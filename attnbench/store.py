@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "check_no_links",
-    "planted_links",
     "CSV_NAME",
     "DB_NAME",
     "DONE_STATUSES",
@@ -47,9 +45,11 @@ __all__ = [
     "ResultsStore",
     "RunLock",
     "StoreError",
+    "check_no_links",
     "load_rows",
     "move_aside",
     "manifest_problem",
+    "planted_links",
     "read_manifest",
 ]
 
@@ -103,6 +103,7 @@ def _json_value(value: Any) -> Any:
 
 _FORMULA = re.compile(r"^[=+\-@\t\r]")  # what a spreadsheet may run as a formula (a number aside)
 _NUMBER_TEXT = re.compile(r"^-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+_QUOTED = re.compile(r"^'[=+\-@\t\r']")  # a cell _cell quoted (or text that starts with a quote)
 
 
 def _cell(value: Any) -> str:
@@ -117,9 +118,6 @@ def _cell(value: Any) -> str:
     if not isinstance(value, str) or _NUMBER_TEXT.match(text):
         return text
     return "'" + text if _FORMULA.match(text) or _QUOTED.match(text) else text
-
-
-_QUOTED = re.compile(r"^'[=+\-@\t\r']")  # a cell _cell quoted (or text that starts with a quote)
 
 
 def _uncell(text: str) -> str:
@@ -613,8 +611,8 @@ def _row_data(db_path: Path, seq: Any, point_id: Any, pass_: Any, data: Any) -> 
 
 def manifest_problem(manifest: Any) -> str | None:
     """Why a parsed ``manifest.json`` is not an attnbench manifest, or None when its shape is one:
-    an object whose ``runs`` (where present) is a list of objects and whose ``environments`` and
-    ``conditions`` (where present) are objects."""
+    an object whose ``runs`` (where present) is a list of objects and whose ``environments``,
+    ``conditions`` and ``study`` (where present) are objects."""
     if not isinstance(manifest, dict):
         return f"it holds a JSON {type(manifest).__name__}, not an object"
     runs = manifest.get("runs", [])

@@ -287,14 +287,11 @@ def _make_step(module: nn.Module, x: torch.Tensor, pass_: str, keep: list[Any], 
     return step_backward, x_grad
 
 
-def _flops_key(ctx: RunContext, point: Point) -> tuple:
-    params = tuple(sorted(point.full_params().items()))
-    return (point.mechanism, params, point.H, point.W, point.dim, point.num_heads, ctx.device)
-
-
 def _count_flops(ctx: RunContext, point: Point, module: nn.Module) -> dict[str, Any]:
-    """FLOP columns of one forward at batch 1 in fp32 on the run device, cached per shape."""
-    key = _flops_key(ctx, point)
+    """FLOP columns of one forward at batch 1 in fp32 on the run device, cached per shape; ``_errors``
+    and, when the forward ran, ``_forward`` (why its output is no result, or None)."""
+    params = tuple(sorted(point.full_params().items()))
+    key = (point.mechanism, params, point.H, point.W, point.dim, point.num_heads, ctx.device)
     if key in _flops_cache:
         return _flops_cache[key]
     out: dict[str, Any] = {}
@@ -314,7 +311,6 @@ def _count_flops(ctx: RunContext, point: Point, module: nn.Module) -> dict[str, 
         # the counting forward is the one forward a study without timings runs: its output is checked
         if seen:
             out["_forward"] = check_output(seen[0], tuple(x1.shape), x1.dtype)
-        seen.clear()
         out.update(
             flops=report.total,
             flops_torch=report.torch_total,
@@ -356,6 +352,7 @@ def _measure_point(kind: SweepKind, ctx: RunContext, task: Task):
 
     shared: dict[str, Any] = {}
     shared_errors: list[str] = []
+    flops: dict[str, Any] = {}
     if "params" in study.measure:
         shared["params"] = sum(p.numel() for p in module.parameters())
     if "flops" in study.measure:
@@ -368,8 +365,7 @@ def _measure_point(kind: SweepKind, ctx: RunContext, task: Task):
     if not set(study.measure) & {"latency", "memory", "phases", "max_batch"}:  # nothing times the module
         # a row is ok only when the module gives a real output: the FLOP count's forward says so, or,
         # with no FLOPs counted, one forward at batch 1
-        counted = _flops_cache.get(_flops_key(ctx, point), {}) if "flops" in study.measure else {}
-        bad = counted["_forward"] if "_forward" in counted else _check_one_forward(study, point, module)
+        bad = flops["_forward"] if "_forward" in flops else _check_one_forward(study, point, module)
         for p in passes:
             errors = [*shared_errors, *([f"forward: {bad}"] if bad else [])]
             yield finish(rows[p], "error" if errors else "ok", errors)

@@ -379,14 +379,15 @@ def _within_noise(at: pd.DataFrame, best: str, runner: str) -> tuple[float, floa
     """(runner / best, low, high): the latency ratio of the runner-up to the fastest with its 95 %
     bootstrap interval from their stored timing samples (:func:`attnbench.report.compare.ratio_interval`);
     None when either is not one row with at least 3 samples."""
-    from attnbench.report.compare import MIN_SAMPLES, _samples, ratio_interval
+    from attnbench.report._results import latency_samples
+    from attnbench.report.compare import MIN_SAMPLES, ratio_interval
 
     found = []
     for label in (best, runner):
         rows = at[at["label"] == label]
         if len(rows) != 1 or "latency_samples_ms" not in rows.columns:
             return None
-        samples = _samples(rows["latency_samples_ms"].iloc[0])
+        samples = latency_samples(rows["latency_samples_ms"].iloc[0])
         if len(samples) < MIN_SAMPLES:
             return None
         found.append(samples)

@@ -21,6 +21,7 @@ __all__ = [
     "display_name",
     "filter_rows",
     "latency_quantiles",
+    "latency_samples",
     "latex_labels",
     "load_manifest",
     "load_results",
@@ -285,15 +286,29 @@ def device_label(device: Any) -> str:
     return {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}.get(kind.lower(), kind) + sep + rest
 
 
-def latency_quantiles(samples: Any, q: Sequence[float] = (25, 75)) -> list[float]:
-    """Percentiles of a row's stored timing samples (``latency_samples_ms``, a JSON list), with the
-    interpolation ``attnbench.timing`` uses for the IQR (linear); NaNs when the row has none."""
+def latency_samples(samples: Any) -> list[float]:
+    """A row's stored timing samples (``latency_samples_ms``: a JSON list, or the list) as the finite,
+    positive floats among them; empty when the row has none or they cannot be read."""
     if isinstance(samples, str):
         try:
             samples = json.loads(samples)
         except ValueError:
-            samples = None
-    values = [float(v) for v in samples] if isinstance(samples, (list, tuple)) else []
+            return []
+    out = []
+    for v in samples if isinstance(samples, (list, tuple)) else []:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f) and f > 0:
+            out.append(f)
+    return out
+
+
+def latency_quantiles(samples: Any, q: Sequence[float] = (25, 75)) -> list[float]:
+    """Percentiles of a row's stored timing samples (:func:`latency_samples`), with the interpolation
+    ``attnbench.timing`` uses for the IQR (linear); NaNs when the row has none."""
+    values = latency_samples(samples)
     if not values:
         return [math.nan] * len(q)
     return [float(v) for v in np.percentile(values, list(q))]

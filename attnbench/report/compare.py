@@ -36,6 +36,7 @@ import pandas as pd
 
 from attnbench.report._document import Doc, Table
 from attnbench.report._results import (
+    latency_samples,
     load_manifest,
     load_results,
     mechanism_labels,
@@ -52,6 +53,7 @@ __all__ = [
     "compare_runs",
     "protocol_of",
     "ratio_interval",
+    "summary_lines",
     "write_comparison",
 ]
 
@@ -93,25 +95,6 @@ def ratio_interval(
     tail = (1 - level) / 2
     lo, hi = np.quantile(my / mx, [tail, 1 - tail])
     return ratio, float(lo), float(hi)
-
-
-def _samples(value: Any) -> list[float]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return []
-    if not isinstance(value, (list, tuple)):
-        return []
-    out = []
-    for v in value:
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f) and f > 0:
-            out.append(f)
-    return out
 
 
 def _verdict(ratio: float, lo: float, hi: float, threshold: float) -> str:
@@ -228,7 +211,7 @@ def compare_runs(
     out = []
     for key in common:
         ra, rb = ka.loc[key], kb.loc[key]
-        sa, sb = _samples(ra.get("latency_samples_ms")), _samples(rb.get("latency_samples_ms"))
+        sa, sb = latency_samples(ra.get("latency_samples_ms")), latency_samples(rb.get("latency_samples_ms"))
         entry: dict[str, Any] = {
             "label": ra["label"],
             "shape": _shape(ra),
@@ -336,9 +319,9 @@ def comparison_table(c: Comparison) -> Table:
     )
 
 
-def comparison_doc(c: Comparison) -> Doc:
-    """The summary lines, then the table."""
-    doc = Doc()
+def summary_lines(c: Comparison) -> list[str]:
+    """What changed, in a few lines (Markdown): the verdicts counted, the largest change each way,
+    the counts, a protocol change and unmatched rows."""
     n = c.counts()
     counted = (c.rows["counts"] != "equal").sum() if not c.rows.empty else 0
     lines = [
@@ -365,8 +348,14 @@ def comparison_doc(c: Comparison) -> Doc:
         lines.append(f"**compared across a protocol change** ({said}): the ratios carry it")
     if c.only_a or c.only_b:
         lines.append(f"unmatched ok rows: {len(c.only_a)} only in A, {len(c.only_b)} only in B")
+    return lines
+
+
+def comparison_doc(c: Comparison) -> Doc:
+    """The summary lines, then the table."""
+    doc = Doc()
     doc.para(f"**A** = `{c.a}`, **B** = `{c.b}`.")
-    doc.bullets(lines)
+    doc.bullets(summary_lines(c))
     doc.table(comparison_table(c))
     return doc
 

@@ -6,11 +6,9 @@ run did not measure what it needs.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Callable
-from typing import Any
 
 import matplotlib
 import numpy as np
@@ -35,24 +33,16 @@ def _label(rows: pd.DataFrame) -> pd.Series:
     return label
 
 
-@dataclasses.dataclass(frozen=True)
-class _Fallback:
-    color: Any
-    marker: str
-    fillstyle: str = "full"
-
-
 def _style(i: int) -> tuple[str, str]:
     colors = matplotlib.colormaps["tab20"].colors
     return colors[i % len(colors)], _MARKERS[i % len(_MARKERS)]
 
 
-def plot_roofline(df: pd.DataFrame, styles_of: Callable[..., dict] | None = None) -> Figure | None:
+def plot_roofline(df: pd.DataFrame, styles_of: Callable[..., dict]) -> Figure | None:
     """MACs of the timed call against its latency, log-log, with lines of equal efficiency.
 
     ``styles_of``: ``attnbench.report.plots.series_styles`` (passed in by the plot registry, which
-    imports this module): each family its colour, its variants shades of it; without it, a colour
-    per series."""
+    imports this module): each family its colour, its variants shades of it."""
     need = {"pass_macs", "latency_ms", "peak_gmacs_s"}
     if not need <= set(df.columns):
         return None
@@ -66,10 +56,7 @@ def plot_roofline(df: pd.DataFrame, styles_of: Callable[..., dict] | None = None
     fig = Figure(figsize=(5.2 * len(passes), 4.4))
     axes = fig.subplots(1, len(passes), squeeze=False)[0]
     series = list(dict.fromkeys(rows["series"]))
-    if styles_of is not None:  # each family its colour, its variants shades of it: not 20 look-alikes
-        styles = styles_of(rows.assign(label=rows["series"]), key="label")
-    else:
-        styles = {name: _Fallback(*_style(i)) for i, name in enumerate(dict.fromkeys(rows["series"]))}
+    styles = styles_of(rows.assign(label=rows["series"]), key="label")  # not 20 look-alike colours
     firsts = rows.drop_duplicates("series")[["series", "mechanism"]]
     sizes = firsts["mechanism"].value_counts()
     per_family: dict[str, int] = {}

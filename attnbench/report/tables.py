@@ -19,6 +19,7 @@ from attnbench.report._results import (
     decimals_for,
     device_label,
     display_name,
+    latency_samples,
     latex_labels,
     plain,
     resolution_label,
@@ -442,13 +443,22 @@ def _growth_interval(hw: np.ndarray, samples: list[list[float]], seed: int = 0) 
     return float(lo), float(hi)
 
 
+def _slope_text(hw: np.ndarray, rows: pd.DataFrame, column: str) -> str:
+    """The log-log slope of ``column`` against tokens (``attnbench.report.formula.loglog_slope``),
+    two decimals; a dash where the column is missing or not positive everywhere."""
+    from attnbench.report.formula import loglog_slope  # (it imports the FLOP counter and torch)
+
+    values = rows[column].to_numpy(float) if column in rows else np.array([])
+    if not values.size or not (np.isfinite(values) & (values > 0)).all():
+        return "—"
+    return f"{loglog_slope(hw, values):.2f}"
+
+
 def growth_tables(df: pd.DataFrame) -> list[Table]:
     """One table per pass (and dtype, device, batch, C, heads where they vary): each configuration's
     measured growth exponent against tokens H·W (log-log slope of the median latency, with a 95 %
     interval from the timing samples; of peak memory) beside its FLOPs exponent, over the
     resolutions where it ran."""
-    from attnbench.report.compare import _samples
-
     if "latency_ms" not in df.columns:
         return []
     ok = df[(df["status"] == "ok") & df["latency_ms"].notna()]
@@ -465,20 +475,13 @@ def growth_tables(df: pd.DataFrame) -> list[Table]:
             if len(s) < 2:
                 continue
             hw = s["HW"].to_numpy(float)
-            lat = np.polyfit(np.log(hw), np.log(s["latency_ms"].to_numpy(float)), 1)[0]
-            samples = [_samples(v) for v in s["latency_samples_ms"]] if "latency_samples_ms" in s else []
-            cell = f"{lat:.2f}"
+            cell = _slope_text(hw, s, "latency_ms")
+            samples = (
+                [latency_samples(v) for v in s["latency_samples_ms"]] if "latency_samples_ms" in s else []
+            )
             if samples and all(len(x) >= 3 for x in samples):
                 lo, hi = _growth_interval(hw, samples)
                 cell += f" [{lo:.2f}, {hi:.2f}]"
-            flops = s["flops"].to_numpy(float) if "flops" in s else np.array([])
-            fl = (
-                np.polyfit(np.log(hw), np.log(flops), 1)[0]
-                if flops.size and np.isfinite(flops).all()
-                else None
-            )
-            mem = s["peak_mem_mb"].to_numpy(float) if "peak_mem_mb" in s else np.array([])
-            mm = np.polyfit(np.log(hw), np.log(mem), 1)[0] if mem.size and (mem > 0).all() else None
             first, last = s.iloc[0], s.iloc[-1]
             sizes = f"{resolution_label(first['H'], first['W'])}–{resolution_label(last['H'], last['W'])}"
             rows.append(
@@ -486,8 +489,8 @@ def growth_tables(df: pd.DataFrame) -> list[Table]:
                     _row_label((label,), tex_of),
                     sizes,
                     cell,
-                    "—" if fl is None else f"{fl:.2f}",
-                    "—" if mm is None else f"{mm:.2f}",
+                    _slope_text(hw, s, "flops"),
+                    _slope_text(hw, s, "peak_mem_mb"),
                 ]
             )
             bold.append([False] * 5)

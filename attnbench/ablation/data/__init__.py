@@ -213,20 +213,20 @@ def _train_images(cfg: dict[str, Any]) -> str:
     return value
 
 
-def _split_seeds(cfg: dict[str, Any], train_seed: int | None) -> tuple[int, str, int]:
-    """(the dataset's seed, its ``train_images``, the generator seed of the train split) of a
-    generated dataset: with ``per_seed`` the train split follows the training seed (which must be
-    given), with ``shared`` it is the dataset's seed."""
+def _split_seeds(cfg: dict[str, Any], train_seed: int | None) -> tuple[int, int, dict[str, Any]]:
+    """(the dataset's seed, the generator seed of the train split, what to record of it) for a
+    generated dataset: with ``train_images: per_seed`` the train split follows the training seed
+    (which must be given), with ``shared`` it is the dataset's seed."""
     seed = cfg.get("seed", 0)
-    train_images = _train_images(cfg)
-    if train_images != "per_seed":
-        return seed, train_images, seed
+    if _train_images(cfg) != "per_seed":
+        return seed, seed, {}
     if isinstance(train_seed, bool) or not isinstance(train_seed, int) or train_seed < 0:
         raise ValueError(
             f"dataset.train_images = 'per_seed' needs the training seed (an int >= 0), got "
             f"train_seed = {train_seed!r}"
         )
-    return seed, train_images, train_split_seed(seed, train_seed)
+    train_split = train_split_seed(seed, train_seed)
+    return seed, train_split, {"train_images": "per_seed", "train_split_seed": train_split}
 
 
 def _sizes(cfg: dict[str, Any], *, train: int, val: int) -> dict[str, int]:
@@ -248,7 +248,7 @@ def _pathfinder(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
         "pathfinder",
     )
     pf = PathfinderConfig.from_dataset(cfg)
-    seed, train_images, train_split = _split_seeds(cfg, train_seed)
+    seed, train_split, split_info = _split_seeds(cfg, train_seed)
     sizes = _sizes(cfg, train=8000, val=1000)
     splits, files = {}, {}
     for key, split_seed in (("train_size", train_split), ("val_size", seed + VAL_SEED_OFFSET)):
@@ -270,11 +270,7 @@ def _pathfinder(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
             **dataclasses.asdict(pf),
             **sizes,
             **files,
-            **(
-                {"train_images": "per_seed", "train_split_seed": train_split}
-                if train_images == "per_seed"
-                else {}
-            ),
+            **split_info,
         },
     )
 
@@ -291,7 +287,7 @@ def _reach(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
     fields = tuple(f.name for f in dataclasses.fields(ReachConfig))
     check_keys(cfg, (*fields, *REACH_EXTRA), "reach")
     rc = ReachConfig.from_dataset(cfg)
-    seed, train_images, train_split = _split_seeds(cfg, train_seed)
+    seed, train_split, split_info = _split_seeds(cfg, train_seed)
     sizes = _sizes(cfg, train=8000, val=1200)
     train = generate(rc, sizes["train_size"], train_split)
     val = generate(rc, sizes["val_size"], seed + VAL_SEED_OFFSET, stratified=True)
@@ -309,11 +305,7 @@ def _reach(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
             **dataclasses.asdict(rc),
             **sizes,
             "val_distances": val.distances.tolist(),
-            **(
-                {"train_images": "per_seed", "train_split_seed": train_split}
-                if train_images == "per_seed"
-                else {}
-            ),
+            **split_info,
         },
     )
 
