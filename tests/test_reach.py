@@ -18,7 +18,17 @@ from attnbench.ablation.backbone import build_backbone
 from attnbench.ablation.data.probes import held_out_accuracy, logistic_pixels, split_half
 from attnbench.ablation.data.reach import ReachConfig, generate, glyph_set, matcher_accuracy
 
-CFG = ReachConfig()
+CFG = ReachConfig()  # the first design (framed glyphs), which the pilots used
+# the design the study uses: one glyph per token, the marked pair bright, on an 8x8 token map
+BRIGHT = ReachConfig(resolution=32, patch=4, glyph=4, mark="bright", distances=(1, 2, 3, 4, 5, 6, 7))
+DESIGNS = {"frame": CFG, "bright": BRIGHT}
+
+
+@pytest.fixture(scope="module", params=sorted(DESIGNS))
+def design(request):
+    cfg = DESIGNS[request.param]
+    n = 200 * len(cfg.distances)
+    return cfg, generate(cfg, n, 5, stratified=True)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +36,9 @@ def split():
     return generate(CFG, 1200, 5, stratified=True)
 
 
-def test_generation_is_deterministic_stratified_and_of_constant_ink(split):
-    again = generate(CFG, 1200, 5, stratified=True)
+def test_generation_is_deterministic_stratified_and_of_constant_ink(design):
+    CFG, split = design
+    again = generate(CFG, len(split.labels), 5, stratified=True)
     assert (again.images == split.images).all() and (again.labels == split.labels).all()
     for d in CFG.distances:  # 200 images per distance, 100 of each class
         at = split.distances == d
@@ -40,12 +51,27 @@ def test_generation_is_deterministic_stratified_and_of_constant_ink(split):
     assert len({g.tobytes() for g in glyphs}) == CFG.n_glyphs and (glyphs.sum((1, 2)) == CFG.ink).all()
 
 
-def test_a_matcher_that_compares_the_two_glyphs_is_right(split):
+def test_a_matcher_that_compares_the_two_glyphs_is_right(design):
+    CFG, split = design
     assert matcher_accuracy(split, CFG) >= 0.98
 
 
+def test_bright_marking_puts_one_glyph_in_a_token_and_marks_only_the_pair():
+    split = generate(BRIGHT, 70, 2)
+    p = BRIGHT.patch
+    tiles = split.images.reshape(70, 8, p, 8, p).transpose(0, 1, 3, 2, 4)
+    lit = (tiles > 0).any(axis=(3, 4))
+    bright = (tiles == 255).any(axis=(3, 4))
+    assert (bright.sum((1, 2)) == 2).all() and (lit.sum((1, 2)) == 2 + BRIGHT.n_distractors).all()
+    for i in range(70):
+        for r, c in split.marked[i]:
+            assert bright[i, r, c]  # the marked tokens are the bright ones
+    assert set(np.unique(split.images).tolist()) == {0, 96, 255}
+
+
 @pytest.mark.parametrize("which", [0, 1])
-def test_one_marked_glyph_alone_says_nothing(split, which):
+def test_one_marked_glyph_alone_says_nothing(design, which):
+    CFG, split = design
     # the best rule on one glyph's identity: the majority label of each glyph, fit on one half
     fit = split_half(len(split.labels), 0)
     g, y = split.glyphs[:, which], split.labels
@@ -56,9 +82,12 @@ def test_one_marked_glyph_alone_says_nothing(split, which):
     assert accuracy <= 0.60, accuracy
 
 
-def test_pixel_statistics_say_nothing(split):
+def test_pixel_statistics_say_nothing(design):
+    CFG, split = design
     ink = split.images.reshape(len(split.images), -1).astype(np.float64).sum(1)
     assert held_out_accuracy(ink, split.labels) <= 60.0
+    bright = (split.images == 255).reshape(len(split.images), -1).sum(1).astype(np.float64)
+    assert held_out_accuracy(bright, split.labels) <= 60.0
     distance = split.distances.astype(np.float64)  # drawn apart from the label
     assert held_out_accuracy(distance, split.labels) <= 60.0
     fit = split_half(len(split.labels), 1)
@@ -86,6 +115,9 @@ def test_the_loader_gives_a_stratified_val_split_with_its_distances():
         ({"distances": (14,)}, "out of range"),
         ({"glyph": 5}, "multiple of patch"),
         ({"ink": 0}, "do not fit"),
+        ({"mark": "circle"}, "not one of frame, bright"),
+        ({"mark": "bright", "glyph": 4, "patch": 2}, "inside one token"),
+        ({"mark": "bright", "patch": 4, "distances": (8,)}, "out of range"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(fields, message):

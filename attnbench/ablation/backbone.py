@@ -34,6 +34,9 @@ Presets (``stage maps`` for the default input; the patch size is ``img_size / st
   stages 1-3 each local or sparse mechanism sees about a quarter of the map or less per query
   (BRA n_win 4, top-k 4; Swin windows 8/4/2; NAT kernel 7/5/3; DiNAT kernel 7/3/3 dilation 2/2/1;
   DAT and DBRA sampling strides 2 and 4/2/1). For CPU studies.
+- ``iso-16`` and ``iso-8``: isotropic, for the reach task: 4 blocks on one 16x16 map (32 px, patch 2)
+  and 2 blocks on one 8x8 map (32 px, patch 4), dim 64, no merging, no global stage, no
+  convolution. With ``readout: bright`` the head averages only the tokens holding a marked glyph.
 """
 
 from __future__ import annotations
@@ -164,6 +167,19 @@ _ISO16_PARAMS = {  # one 16x16 map; the reach of each in docs/ablation.md#reach
     "kvt": ({"topk": 64},),  # a quarter of the 256 tokens
 }
 
+_ISO8_PARAMS = {  # one 8x8 map of two blocks; the reach of each in docs/ablation.md#reach
+    "bra": ({"n_win": 4, "topk": 4},),  # regions of 2x2 tokens, 4 of 16 routed
+    "swin": ({"window_size": 4, "shift_size": [0, None]},),  # 4x4 windows, the second block shifted by 2
+    "neighborhood": ({"kernel_size": 3},),  # 1 token each way per block: 2 tokens in two blocks
+    "dilated": ({"kernel_size": 3, "dilation": [1, 2]},),  # DiNAT's alternation: 1 + 2 = 3 tokens
+    "deformable": ({"offset_kernel": 5, "offset_stride": 2, "q_size": 8},),  # 4x4 sampled points
+    "dbra": ({"n_win": 4, "topk": 4, "offset_kernel": 5, "offset_stride": 2, "q_size": 8},),
+    "agent": ({"agent_num": 16, "bias_size": 8},),
+    "flatten": ({"pe_size": 8},),
+    "maxvit": ({"window_size": 4},),  # 4x4 blocks and a 4x4 grid (stride 2)
+    "kvt": ({"topk": 16},),  # a quarter of the 64 tokens
+}
+
 PRESETS: dict[str, Preset] = {
     "stl": Preset((2, 2, 6, 2), (96, 192, 384, 768), 32, 4.0, 56, 224, stage_params=_STL_PARAMS),
     "stl-s32": Preset((2, 2, 6, 2), (96, 192, 384, 768), 32, 4.0, 32, 128, stage_params=_S32_PARAMS),
@@ -174,6 +190,8 @@ PRESETS: dict[str, Preset] = {
     # evaluation every layer but the attention acts on each token alone, and the head is a mean over
     # tokens then one linear layer, so the attention is the only path between far tokens
     "iso-16": Preset((4,), (64,), 32, 2.0, 16, 32, stage_params=_ISO16_PARAMS),
+    # the same on an 8x8 map of two blocks (32 px, patch 4): the reach study's, a glyph per token
+    "iso-8": Preset((2,), (64,), 32, 2.0, 8, 32, stage_params=_ISO8_PARAMS),
 }
 
 OVERRIDABLE = (
@@ -187,7 +205,11 @@ OVERRIDABLE = (
     "stage_params",
     "drop_path_rate",
     "drop_rate",
+    "readout",
 )
+
+READOUTS = ("mean", "bright")
+BRIGHT_LEVEL = 0.5  # a ``bright`` readout's threshold, in normalized input units
 
 
 class Block(nn.Module):
@@ -247,6 +269,12 @@ class AblationBackbone(StagedBackbone):
         before_attn_dwconv: kernel of the depthwise conv before each block (0: none).
         drop_rate: dropout before the head.
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
+        readout: what the head averages. ``mean``: every token of the last map. ``bright``
+            (one-stage backbones only): the tokens whose input patch holds a value above
+            :data:`BRIGHT_LEVEL` (normalized units), e.g. the two marked glyphs of the reach task
+            (lit at 255, +1.0 after its normalization; distractors at 96, -0.25). Which tokens are
+            read is decided by each token's own pixels, so the readout brings nothing together:
+            the attention must carry one marked glyph to the other's token.
     """
 
     def __init__(
@@ -264,8 +292,17 @@ class AblationBackbone(StagedBackbone):
         before_attn_dwconv: int = 0,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        readout: str = "mean",
     ) -> None:
         super().__init__(tuple(dims), num_classes, drop_rate)
+        if readout not in READOUTS:
+            raise ValueError(f"backbone.readout = {readout!r}; choose one of {list(READOUTS)}")
+        if readout != "mean" and len(dims) != 1:
+            raise ValueError(
+                f"backbone.readout = {readout!r} needs a one-stage (isotropic) backbone; this one has "
+                f"{len(dims)} stages"
+            )
+        self.readout = readout
         self.img_size, self.in_chans, self.patch_size = img_size, in_chans, patch_size
         self.stage_attention = stage_attention
         self.map_sizes = [img_size // patch_size // 2**i for i in range(len(dims))]
@@ -297,6 +334,16 @@ class AblationBackbone(StagedBackbone):
             self.stages.append(Stage(blocks))
         self.norm = nn.BatchNorm2d(dims[-1])
         self._finish()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.readout == "mean":
+            return super().forward(x)
+        feats = self.forward_features(x)  # (B, C, h, w)
+        brightest = nn.functional.max_pool2d(x.amax(1, keepdim=True), self.patch_size)  # (B, 1, h, w)
+        keep = brightest > BRIGHT_LEVEL
+        w = keep.to(feats.dtype)
+        pooled = (feats * w).sum((2, 3)) / w.sum((2, 3)).clamp_min(1.0)  # none bright: zeros
+        return self.head(self.head_drop(pooled))
 
     def example_input(self, batch: int = 1) -> Tensor:
         """A ``randn`` image batch of the size the backbone was built for, (B, in_chans, S, S)."""
@@ -452,6 +499,7 @@ def build_backbone(
             before_attn_dwconv=overrides.get("before_attn_dwconv", p.before_attn_dwconv),
             drop_rate=overrides.get("drop_rate", 0.0),
             drop_path_rate=overrides.get("drop_path_rate", 0.0),
+            readout=overrides.get("readout", "mean"),
         )
     except ValueError as exc:
         stage = _failing_stage(attention, dims, head_dim, maps)

@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 ON = 255  # lit pixel value (uint8)
+DIM = 96  # a distractor's lit pixels under ``mark: bright``
+MARKS = ("frame", "bright")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,16 @@ class ReachConfig:
         distances: the Chebyshev distances (tokens) between the two frame centres.
         n_distractors: unframed glyphs per image.
         glyph_seed: seed of the glyph set (the same set for every split).
+        mark: how the two glyphs are marked. ``frame`` (the first design, the pilots): a one-pixel
+            frame around each, glyphs straddling tokens. ``bright``: every glyph fills the top-left
+            ``glyph x glyph`` pixels of one token, the two marked ones lit at 255 and the
+            distractors at 96, so that each token holds at most one glyph and says whether it
+            is marked.
+        near_fraction: the share of **training** images put at the smallest distance (the rest
+            drawn uniformly over all distances); the validation split stays stratified. Every
+            mechanism reaches the nearest pair, so this lets each learn to compare glyphs before
+            it must reach for them: in the pilots a local attention trained on the uniform
+            distribution, where most pairs lie out of its reach, learned nothing, not even near.
     """
 
     resolution: int = 32
@@ -70,11 +82,22 @@ class ReachConfig:
     distances: tuple[int, ...] = (3, 5, 7, 9, 11, 13)
     n_distractors: int = 4
     glyph_seed: int = 0
+    mark: str = "frame"
+    near_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "distances", tuple(int(d) for d in self.distances))
+        if self.mark not in MARKS:
+            raise ValueError(f"reach: mark = {self.mark!r} is not one of {', '.join(MARKS)}")
+        if not 0.0 <= self.near_fraction < 1.0:
+            raise ValueError(f"reach: near_fraction = {self.near_fraction!r} must be in [0, 1)")
         side = self.frame_tokens
-        if (self.glyph + 2) % self.patch:
+        if self.mark == "bright" and self.glyph > self.patch:
+            raise ValueError(
+                f"reach: glyph = {self.glyph} pixels is larger than patch = {self.patch}; with mark: bright "
+                "each glyph sits inside one token"
+            )
+        if self.mark == "frame" and (self.glyph + 2) % self.patch:
             raise ValueError(
                 f"reach: glyph + 2 = {self.glyph + 2} pixels (a framed glyph) must be a multiple of patch = "
                 f"{self.patch}, so that a frame covers whole tokens"
@@ -101,8 +124,8 @@ class ReachConfig:
 
     @property
     def frame_tokens(self) -> int:
-        """Tokens per side of a framed glyph."""
-        return (self.glyph + 2) // self.patch
+        """Tokens per side of a marked glyph (with its frame under ``mark: frame``)."""
+        return 1 if self.mark == "bright" else (self.glyph + 2) // self.patch
 
     @classmethod
     def from_dataset(cls, cfg: dict[str, Any]) -> ReachConfig:
@@ -172,12 +195,17 @@ def _draw(cfg: ReachConfig, rng: np.random.Generator, d: int, label: int, glyphs
     second = first if label else int((first + rng.integers(1, cfg.n_glyphs)) % cfg.n_glyphs)
     img = np.zeros((cfg.resolution, cfg.resolution), dtype=np.uint8)
     taken = np.zeros((t, t), dtype=bool)  # tokens a distractor may not use
+    bright = cfg.mark == "bright"
     for (tr, tc), idx in zip(tops, (first, second)):
         y, x = tr * p, tc * p
-        img[y : y + g + 2, x : x + g + 2] = ON
-        img[y + 1 : y + 1 + g, x + 1 : x + 1 + g] = np.where(glyphs[idx], ON, 0)
+        if bright:
+            img[y : y + g, x : x + g] = np.where(glyphs[idx], ON, 0)
+        else:
+            img[y : y + g + 2, x : x + g + 2] = ON
+            img[y + 1 : y + 1 + g, x + 1 : x + 1 + g] = np.where(glyphs[idx], ON, 0)
         taken[max(0, tr - 1) : tr + f + 1, max(0, tc - 1) : tc + f + 1] = True
     dt = -(-g // p)  # tokens a distractor covers per side
+    lit = DIM if bright else ON
     placed, tries = 0, 0
     while placed < cfg.n_distractors and tries < 200:
         tries += 1
@@ -185,7 +213,7 @@ def _draw(cfg: ReachConfig, rng: np.random.Generator, d: int, label: int, glyphs
         if taken[tr : tr + dt, tc : tc + dt].any():
             continue
         idx = int(rng.integers(cfg.n_glyphs))
-        img[tr * p : tr * p + g, tc * p : tc * p + g] = np.where(glyphs[idx], ON, 0)
+        img[tr * p : tr * p + g, tc * p : tc * p + g] = np.where(glyphs[idx], lit, 0)
         taken[max(0, tr - 1) : tr + dt + 1, max(0, tc - 1) : tc + dt + 1] = True
         placed += 1
     return img, tops, (first, second)
@@ -194,7 +222,8 @@ def _draw(cfg: ReachConfig, rng: np.random.Generator, d: int, label: int, glyphs
 def generate(cfg: ReachConfig, size: int, seed: int, *, stratified: bool = False) -> ReachImages:
     """``size`` images. ``stratified``: the same number of images of each class at each distance
     (as far as ``size`` divides; the rest drawn at random), in a shuffled order (the val split);
-    otherwise distance and label are drawn independently per image (the train split)."""
+    otherwise distance (see ``near_fraction``) and label are drawn independently per image (the
+    train split)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 23]))
     glyphs = glyph_set(cfg.glyph, cfg.n_glyphs, cfg.ink, cfg.glyph_seed)
     n_d = len(cfg.distances)
@@ -205,7 +234,13 @@ def generate(cfg: ReachConfig, size: int, seed: int, *, stratified: bool = False
             (cfg.distances[int(rng.integers(n_d))], int(rng.integers(2))) for _ in range(size % len(cells))
         ]
         plan = [plan[i] for i in rng.permutation(len(plan))]
-    else:
+    elif cfg.near_fraction:
+        near = min(cfg.distances)
+        plan = []
+        for _ in range(size):
+            d = near if rng.random() < cfg.near_fraction else cfg.distances[int(rng.integers(n_d))]
+            plan.append((d, int(rng.integers(2))))
+    else:  # (the first design's draws, kept so that the pilots' images stay the same)
         plan = [(cfg.distances[int(rng.integers(n_d))], int(rng.integers(2))) for _ in range(size)]
     images = np.zeros((size, cfg.resolution, cfg.resolution), dtype=np.uint8)
     marked = np.zeros((size, 2, 2), dtype=np.int64)
@@ -219,9 +254,14 @@ def generate(cfg: ReachConfig, size: int, seed: int, *, stratified: bool = False
 
 
 def find_marked(image: np.ndarray, cfg: ReachConfig) -> list[np.ndarray]:
-    """The glyphs inside every complete frame of ``image``, scanning the token grid (a matcher's
-    first step: it uses nothing but the pixels)."""
+    """The marked glyphs of ``image`` (inside every complete frame, or every token holding a
+    pixel lit at 255 under ``mark: bright``), scanning the token grid (a matcher's first step: it
+    uses nothing but the pixels)."""
     g, p = cfg.glyph, cfg.patch
+    if cfg.mark == "bright":
+        tiles = image.reshape(cfg.tokens, p, cfg.tokens, p).transpose(0, 2, 1, 3)
+        rows, cols = np.nonzero((tiles == ON).any(axis=(2, 3)))
+        return [tiles[r, c, :g, :g] == ON for r, c in zip(rows, cols)]
     side = g + 2
     ring = np.ones((side, side), dtype=bool)
     ring[1:-1, 1:-1] = False
