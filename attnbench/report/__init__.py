@@ -105,6 +105,7 @@ def write_report(
     )
     from attnbench.report.peers import is_peers_frame, peers_tables
     from attnbench.report.plots import PLOTS, check_formats, draw_all
+    from attnbench.report.reach import distance_frame, reach_findings, reach_summary, reach_tables
     from attnbench.report.references import write_bib
     from attnbench.report.tables import comparison_tables, growth_tables, sweep_tables
 
@@ -132,6 +133,7 @@ def write_report(
     peers_run = is_peers_frame(results)
     ablation_run = not peers_run and is_ablation_frame(results)
     summary = analysis = cue = None
+    reach = None
     if peers_run:  # each mechanism against its peers: ratio tables; the sweep's tables do not apply
         tables = peers_tables(df)
         formula = plots = False
@@ -142,7 +144,13 @@ def write_report(
         cue = cue_reliance(df, manifest, analysis)
         say("computing the intervals of the accuracies and of the paired differences")
         summary = ablation_summary(df, manifest=manifest)
-        tables = [*outcome_tables(analysis, df), *cue_tables(cue, df), *ablation_tables(summary, df)]
+        reach = reach_summary(distance_frame(df, manifest), df)
+        tables = [
+            *outcome_tables(analysis, df),
+            *reach_tables(reach, df),
+            *cue_tables(cue, df),
+            *ablation_tables(summary, df),
+        ]
         formula = False  # the rows count whole backbones, not one BRA layer
     else:
         tables = [
@@ -178,6 +186,8 @@ def write_report(
     say("writing report.md and index.html")
     if summary is not None:
         findings = report_findings(summary, analysis, cue)
+        if reach is not None:
+            findings.extend(reach_findings(reach))
         if _unstable(df):
             findings.para(f"**{_unstable(df)} timed row(s) are unstable**: their latency cells carry †.")
     else:

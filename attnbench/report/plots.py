@@ -53,6 +53,7 @@ from attnbench.report.formula import (
 )
 from attnbench.report.measures import plot_max_batch, plot_phases, plot_roofline
 from attnbench.report.outcome import analysis_plan, arms_of
+from attnbench.report.reach import plot_reach_bra, plot_reach_vs_cost, plot_reach_vs_distance
 
 __all__ = ["MECHANISM_COLORS", "PLOTS", "check_formats", "draw_all", "mechanism_styles", "series_styles"]
 
@@ -1485,6 +1486,25 @@ PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
         "results",
     ),
     (
+        "reach_vs_distance",
+        "Reach: validation accuracy against the distance between the two marked glyphs, one line per "
+        "configuration (mean over seeds; band: 95 % Student interval over seeds).",
+        functools.partial(plot_reach_vs_distance, styles_of=series_styles),
+        "results",
+    ),
+    (
+        "reach_bra_s_k",
+        "Reach: BRA's mean reach (tokens) over S (n_win) × k (topk), beside its FLOPs.",
+        plot_reach_bra,
+        "results",
+    ),
+    (
+        "reach_vs_cost",
+        "Reach: mean reach (bars: 95 % CI over seeds) against FLOPs and latency; dashed: Pareto front.",
+        functools.partial(plot_reach_vs_cost, styles_of=series_styles),
+        "results",
+    ),
+    (
         "bra_backends",
         "BRA's backends per shape: median latency (bars: 25th–75th percentile) and peak memory; "
         "reference = the released algorithm.",
@@ -1537,6 +1557,9 @@ WHY_NOT = {
     "performance_profiles": "the run has no ok training with a top-1",
     "learning_curves": "the rows store no learning curve with two or more epochs (column curve)",
     "bra_backends": "the run has no timed BRA rows over at least two backends",
+    "reach_vs_distance": "the run has no reach trainings with per-image results",
+    "reach_bra_s_k": "the run has no reach trainings of BRA over two or more S or k",
+    "reach_vs_cost": "the run has no reach trainings with per-image results",
     "roofline": "the run measured no latency with FLOPs (no efficiency)",
     "phases": "the run did not measure phases",
     "max_batch_vs_resolution": "the run did not measure max_batch at two or more resolutions",
@@ -1553,6 +1576,9 @@ ABLATION_PLOTS = (
     "time_to_learn",
     "performance_profiles",
     "learning_curves",
+    "reach_vs_distance",
+    "reach_bra_s_k",
+    "reach_vs_cost",
 )
 ABLATION_CAPTIONS = {
     "accuracy_vs_flops": "Success rate (top; bars: 95 % Clopper–Pearson CI) and mean top-1 (bottom, "
