@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 __all__ = ["AttentionMap", "AttentionMechanism", "Param", "Region", "check_param"]
 
@@ -288,7 +288,12 @@ class AttentionMechanism(nn.Module):
         """Raise ``ValueError`` unless ``x`` is ``(B, H, W, dim)`` and ``check_input(H, W)`` passes.
 
         The base class runs this before every ``forward``; calling it again in ``forward`` is harmless.
+        Under torch.fx symbolic tracing ``x`` is a ``Proxy`` with no concrete shape: nothing is
+        checked then (the traced graph carries no check; a mechanism kept as a leaf module, as timm's
+        FX feature extraction keeps the seed models' ones, is checked when the graph runs).
         """
+        if isinstance(x, fx.Proxy):
+            return
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[-1] != self.dim:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             label = f"{type(self).__name__} ({self.name!r})" if self.name else type(self).__name__

@@ -1,7 +1,9 @@
 """The seed models (BiFormer, BiFormer-STL, DeBiFormer), registered in timm, and released-checkpoint loading.
 
 ``import attnbench.models`` registers ``biformer_{tiny,small,base,stl}`` and
-``debiformer_{tiny,small,base}`` with ``timm.create_model``; ``import attnbench`` alone does not
+``debiformer_{tiny,small,base}`` with ``timm.create_model`` (``features_only=True`` makes them
+backbones at any input size; :data:`DENSE_PREDICTION` holds the released detection and
+segmentation settings of BiFormer, see docs/seed-models.md); ``import attnbench`` alone does not
 (it imports no torch), and neither does first use of ``attnbench.count_flops`` and the other
 public names, so that a mechanism or ``attnbench list`` does not pay for importing timm. Anything
 under ``attnbench.models`` (the models study, the ablation backbone) registers them on import.
@@ -14,7 +16,7 @@ from attnbench._compat import patch_torchvision_without_ops
 
 patch_torchvision_without_ops()  # before timm is imported below
 
-from attnbench.models.biformer import BiFormer, BiFormerSTL  # noqa: E402
+from attnbench.models.biformer import DENSE_PREDICTION, BiFormer, BiFormerSTL  # noqa: E402
 from attnbench.models.checkpoint import (  # noqa: E402
     CheckpointMismatchError,
     LoadResult,
@@ -29,6 +31,7 @@ from attnbench.models.measure import SEED_MODELS, build_model, measure_model  # 
 from attnbench.models.published import published_numbers  # noqa: E402
 
 __all__ = [
+    "DENSE_PREDICTION",
     "SEED_MODELS",
     "AttentionLePE",
     "BiFormer",

@@ -22,16 +22,33 @@ from __future__ import annotations
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
 from attnbench import build_mechanism
-from attnbench.models._base import StagedBackbone
+from attnbench.models._base import StagedBackbone, crop_like, pad_to_min_size, region_min_size
 from attnbench.models.layers import AttentionLePE, Mlp
 
-__all__ = ["BiFormer", "BiFormerBlock", "BiFormerSTL", "BiFormerSTLBlock", "make_attention"]
+__all__ = [
+    "DENSE_PREDICTION",
+    "BiFormer",
+    "BiFormerBlock",
+    "BiFormerSTL",
+    "BiFormerSTLBlock",
+    "make_attention",
+]
 
 GLOBAL_LEPE = -2  # the released code's topk value for "global attention with LePE"
+
+#: The released dense-prediction backbones' settings of BiFormer (rayleizhu/BiFormer): COCO
+#: detection (``object_detection/configs/coco/*``) and ADE20K segmentation
+#: (``semantic_segmentation/configs/ade20k/*``, 512² crops) build the classification model with more
+#: regions and padding, everything else unchanged: ``timm.create_model("biformer_small",
+#: features_only=True, **DENSE_PREDICTION["detection"])``. See docs/seed-models.md.
+DENSE_PREDICTION = {
+    "detection": {"n_win": 16, "auto_pad": True},
+    "segmentation": {"n_win": 8, "auto_pad": True},
+}
 
 
 def make_attention(
@@ -63,6 +80,14 @@ def make_attention(
     raise ValueError(f"parameter 'topks' has {topk}; allowed: a positive top-k (BRA) or -2 (global + LePE)")
 
 
+def _attend(attn: nn.Module, x: Tensor, min_size: int) -> Tensor:
+    """``attn(x)`` on (B, H, W, C), padded to ``min_size`` per side when smaller and cropped back
+    (0: as is); see :func:`attnbench.models._base.region_min_size`."""
+    if not min_size:
+        return attn(x)
+    return crop_like(attn(pad_to_min_size(x, min_size)), x)
+
+
 def _check_stage_lists(**lists: tuple) -> None:
     for name, value in lists.items():
         if len(value) != 4:
@@ -88,6 +113,7 @@ class BiFormerBlock(nn.Module):
         self.pos_embed = nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim) if k > 0 else None
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = attn
+        self.attn_min_size = region_min_size(attn)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(mlp_ratio * dim))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -96,7 +122,7 @@ class BiFormerBlock(nn.Module):
         if self.pos_embed is not None:
             x = x + self.pos_embed(x)  # (B, C, H, W)
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+        x = x + self.drop_path(_attend(self.attn, self.norm1(x), self.attn_min_size))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
@@ -115,7 +141,11 @@ class BiFormer(StagedBackbone):
         topks: routed regions per stage; -2 = global attention with LePE.
         side_dwconv: kernel of BRA's LCE and of the stage-4 LePE.
         before_attn_dwconv: kernel of the depthwise conv added before each block (0: none).
-        auto_pad: BRA pads maps not divisible by ``n_win`` (detection/segmentation inputs).
+        auto_pad: BRA pads maps not divisible by ``n_win`` (detection/segmentation inputs); maps
+            smaller than ``n_win`` are padded up to it. Off in the classification models (the
+            maps of stages 1-3 must then be multiples of ``n_win``: 112², 224², 336² ... inputs for
+            ``n_win`` 7); on by default with ``features_only=True``.
+        global_pool: "avg", or "" for no pooling (with ``num_classes=0``: unpooled output).
         drop_rate: dropout before the head.
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
         bra_backend: backend of the ``bra`` mechanism ("auto", "reference", "sdpa").
@@ -135,12 +165,13 @@ class BiFormer(StagedBackbone):
         side_dwconv: int = 5,
         before_attn_dwconv: int = 3,
         auto_pad: bool = False,
+        global_pool: str = "avg",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         bra_backend: str = "auto",
     ) -> None:
         _check_stage_lists(depths=depths, dims=dims, topks=topks)
-        super().__init__(dims, num_classes, drop_rate)
+        super().__init__(dims, num_classes, drop_rate, global_pool)
         self.downsample_layers.append(
             nn.Sequential(
                 nn.Conv2d(in_chans, dims[0] // 2, 3, stride=2, padding=1),
@@ -190,12 +221,13 @@ class BiFormerSTLBlock(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = attn
+        self.attn_min_size = region_min_size(attn)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(mlp_ratio * dim))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))  # (B, H, W, C)
+        x = x + self.drop_path(_attend(self.attn, self.norm1(x), self.attn_min_size))  # (B, H, W, C)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -205,11 +237,15 @@ class BiFormerSTLStage(nn.Module):
     def __init__(self, blocks: list[nn.Module]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
+        self.grad_checkpointing = False  # set by BiFormerSTL.set_grad_checkpointing
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        for block in self.blocks:
-            x = block(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            for block in self.blocks:
+                x = block(x)
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
@@ -226,7 +262,9 @@ class BiFormerSTL(StagedBackbone):
         n_win: BRA regions per side S.
         topks: routed regions per stage; -2 = global attention with LePE.
         side_dwconv: kernel of BRA's LCE and of the stage-4 LePE.
-        auto_pad: BRA pads maps not divisible by ``n_win``.
+        auto_pad: BRA pads maps not divisible by ``n_win`` (and up to ``n_win`` when smaller); on by
+            default with ``features_only=True``.
+        global_pool: "avg", or "" for no pooling (with ``num_classes=0``: unpooled output).
         drop_rate: dropout before the head.
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
         bra_backend: backend of the ``bra`` mechanism.
@@ -245,12 +283,13 @@ class BiFormerSTL(StagedBackbone):
         topks: tuple[int, ...] = (1, 4, 16, GLOBAL_LEPE),
         side_dwconv: int = 5,
         auto_pad: bool = False,
+        global_pool: str = "avg",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         bra_backend: str = "auto",
     ) -> None:
         _check_stage_lists(depths=depths, dims=dims, topks=topks)
-        super().__init__(dims, num_classes, drop_rate)
+        super().__init__(dims, num_classes, drop_rate, global_pool)
         self.downsample_layers.append(
             nn.Sequential(nn.Conv2d(in_chans, dims[0], 4, stride=4), nn.BatchNorm2d(dims[0]))
         )
@@ -291,6 +330,9 @@ def _cfg(**kwargs: object) -> dict:
         "interpolation": "bicubic",
         "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD,
+        # n_win 7 without auto_pad: the maps of stages 1-3 (1/4, 1/8, 1/16 of the input) must be
+        # multiples of 7, as at 112², 224², 336² ...; 112² is the smallest (timm's model tests use it)
+        "min_input_size": (3, 112, 112),
         "first_conv": "downsample_layers.0.0",
         "classifier": "head",
         "paper_name": "BiFormer: Vision Transformer with Bi-Level Routing Attention",
@@ -313,6 +355,8 @@ def _create(cls: type[StagedBackbone], variant: str, pretrained: bool, **kwargs:
             f"attnbench.models.load_official_checkpoint(model, '{variant}_in1k.pth'); "
             "see docs/seed-models.md"
         )
+    if kwargs.get("features_only"):
+        kwargs.setdefault("auto_pad", True)  # a backbone takes any input size (released dense code)
     return build_model_with_cfg(
         cls, variant, pretrained, feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)), **kwargs
     )

@@ -30,7 +30,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import Tensor, nn
 
 from attnbench import build_mechanism
-from attnbench.models._base import StagedBackbone
+from attnbench.models._base import StagedBackbone, crop_like, pad_to_min_size, region_min_size
 from attnbench.models.layers import ConvMlp
 
 __all__ = ["DeBiFormer", "DeBiFormerBlock"]
@@ -61,6 +61,7 @@ class DeBiFormerBlock(nn.Module):
         self.mlp1 = ConvMlp(dim, mlp_ratio)
         self.norm3 = nn.LayerNorm(dim, eps=1e-6)
         self.attn2 = attn2
+        self.attn1_min_size, self.attn2_min_size = region_min_size(attn1), region_min_size(attn2)
         self.norm4 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp2 = ConvMlp(dim, mlp_ratio)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -70,15 +71,22 @@ class DeBiFormerBlock(nn.Module):
     def _conv_on_last(layer: nn.Module, x: Tensor) -> Tensor:
         return layer(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # NCHW layer on (B, H, W, C)
 
+    @staticmethod
+    def _attend(attn: nn.Module, x: Tensor, min_size: int) -> Tensor:
+        # maps smaller than n_win are padded to it first (what auto_pad computes; bra refuses them)
+        if not min_size:
+            return attn(x)
+        return crop_like(attn(pad_to_min_size(x, min_size)), x)
+
     def forward(self, x: Tensor) -> Tensor:
         if self.pos_embed1 is not None:
             x = x + self.pos_embed1(x)  # (B, C, H, W)
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        x = x + self.drop_path1(self.attn1(self.norm1(x)))
+        x = x + self.drop_path1(self._attend(self.attn1, self.norm1(x), self.attn1_min_size))
         x = x + self.drop_path1(self._conv_on_last(self.mlp1, self.norm2(x)))
         if self.pos_embed2 is not None:
             x = x + self._conv_on_last(self.pos_embed2, x)
-        x = x + self.drop_path2(self.attn2(self.norm3(x)))
+        x = x + self.drop_path2(self._attend(self.attn2, self.norm3(x), self.attn2_min_size))
         x = x + self.drop_path2(self._conv_on_last(self.mlp2, self.norm4(x)))
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
@@ -103,7 +111,9 @@ class DeBiFormer(StagedBackbone):
         dbra_mlp_ratios: hidden ratio of DBRA's inner conv-MLP per stage.
         side_dwconv: kernel of the LCE convs.
         before_attn_dwconv: kernel of the depthwise convs before the sub-blocks (0: none).
-        auto_pad: BRA and DBRA pad maps (and agent grids) not divisible by ``n_win``.
+        auto_pad: BRA and DBRA pad maps (and agent grids) not divisible by ``n_win``, and maps
+            smaller than ``n_win`` up to it.
+        global_pool: "avg", or "" for no pooling (with ``num_classes=0``: unpooled output).
         drop_rate: dropout before the head.
         drop_path_rate: stochastic depth, linearly increasing over the blocks.
         bra_backend: backend of the ``bra`` mechanism.
@@ -129,6 +139,7 @@ class DeBiFormer(StagedBackbone):
         side_dwconv: int = 5,
         before_attn_dwconv: int = 3,
         auto_pad: bool = True,
+        global_pool: str = "avg",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         bra_backend: str = "auto",
@@ -151,7 +162,7 @@ class DeBiFormer(StagedBackbone):
         for dim in dims:
             if dim % head_dim:
                 raise ValueError(f"parameter 'head_dim' = {head_dim} does not divide the stage width {dim}")
-        super().__init__(dims, num_classes, drop_rate)
+        super().__init__(dims, num_classes, drop_rate, global_pool)
         self.downsample_layers.append(
             nn.Sequential(
                 nn.Conv2d(in_chans, dims[0] // 2, 3, stride=2, padding=1),
