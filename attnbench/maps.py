@@ -709,6 +709,28 @@ def _pathfinder_queries(geo: dict[str, np.ndarray], index: int) -> list[tuple[st
     ]
 
 
+def _reach_geometry(data: Any, dataset_cfg: dict[str, Any]) -> Any | None:
+    """The reach val split regenerated (distances, marked tokens); None if it does not match the images."""
+    from attnbench.ablation.data import VAL_SEED_OFFSET
+    from attnbench.ablation.data.reach import ReachConfig, generate
+
+    cfg = ReachConfig.from_dataset(dataset_cfg)
+    n = len(data.val)
+    split = generate(cfg, n, dataset_cfg.get("seed", 0) + VAL_SEED_OFFSET, stratified=True)
+    loaded = data.val.__getitems__(list(range(n)))[0][:, 0].numpy()
+    return (split, cfg) if np.array_equal(split.images, loaded) else None
+
+
+def _reach_queries(geo: Any, index: int) -> list[tuple[str, tuple[float, float]]]:
+    """(name, (row, col) pixel) of the centres of the two marked glyphs' tokens."""
+    split, cfg = geo
+    half = cfg.patch * cfg.frame_tokens / 2
+    return [
+        (f"glyph {k + 1}", (float(r * cfg.patch + half), float(c * cfg.patch + half)))
+        for k, (r, c) in enumerate(split.marked[index])
+    ]
+
+
 def _plain_queries(img: tuple[int, int]) -> list[tuple[str, tuple[float, float]]]:
     return [
         (name, (f * img[0], g * img[1]))
@@ -773,7 +795,12 @@ def draw_run_maps(
     val_images, val_labels = data.val.__getitems__(list(range(len(data.val))))
     labels = val_labels.numpy()
     two_class = data.num_classes == 2
-    if image_index is None:
+    reach = _reach_geometry(data, dataset_cfg) if dataset_cfg.get("name") == "reach" else None
+    if image_index is None and reach is not None:  # the farthest pair, the same glyph
+        far = reach[0].distances == reach[0].distances.max()
+        hits = np.flatnonzero(far & (labels == 1))
+        image_index = int(hits[0]) if len(hits) else 0
+    elif image_index is None:
         hits = np.flatnonzero(labels == 1) if two_class else np.arange(len(labels))
         image_index = int(hits[0]) if len(hits) else 0
     if not 0 <= image_index < len(labels):
@@ -782,6 +809,8 @@ def draw_run_maps(
             f"pass --image-index 0..{len(labels) - 1}"
         )
     pool = np.flatnonzero(labels == labels[image_index]) if two_class else np.arange(len(labels))
+    if reach is not None:  # ERF numbers over pairs at the same distance
+        pool = pool[reach[0].distances[pool] == reach[0].distances[image_index]]
     others = [int(i) for i in pool if i != image_index][: max(0, erf_images - 1)]
     indices = [image_index, *others]
     images = data.normalize(val_images[indices])  # (B, C, H, W)
@@ -792,7 +821,14 @@ def draw_run_maps(
         if queries:
             _check_queries(queries, grid, stage)
             return [Query(f"query {i + 1}", [tuple(q)] * len(indices)) for i, q in enumerate(queries)]  # type: ignore[misc]
-        per_image = [_pathfinder_queries(geo, i) if geo is not None else _plain_queries(img) for i in indices]
+        per_image = [
+            _pathfinder_queries(geo, i)
+            if geo is not None
+            else _reach_queries(reach, i)
+            if reach is not None
+            else _plain_queries(img)
+            for i in indices
+        ]
         return [
             Query(per_image[0][k][0], [_to_token(p[k][1], img, grid) for p in per_image])
             for k in range(len(per_image[0]))
@@ -804,6 +840,11 @@ def draw_run_maps(
         + (
             ", queries on the markers and the middle of the first marker's contour"
             if geo is not None and not queries
+            else ""
+        )
+        + (
+            f", the two marked glyphs {int(reach[0].distances[image_index])} tokens apart, queries on them"
+            if reach is not None and not queries
             else ""
         )
         + f"); ERF numbers over {len(indices)} val images of that label"

@@ -177,3 +177,79 @@ def test_the_reach_pilots_validate():
         study = load_study(studies / name)
         assert study.datasets[0]["name"] == "reach" and study.backbone["preset"] == "iso-16"
         assert {r[1] for r in study.runs()} == {"vanilla"}
+
+
+def test_the_bright_readout_reads_only_the_marked_tokens_and_leaks_nothing(self_only):
+    """``iso-8`` with ``readout: bright`` (the study's backbone): the head averages the tokens whose
+    pixels are lit at 255. With a self-only attention the logits of an image are the mean of what
+    each marked glyph gives alone, so "same" cannot be told from "different" (docs/ablation.md);
+    distractors and blank tokens change nothing."""
+    torch.manual_seed(0)
+    split = generate(BRIGHT, 8, 3)
+
+    def built(name):
+        m = build_backbone(name, preset="iso-8", num_classes=2, in_chans=1, readout="bright").double().eval()
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.3)
+        return m
+
+    def norm(images):  # the loader's normalization: mean 0.5, std 0.5
+        return (torch.as_tensor(images[:, None]).double() / 255 - 0.5) / 0.5
+
+    p = BRIGHT.patch
+    x = split.images.copy()
+    only = [np.zeros_like(x), np.zeros_like(x)]
+    for i in range(len(x)):
+        for k, (r, c) in enumerate(split.marked[i]):
+            only[k][i, r * p : (r + 1) * p, c * p : (c + 1) * p] = x[
+                i, r * p : (r + 1) * p, c * p : (c + 1) * p
+            ]
+    model = built(self_only)
+    assert model.map_sizes == [8] and len(model.stages[0].blocks) == 2
+    with torch.no_grad():
+        both, a, b = model(norm(x)), model(norm(only[0])), model(norm(only[1]))
+    assert (both - (a + b) / 2).abs().max() < 1e-10  # an average of per-glyph terms
+    global_model = built("vanilla")
+    with torch.no_grad():
+        g = global_model(norm(x)) - (global_model(norm(only[0])) + global_model(norm(only[1]))) / 2
+    assert g.abs().max() > 1e-5  # global attention brings the glyphs together
+    with pytest.raises(ValueError, match="one-stage"):
+        build_backbone("vanilla", preset="stl-nano", num_classes=2, in_chans=1, readout="bright")
+    with pytest.raises(ValueError, match="readout"):
+        build_backbone("vanilla", preset="iso-8", num_classes=2, in_chans=1, readout="max")
+
+
+def test_maps_of_a_reach_run_query_the_two_marked_glyphs():
+    from attnbench.maps import _reach_geometry, _reach_queries
+
+    cfg = {
+        "name": "reach",
+        "resolution": 32,
+        "patch": 4,
+        "glyph": 4,
+        "mark": "bright",
+        "distances": [1, 2, 3, 4, 5, 6, 7],
+        "val_size": 70,
+        "train_size": 32,
+        "seed": 0,
+    }
+    data = load_dataset(cfg, train_seed=1)
+    geo = _reach_geometry(data, cfg)
+    assert geo is not None
+    split, _ = geo
+    queries = _reach_queries(geo, 5)
+    assert [q[1] for q in queries] == [(r * 4 + 2.0, c * 4 + 2.0) for r, c in split.marked[5]]
+
+
+def test_the_reach_study_validates_with_its_declared_design():
+    from pathlib import Path
+
+    from attnbench.study import load_study
+
+    study = load_study(Path(__file__).resolve().parents[1] / "studies" / "reach.yaml")
+    runs = study.runs()
+    assert len(runs) == 19 * 6 and study.backbone == {"preset": "iso-8", "readout": "bright"}
+    bra = {(r[2]["n_win"], r[2]["topk"]) for r in runs if r[1] == "bra"}
+    assert bra == {(s, k) for s in (4, 8) for k in (1, 2, 4, 8)}
+    assert len({r[1] for r in runs}) == 12  # every mechanism
