@@ -253,3 +253,13 @@ def test_the_reach_study_validates_with_its_declared_design():
     bra = {(r[2]["n_win"], r[2]["topk"]) for r in runs if r[1] == "bra"}
     assert bra == {(s, k) for s in (4, 8) for k in (1, 2, 4, 8)}
     assert len({r[1] for r in runs}) == 12  # every mechanism
+
+
+def test_the_gpu_reach_study_validates():
+    from pathlib import Path
+
+    from attnbench.study import load_study
+
+    path = Path(__file__).resolve().parents[1] / "studies" / "reach-gpu.yaml"
+    study = load_study(path, device="cpu")  # validated here, run on a GPU
+    assert len(study.runs()) == 19 * 6 and study.backbone["preset"] == "iso-16"

@@ -1488,7 +1488,8 @@ PLOTS: list[tuple[str, str, Callable[..., Figure | None], str]] = [
     (
         "reach_vs_distance",
         "Reach: validation accuracy against the distance between the two marked glyphs, one line per "
-        "configuration (mean over seeds; band: 95 % Student interval over seeds).",
+        "configuration: the mean over its trainings that learned (at least 75 % at the nearest distance; "
+        "k/n in the legend), band: 95 % Student interval over them; the tables give the mean of all.",
         functools.partial(plot_reach_vs_distance, styles_of=series_styles),
         "results",
     ),

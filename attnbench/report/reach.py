@@ -171,10 +171,13 @@ def reach_summary(frame: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
         by_d = {int(d): _mean_ci(per_seed[d].dropna()) for d in per_seed.columns}
         reaches = [_reach_of(row.dropna()) for _, row in per_seed.iterrows()]
         learned = [r > 0 for r in reaches]
+        kept = per_seed[np.array(learned)]  # the trainings that learned, for the plot
+        by_d_learned = {int(d): _mean_ci(kept[d].dropna()) for d in kept.columns} if len(kept) else {}
         ds = np.array(per_seed.columns, dtype=float)
         slopes = [float(np.polyfit(ds, row.to_numpy(float), 1)[0]) for _, row in per_seed.iterrows()]
         rows = df[(df["label"] == label) & (df["status"] == "ok")]
         reach, lo, hi = _mean_ci([r for r, ok in zip(reaches, learned) if ok])
+        lo, hi = max(lo, 0.0), min(hi, float(max(by_d)))  # a reach lies in [0, the farthest d]
         slope, slo, shi = _mean_ci([v for v, ok in zip(slopes, learned) if ok])
         first = part.iloc[0]
         out.append(
@@ -184,6 +187,7 @@ def reach_summary(frame: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
                 "n_win": first["n_win"],
                 "topk": first["topk"],
                 "by_d": by_d,
+                "by_d_learned": by_d_learned,
                 "reach": reach,
                 "reach_lo": lo,
                 "reach_hi": hi,
@@ -343,12 +347,14 @@ def plot_reach_vs_distance(
     fig.subplots_adjust(left=0.1, right=0.66, top=1 - 0.7 / height, bottom=0.5 / height, hspace=0.35)
     for ax, (title, part) in zip(axes, panels):
         for r in part.itertuples():
-            ds = sorted(r.by_d)
-            mean = np.array([r.by_d[d][0] for d in ds])
-            lo = np.array([r.by_d[d][1] for d in ds])
-            hi = np.array([r.by_d[d][2] for d in ds])
+            by_d = r.by_d_learned or r.by_d  # none learned: the mean of every training, thin
+            ds = sorted(by_d)
+            mean = np.array([by_d[d][0] for d in ds])
+            lo = np.array([by_d[d][1] for d in ds])
+            hi = np.array([by_d[d][2] for d in ds])
             st = styles[r.label]
-            ax.plot(ds, mean, ms=4, lw=1.4, label=r.label, **st.kwargs())
+            label = f"{r.label} ({r.learned}/{r.n_seeds})"
+            ax.plot(ds, mean, ms=4, lw=1.4 if r.learned else 0.7, label=label, **st.kwargs())
             if np.isfinite(lo).all():
                 ax.fill_between(
                     ds, np.clip(lo, 0, 100), np.clip(hi, 0, 100), color=st.color, alpha=0.12, lw=0
@@ -361,8 +367,9 @@ def plot_reach_vs_distance(
         ax.set_title(title, fontsize=10)
         ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
     fig.suptitle(
-        "Accuracy against distance: mean over seeds, band 95 % CI;\n"
-        f"dotted: chance, dashed: {REACH_LEVEL:g} %",
+        "Accuracy against distance: mean over the trainings that learned (k/n in the legend; thin: "
+        "none did,\nthe mean of all), band 95 % CI over them; dotted: chance, dashed: "
+        f"{REACH_LEVEL:g} %",
         fontsize=10,
     )
     return fig
@@ -431,6 +438,7 @@ def plot_reach_bra(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> 
         ax.set_xlabel("k (regions routed, topk)")
         ax.set_ylabel("S (regions per side, n_win)")
         ax.set_title(title, fontsize=9)
+        ax.grid(False)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle("BRA's reach over S and k, beside its cost", fontsize=10)
     fig.tight_layout()
