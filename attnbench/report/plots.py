@@ -53,7 +53,7 @@ from attnbench.report.formula import (
 )
 from attnbench.report.measures import plot_max_batch, plot_phases, plot_roofline
 from attnbench.report.outcome import analysis_plan, arms_of
-from attnbench.report.reach import plot_reach_bra, plot_reach_vs_cost, plot_reach_vs_distance
+from attnbench.report.reach import is_reach_run, plot_reach_bra, plot_reach_vs_cost, plot_reach_vs_distance
 
 __all__ = ["MECHANISM_COLORS", "PLOTS", "check_formats", "draw_all", "mechanism_styles", "series_styles"]
 
@@ -1588,8 +1588,14 @@ ABLATION_CAPTIONS = {
 }
 
 
-def _relevant(name: str, ablation: bool) -> bool:
-    """Whether a plot belongs to this kind of run (an ablation run's plots, or a sweep's)."""
+REACH_PLOTS = ("reach_vs_distance", "reach_bra_s_k", "reach_vs_cost")
+
+
+def _relevant(name: str, ablation: bool, reach: bool = False) -> bool:
+    """Whether a plot belongs to this kind of run (an ablation run's plots, or a sweep's; the reach
+    plots only to an ablation run on the reach task)."""
+    if name in REACH_PLOTS:
+        return reach
     return name == "accuracy_vs_flops" or (name in ABLATION_PLOTS) == ablation
 
 
@@ -1630,9 +1636,10 @@ def draw_all(
     drawn: dict[str, tuple[Path, str]] = {}
     skipped: dict[str, str] = {}
     ablation = is_ablation_frame(df)
+    reach = ablation and is_reach_run(df)
     with matplotlib.rc_context(RC):
         for name, caption, fn, source in PLOTS:
-            if not _relevant(name, ablation):  # the other kind's plot: not drawn, not listed
+            if not _relevant(name, ablation, reach):  # the other kind's plot: not drawn, not listed
                 for stale in folder.glob(f"{name}.*"):
                     stale.unlink()
                 continue
