@@ -183,6 +183,13 @@ class AttentionMechanism(nn.Module):
     #: The ``backend=`` value that is the mechanism's plain reference (the oracle its other backends
     #: are tested against), for a mechanism with several implementations; None for one with one.
     reference_backend: ClassVar[str | None] = None
+    #: Colour (``#rrggbb``) and matplotlib marker of the mechanism in every plot of every report;
+    #: None: the report gives it one of its spare colours and markers.
+    color: ClassVar[str | None] = None
+    marker: ClassVar[str | None] = None
+    #: The BibTeX entry of the paper that introduced the mechanism; LaTeX tables cite its key and
+    #: ``references.bib`` carries it. Empty: nothing cited.
+    bibtex: ClassVar[str] = ""
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()

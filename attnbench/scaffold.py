@@ -61,6 +61,13 @@ class ${cls}(AttentionMechanism):
         max_tokens: the largest H·W accepted (this reference materialises N x N scores per head).
     """
 
+    # How reports show it: the name papers use, a plot colour and marker, and its paper's BibTeX
+    # entry (tables cite its key); leave them out for a spare colour and no citation.
+    display_name = "${name}"
+    # color = "#117733"
+    # marker = "d"
+    # bibtex = "@inproceedings{key2026,\\n  title = {...},\\n  year = {2026}\\n}"
+
     # Relative tolerance of the "flops" check (analytic vs counted MACs). Keep 0 while
     # analytic_flops is exact; otherwise explain the gap in the module docstring.
     flops_rtol = 0.0

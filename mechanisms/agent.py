@@ -93,6 +93,13 @@ class AgentAttention(AttentionMechanism):
     """
 
     display_name = "Agent"
+    color = "#44AA99"
+    marker = "h"
+    bibtex = (
+        "@inproceedings{han2024agent,\n  title = {Agent Attention: On the Integration of Softmax and Linear "
+        "Attention},\n  author = {Han, Dongchen and Ye, Tianzhu and Han, Yizeng and Xia, Zhuofan and Pan, "
+        "Siyuan and Wan, Pengfei and Song, Shiji and Huang, Gao},\n  booktitle = {ECCV},\n  year = {2024}\n}"
+    )
     param_symbols = {"agent_num": "n"}
 
     def __init__(

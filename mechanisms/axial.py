@@ -78,6 +78,13 @@ class AxialAttention(AttentionMechanism):
     """
 
     display_name = "Axial"
+    color = "#56B4E9"
+    marker = "v"
+    bibtex = (
+        "@article{ho2019axial,\n  title = {Axial Attention in Multidimensional Transformers},\n  author = "
+        "{Ho, Jonathan and Kalchbrenner, Nal and Weissenborn, Dirk and Salimans, Tim},\n  journal = {arXiv "
+        "preprint arXiv:1912.12180},\n  year = {2019}\n}"
+    )
 
     def __init__(
         self,

@@ -145,6 +145,14 @@ class DeformableBiLevelRoutingAttention(AttentionMechanism):
     """
 
     display_name = "DBRA"
+    color = "#CC79A7"
+    marker = "D"
+    bibtex = (
+        "@inproceedings{long2024debiformer,\n  title = {{DeBiFormer}: Vision Transformer with Deformable "
+        "Agent Bi-level Routing Attention},\n  author = {Long, Nguyen Huu Bao and Zhang, Chenyu and Shi, "
+        "Yuzhi and Hirakawa, Tsubasa and Yamashita, Takayoshi and Matsui, Tohgoroh and Fujiyoshi, "
+        "Hironobu},\n  booktitle = {ACCV},\n  year = {2024}\n}"
+    )
     param_symbols = {"n_win": "S", "topk": "k"}
 
     def __init__(

@@ -166,6 +166,13 @@ class DeformableAttention(AttentionMechanism):
     """
 
     display_name = "DAT"
+    color = "#882255"
+    marker = "*"
+    bibtex = (
+        "@inproceedings{xia2022dat,\n  title = {Vision Transformer with Deformable Attention},\n  author = "
+        "{Xia, Zhuofan and Pan, Xuran and Song, Shiji and Li, Li Erran and Huang, Gao},\n  booktitle = "
+        "{CVPR},\n  year = {2022}\n}"
+    )
     param_symbols = {"n_groups": "G", "offset_stride": "r", "offset_range_factor": "s", "offset_kernel": "k"}
 
     def __init__(

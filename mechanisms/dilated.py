@@ -35,6 +35,13 @@ class DilatedNeighborhoodAttention(NeighborhoodAttentionBase):
     """
 
     display_name = "DiNAT"
+    color = "#E69F00"
+    marker = "X"
+    bibtex = (
+        "@article{hassani2022dinat,\n  title = {Dilated Neighborhood Attention Transformer},\n  author = "
+        "{Hassani, Ali and Shi, Humphrey},\n  journal = {arXiv preprint arXiv:2209.15001},\n"
+        "  year = {2022}\n}"
+    )
     param_symbols = {"kernel_size": "k", "dilation": "δ"}
 
     def __init__(

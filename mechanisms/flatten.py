@@ -75,6 +75,13 @@ class FocusedLinearAttention(AttentionMechanism):
     """
 
     display_name = "FLatten"
+    color = "#999933"
+    marker = "p"
+    bibtex = (
+        "@inproceedings{han2023flatten,\n  title = {{FLatten} Transformer: Vision Transformer using Focused "
+        "Linear Attention},\n  author = {Han, Dongchen and Pan, Xuran and Han, Yizeng and Song, Shiji and "
+        "Huang, Gao},\n  booktitle = {ICCV},\n  year = {2023}\n}"
+    )
     param_symbols = {"focusing_factor": "p", "kernel_size": "k"}
 
     def __init__(

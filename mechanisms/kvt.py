@@ -84,6 +84,13 @@ class KNNAttention(AttentionMechanism):
     """
 
     display_name = "KVT"
+    color = "#AA4499"
+    marker = ">"
+    bibtex = (
+        "@inproceedings{wang2022kvt,\n  title = {{KVT}: k-NN Attention for Boosting Vision Transformers},\n"
+        "  author = {Wang, Pichao and Wang, Xue and Wang, Fan and Lin, Ming and Chang, Shuning and Li, Hao "
+        "and Jin, Rong},\n  booktitle = {ECCV},\n  year = {2022}\n}"
+    )
     param_symbols = {"topk": "k"}
 
     def __init__(self, dim: int, num_heads: int, *, topk: int = 100, qkv_bias: bool = True) -> None:

@@ -159,6 +159,13 @@ class MaxViTAttention(AttentionMechanism):
     """
 
     display_name = "MaxViT"
+    color = "#332288"
+    marker = "<"
+    bibtex = (
+        "@inproceedings{tu2022maxvit,\n  title = {{MaxViT}: Multi-Axis Vision Transformer},\n  author = {Tu, "
+        "Zhengzhong and Talebi, Hossein and Zhang, Han and Yang, Feng and Milanfar, Peyman and Bovik, Alan "
+        "and Li, Yinxiao},\n  booktitle = {ECCV},\n  year = {2022}\n}"
+    )
     param_symbols = {"window_size": "P", "grid_size": "G"}
 
     def __init__(

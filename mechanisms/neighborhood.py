@@ -418,6 +418,13 @@ class NeighborhoodAttention(NeighborhoodAttentionBase):
     """
 
     display_name = "NAT"
+    color = "#009E73"
+    marker = "P"
+    bibtex = (
+        "@inproceedings{hassani2023nat,\n  title = {Neighborhood Attention Transformer},\n  author = "
+        "{Hassani, Ali and Walton, Steven and Li, Jiachen and Li, Shen and Shi, Humphrey},\n  booktitle = "
+        "{CVPR},\n  year = {2023}\n}"
+    )
     param_symbols = {"kernel_size": "k"}
 
     def __init__(

@@ -228,6 +228,13 @@ class SwinWindowAttention(AttentionMechanism):
     """
 
     display_name = "Swin"
+    color = "#0072B2"
+    marker = "^"
+    bibtex = (
+        "@inproceedings{liu2021swin,\n  title = {Swin Transformer: Hierarchical Vision Transformer using "
+        "Shifted Windows},\n  author = {Liu, Ze and Lin, Yutong and Cao, Yue and Hu, Han and Wei, Yixuan "
+        "and Zhang, Zheng and Lin, Stephen and Guo, Baining},\n  booktitle = {ICCV},\n  year = {2021}\n}"
+    )
     param_symbols = {"window_size": "M"}
 
     def __init__(

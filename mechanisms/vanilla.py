@@ -28,6 +28,13 @@ class VanillaAttention(AttentionMechanism):
     """
 
     display_name = "Global"
+    color = "#000000"
+    marker = "o"
+    bibtex = (
+        "@inproceedings{vaswani2017attention,\n  title = {Attention Is All You Need},\n  author = {Vaswani, "
+        "Ashish and Shazeer, Noam and Parmar, Niki and Uszkoreit, Jakob and Jones, Llion and Gomez, Aidan N. "
+        "and Kaiser, {\\L}ukasz and Polosukhin, Illia},\n  booktitle = {NeurIPS},\n  year = {2017}\n}"
+    )
 
     def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True) -> None:
         super().__init__(dim, num_heads)

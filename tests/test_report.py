@@ -22,7 +22,7 @@ import attnbench
 from attnbench.report import add_arguments, report_from_args, write_report
 from attnbench.report._document import Table, best_mask
 from attnbench.report._results import latex_labels, load_results, mechanism_labels
-from attnbench.report.plots import MECHANISM_COLORS, mechanism_styles
+from attnbench.report.plots import mechanism_styles
 from attnbench.report.tables import comparison_tables
 from attnbench.store import ResultsStore
 
@@ -240,9 +240,14 @@ def test_missing_results_file_says_what_to_pass(tmp_path):
 
 
 def test_palette_is_fixed_per_mechanism_and_distinct():
-    names = list(MECHANISM_COLORS)
+    from attnbench.registry import available_mechanisms, get_mechanism
+
+    builtin = ["vanilla", "bra", "dbra", "swin", "axial", "neighborhood", "dilated", "deformable", "agent"]
+    names = [*builtin, "flatten", "maxvit", "kvt"]
+    assert set(names) <= set(available_mechanisms())
     styles = mechanism_styles([*names, "zeta_plugin", "alpha_plugin"])
-    assert {styles[n].color for n in names} == set(MECHANISM_COLORS.values())
+    for n in names:  # each mechanism's own colour and marker, declared with it
+        assert (styles[n].color, styles[n].marker) == (get_mechanism(n).color, get_mechanism(n).marker)
     assert len({s.color for s in styles.values()}) == len(styles)
     assert len({s.marker for s in styles.values()}) == len(styles)
     again = mechanism_styles(["bra", "alpha_plugin"])
@@ -342,3 +347,26 @@ def test_every_option_combination_works_or_says_what_is_wrong_in_one_line(tmp_pa
         else:
             assert out.strip().splitlines()[-1].endswith("index.html"), (options, out)
             assert "attnbench report: " in out and " ..." in out  # progress lines came first
+
+
+def test_a_mechanism_brings_its_own_look_and_citation(temp_registry, tmp_path):
+    """Colour, marker and paper live with the mechanism: a plugin declares them in its one file and
+    every plot and the bibliography use them."""
+    from attnbench import AttentionMechanism, register_mechanism
+    from attnbench.report._results import mechanism_citation
+    from attnbench.report.references import bib_entry, write_bib
+
+    @register_mechanism("mine")
+    class Mine(AttentionMechanism):
+        color = "#123456"
+        marker = "8"
+        bibtex = "@article{me2026mine,\n  title = {Mine},\n  year = {2026}\n}"
+
+        def forward(self, x):
+            return x
+
+    assert mechanism_styles(["mine"])["mine"].color == "#123456"
+    assert mechanism_citation("mine")[0] == "me2026mine" and bib_entry("me2026mine").startswith("@article")
+    path = write_bib(tmp_path, ["\\cite{me2026mine,zhu2023biformer,nokey}"])
+    text = path.read_text()
+    assert "me2026mine" in text and "zhu2023biformer" in text and "nokey" not in text

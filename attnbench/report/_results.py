@@ -211,6 +211,20 @@ def display_name(mechanism: str) -> str:
     return str(cls.display_name) if cls is not None and cls.display_name else mechanism
 
 
+def mechanism_look(mechanism: str) -> tuple[str | None, str | None]:
+    """The mechanism's own plot colour and marker (None where it declares none or is unknown)."""
+    cls = _mechanism_class(mechanism)
+    return (getattr(cls, "color", None), getattr(cls, "marker", None)) if cls is not None else (None, None)
+
+
+def mechanism_citation(mechanism: str) -> tuple[str, str] | None:
+    """``(key, BibTeX entry)`` of the paper the mechanism declares, or None."""
+    cls = _mechanism_class(mechanism)
+    entry = str(getattr(cls, "bibtex", "") or "") if cls is not None else ""
+    found = re.match(r"\s*@\w+\{([^,\s]+),", entry)
+    return (found.group(1), entry) if found else None
+
+
 def _symbol(mechanism: str, param: str) -> tuple[str, bool]:
     """The parameter's declared symbol (and True), or its name (and False)."""
     cls = _mechanism_class(mechanism)

@@ -25,7 +25,7 @@ from attnbench.report.html import files_doc, index_html
 from attnbench.report.plots import (
     EXTRA_COLORS,
     EXTRA_MARKERS,
-    MECHANISM_COLORS,
+    PALETTE,
     RC,
     note_box,
     overlapping_points,
@@ -45,7 +45,7 @@ NUMERIC = (
     "params_diff_published_pct gflops_diff_published_pct"
 ).split()
 # one colour and marker per family: Okabe-Ito first, then Tol's muted
-FAMILY_COLORS = [c for c in MECHANISM_COLORS.values() if c != "#000000"] + EXTRA_COLORS
+FAMILY_COLORS = PALETTE + EXTRA_COLORS
 FAMILY_MARKERS = ["s", "D", "^", "o", "v", "P", "X", "*", *EXTRA_MARKERS]
 PLOT_NAME = "models_speed_vs_gmacs"
 

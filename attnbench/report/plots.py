@@ -36,6 +36,7 @@ from attnbench.report._results import (
     device_label,
     display_name,
     latency_quantiles,
+    mechanism_look,
     parameter_columns,
     plain,
     resolution_label,
@@ -55,37 +56,13 @@ from attnbench.report.measures import plot_max_batch, plot_phases, plot_roofline
 from attnbench.report.outcome import analysis_plan, arms_of
 from attnbench.report.reach import is_reach_run, plot_reach_bra, plot_reach_vs_cost, plot_reach_vs_distance
 
-__all__ = ["MECHANISM_COLORS", "PLOTS", "check_formats", "draw_all", "mechanism_styles", "series_styles"]
+__all__ = ["PALETTE", "PLOTS", "check_formats", "draw_all", "mechanism_styles", "series_styles"]
 
-MECHANISM_COLORS = {
-    "vanilla": "#000000",
-    "bra": "#D55E00",
-    "dbra": "#CC79A7",
-    "swin": "#0072B2",
-    "axial": "#56B4E9",
-    "neighborhood": "#009E73",
-    "dilated": "#E69F00",
-    "deformable": "#882255",
-    "agent": "#44AA99",
-    "flatten": "#999933",
-    "maxvit": "#332288",
-    "kvt": "#AA4499",
-}
+# the rendering kit's palette (Okabe-Ito and Tol's muted) for what declares no colour of its own;
+# each mechanism's own colour and marker live with it (AttentionMechanism.color, .marker)
+PALETTE = ["#D55E00", "#CC79A7", "#0072B2", "#56B4E9", "#009E73", "#E69F00", "#882255", "#44AA99", "#999933"]
+PALETTE += ["#332288", "#AA4499"]
 EXTRA_COLORS = ["#117733", "#888888", "#DDCC77", "#661100", "#6699CC", "#AA4466", "#4477AA"]
-MECHANISM_MARKERS = {
-    "vanilla": "o",
-    "bra": "s",
-    "dbra": "D",
-    "swin": "^",
-    "axial": "v",
-    "neighborhood": "P",
-    "dilated": "X",
-    "deformable": "*",
-    "agent": "h",
-    "flatten": "p",
-    "maxvit": "<",
-    "kvt": ">",
-}
 EXTRA_MARKERS = ["d", "8", "H", "1", "2", "3", "4"]
 VARIANT_MARKERS = ["s", "o", "^", "D", "v", "P", "X", "*", "h", "p"]
 LINESTYLES = ["-", "--", ":", "-."]
@@ -117,10 +94,17 @@ class Style:
         }
 
 
+def _own_color(mechanism: str) -> str:
+    """The mechanism's declared colour (the first of :data:`PALETTE` if it declares none)."""
+    return mechanism_look(mechanism)[0] or PALETTE[0]
+
+
 def mechanism_styles(mechanisms: Sequence[str]) -> dict[str, Style]:
-    """Colour and marker of each family: fixed for known names, Tol's muted in sorted order otherwise."""
-    out = {m: Style(MECHANISM_COLORS[m], MECHANISM_MARKERS[m]) for m in mechanisms if m in MECHANISM_COLORS}
-    unknown = sorted({m for m in mechanisms if m not in MECHANISM_COLORS})
+    """Colour and marker of each family: the mechanism's own (its ``color`` and ``marker``), else
+    Tol's muted in sorted order."""
+    looks = {m: mechanism_look(m) for m in dict.fromkeys(mechanisms)}
+    out = {m: Style(c, k) for m, (c, k) in looks.items() if c is not None and k is not None}
+    unknown = sorted(m for m in looks if m not in out)
     for i, m in enumerate(unknown):
         out[m] = Style(EXTRA_COLORS[i % len(EXTRA_COLORS)], EXTRA_MARKERS[i % len(EXTRA_MARKERS)])
     return out
@@ -1266,7 +1250,7 @@ def plot_bra_backends(df: pd.DataFrame) -> Figure | None:
 
 def _resolution_colors(n: int) -> list[str]:
     """Shades of BRA's colour, dark (smallest map) to light (largest): these plots are all BRA."""
-    return [_shade(MECHANISM_COLORS["bra"], float(t)) for t in np.linspace(-0.55, 0.45, max(n, 1))]
+    return [_shade(_own_color("bra"), float(t)) for t in np.linspace(-0.55, 0.45, max(n, 1))]
 
 
 PAPER_COLOR = "#555555"
@@ -1368,7 +1352,7 @@ def plot_scaling(check: FormulaCheck) -> Figure | None:
         return None
     fig = Figure(figsize=(4.8 * len(groups), 5.4))
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
-    bra = MECHANISM_COLORS["bra"]
+    bra = _own_color("bra")
     curves = [
         ("measured_at_best", "measured total, best swept S", "-", "o", bra),
         ("measured_sdep_at_best", "measured routing + attention, best S", "-.", "s", bra),

@@ -21,12 +21,13 @@ from attnbench.report._results import (
     display_name,
     latency_samples,
     latex_labels,
+    mechanism_citation,
     plain,
     resolution_label,
     scaled_unit,
     varying,
 )
-from attnbench.report.references import MECHANISM_KEYS, cite
+from attnbench.report.references import cite
 
 __all__ = ["METRICS", "Metric", "comparison_tables", "growth_tables", "pick_resolution", "sweep_tables"]
 
@@ -182,9 +183,8 @@ def _row_label(key: tuple, tex_of: dict[str, str]) -> Tex:
 def _mechanism_note(rows: pd.DataFrame) -> str:
     """LaTeX: each mechanism's display name with its \\cite, for a table note."""
     names = dict.fromkeys(str(m) for m in rows["mechanism"])
-    parts = [
-        f"{latex_escape(display_name(m))}~{cite([MECHANISM_KEYS[m]])}" for m in names if m in MECHANISM_KEYS
-    ]
+    keys = {m: mechanism_citation(m) for m in names}
+    parts = [f"{latex_escape(display_name(m))}~{cite([found[0]])}" for m, found in keys.items() if found]
     return ("Mechanisms: " + ", ".join(parts) + ".") if parts else ""
 
 

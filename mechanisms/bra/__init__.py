@@ -129,6 +129,13 @@ class BiLevelRoutingAttention(AttentionMechanism):
     """
 
     display_name = "BRA"
+    color = "#D55E00"
+    marker = "s"
+    bibtex = (
+        "@inproceedings{zhu2023biformer,\n  title = {{BiFormer}: Vision Transformer with Bi-Level Routing "
+        "Attention},\n  author = {Zhu, Lei and Wang, Xinjiang and Ke, Zhanghan and Zhang, Wayne and Lau, "
+        "Rynson},\n  booktitle = {CVPR},\n  year = {2023}\n}"
+    )
     param_symbols = {"n_win": "S", "topk": "k"}
     reference_backend = "reference"
 
