@@ -267,15 +267,6 @@ def config_slug(mechanism: str, params: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(parts))
 
 
-def level_label(dataset: dict[str, Any]) -> str:
-    """A level's name from its ``dataset:`` mapping, e.g. ``pathfinder-32-easy``, for rows written
-    before the ablation kind recorded a ``level`` column."""
-    parts = [str(dataset.get("name", "?")), str(dataset.get("resolution", ""))]
-    if "difficulty" in dataset:
-        parts.append(str(dataset["difficulty"]))
-    return "-".join(p for p in parts if p)
-
-
 # ----------------------------------------------------------------------------- drawing
 
 
@@ -600,6 +591,7 @@ class _Trained:
 
 
 def _finished_runs(run_dir: Path) -> list[_Trained]:
+    from attnbench.ablation.data import level_label
     from attnbench.store import DB_NAME, load_rows, read_manifest
 
     if not run_dir.is_dir():
@@ -636,7 +628,7 @@ def _finished_runs(run_dir: Path) -> list[_Trained]:
                 row,
                 run_dir / row["workdir"],
                 config,
-                str(row.get("level") or level_label(ds)),
+                str(row.get("level") or level_label(ds)),  # rows written before the level column
                 int(index),
             )
         )
@@ -765,8 +757,9 @@ def draw_run_maps(
     Args:
         run_dir: the run folder of an ablation study (``results.db`` and ``ablation/<key>/model.pt``).
         level: a dataset level's index in the study, or its label: the rows' ``level`` column
-            (``"easy, contour 8"``), or for rows without one :func:`level_label`
-            (``pathfinder-32-easy``); default the first level with trained models.
+            (``"easy, contour 8"``; for rows written before that column, the same words made
+            from the study's dataset entry by :func:`attnbench.ablation.data.level_label`);
+            default the first level with trained models.
         seed: the training seed to draw; default the smallest per configuration.
         image_index: the val image; default the first connected one (label 1) of a two-class
             dataset, else image 0.

@@ -168,7 +168,7 @@ def test_erf_csv(run_maps):
         assert (run_dir / "maps" / f"{r['file']}.png").is_file(), r
         r50, r90 = float(r["r50_px"]), float(r["r90_px"])
         assert 0 < r50 <= r90 <= math.hypot(32, 32), r
-        assert r["n_images"] == "4" and r["level"] == "pathfinder-32-easy"
+        assert r["n_images"] == "4" and r["level"] == "easy"  # the report's words for the level
     # a per-token linear map before stage 1's attention sees only its 2x2 patch
     local = [float(r["r90_px"]) for r in rows if r["configuration"] == HOOKLESS]
     assert max(local) <= 1.5
@@ -199,7 +199,7 @@ def test_cli_writes_and_prints_paths(vanilla_run, capsys):
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["--level", "cifar10-32"], ["level 'cifar10-32'", "pathfinder-32-easy"]),
+        (["--level", "cifar10-32"], ["level 'cifar10-32'", "'easy'"]),
         (["--seed", "7"], ["seed 7", "[0, 1]"]),
         (["--query", "16,0"], ["outside the stage-1 map of 16x16", "0 <= ROW < 16"]),
         (["--query", "a,b"], ["ROW,COL"]),

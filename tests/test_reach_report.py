@@ -77,6 +77,7 @@ def test_tables_findings_and_plots(dist):
     summary = rr.reach_summary(rr.distance_frame(df, MANIFEST), df)
     by_distance, table = rr.reach_tables(summary, df)
     assert by_distance.header == ["Configuration", "d=1", "d=2", "d=3", "d=4"]
+    assert "(40 images per distance)" in by_distance.note
     text = table.to_markdown()
     assert "2 2 1" in text and "0/1" in text and "—" in text
     assert "\\begin{tabular}" in table.to_latex()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from attnbench.ablation import build_for_dataset, dataset_shape, run_key, train_and_evaluate
+from attnbench.ablation.data import level_label
 from attnbench.ablation.train import TrainConfig
 from attnbench.flops import count_flops
 from attnbench.kinds import Kind, RunContext, Task, config_id
@@ -109,35 +110,11 @@ _RESULT_FIELDS = (
     "stopped",
     "learned_epoch",
 )
-_NOT_KNOBS = (
-    *("name", "difficulty", "resolution", "train_size", "val_size", "seed", "cache_dir", "augment"),
-    *("train_images", "version"),
-)
-_KNOB_WORDS = {"contour_length": "contour {}", "n_distractors": "{} distractors", "paddle_gap": "gap {} px"}
-
 # how the backbone's latency is taken (an ablation study has no timing keys of its own)
 _LATENCY = types.SimpleNamespace(
     measure=("latency",), warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS, max_time_s=None
 )
 _model_cache: dict[str, dict[str, Any]] = {}  # per worker process: seeds share one count
-
-
-def level_label(dataset: dict[str, Any]) -> str:
-    """A dataset entry in words: the name unless Pathfinder, its difficulty preset and the knobs it
-    overrides ("easy, contour 8"), and the resolution where it is not 32 (the generator's version is
-    the rows' ``generator_version``)."""
-    if dataset["name"] != "pathfinder":
-        extra = [f"{k}={v}" for k, v in dataset.items() if k in ("train_size", "label_type")]
-        return ", ".join([dataset["name"], *extra])
-    words = [str(dataset.get("difficulty", "medium"))]
-    words += [
-        ("1 distractor" if k == "n_distractors" and v == 1 else _KNOB_WORDS.get(k, f"{k}={{}}").format(v))
-        for k, v in dataset.items()
-        if k not in _NOT_KNOBS
-    ]
-    if dataset.get("resolution", 32) != 32:
-        words.append(f"{dataset['resolution']} px")
-    return ", ".join(words)
 
 
 def _knobs(dataset: dict[str, Any]) -> dict[str, Any]:

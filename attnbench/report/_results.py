@@ -47,6 +47,10 @@ REQUIRED_COLUMNS = ("mechanism", "H", "W", "C", "num_heads", "pass", "status")
 _OOM = re.compile(r"out of memory|\boom\b|memoryerror|can(?:no|')t allocate|not enough memory", re.IGNORECASE)
 
 
+# the one footnote of a timing the noise guard marked unstable, in every table of every kind
+UNSTABLE_NOTE = "†: unstable timing (IQR > 10% of the median, or a busy machine; see unstable_why)."
+
+
 def rows_frame(run_dir: str | Path) -> pd.DataFrame:
     """Every stored row of a run folder (``results.db``, or a ``results.csv`` alone) as a DataFrame,
     restricted to one measurement protocol (see :func:`one_protocol`).

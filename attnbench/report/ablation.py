@@ -34,7 +34,7 @@ import pandas as pd
 
 from attnbench import stats
 from attnbench.report._document import Doc, Table, Tex, latex_escape
-from attnbench.report._results import decimals_for, latex_labels, plain, scaled_unit
+from attnbench.report._results import UNSTABLE_NOTE, decimals_for, latex_labels, plain, scaled_unit
 
 __all__ = [
     "ablation_findings",
@@ -364,7 +364,7 @@ def _table_note(part: pd.DataFrame, summary: pd.DataFrame, level: str) -> str:
         "multiply-accumulates of one image (batch 1), fvcore convention (1 MAC = 1 FLOP)."
     )
     if part["unstable"].any():
-        parts.append("†: unstable timing (IQR > 10% of the median, or a busy machine).")
+        parts.append(UNSTABLE_NOTE)
     return " ".join(parts)
 
 

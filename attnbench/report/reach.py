@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 
 from attnbench import stats
 from attnbench.report._document import Doc, Table, Tex, latex_escape
-from attnbench.report._results import latex_labels
+from attnbench.report._results import UNSTABLE_NOTE, latex_labels
 
 __all__ = [
     "REACH_LEVEL",
@@ -197,6 +197,7 @@ def reach_summary(frame: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
                 "slope_lo": slo,
                 "slope_hi": shi,
                 "n_seeds": len(per_seed),
+                "n_per_d": sorted({int(n) for n in part["n"]}),
                 "flops": pd.to_numeric(rows.get("flops"), errors="coerce").median(),
                 "latency_ms": pd.to_numeric(rows.get("latency_ms"), errors="coerce").median(),
                 "unstable": bool(pd.to_numeric(rows.get("unstable"), errors="coerce").fillna(0).any()),
@@ -267,17 +268,19 @@ def reach_tables(summary: pd.DataFrame, df: pd.DataFrame) -> list[Table]:
         "[a, b]: 95 % Student interval over seeds. FLOPs: multiply-accumulates of one image (fvcore, "
         "batch 1). Learned: trainings at or above that level at the nearest distance; reach and slope "
         "are over them (per seed, —: not learned). Latency: median, batch 1, one thread"
-        + (
-            "; †: unstable timing (IQR > 10 % of the median, or a busy machine)."
-            if summary["unstable"].any()
-            else "."
-        ),
+        + (f". {UNSTABLE_NOTE}" if summary["unstable"].any() else "."),
     )
     return [by_distance, summary_table]
 
 
 def _per_d(summary: pd.DataFrame) -> str:
-    return "100 of each class per distance in the shipped study"
+    """How many validation images each distance holds, from the rows."""
+    counts = sorted({n for ns in summary["n_per_d"] for n in ns})
+    return (
+        f"{counts[0]} images per distance"
+        if len(counts) == 1
+        else f"{counts[0]}-{counts[-1]} images per distance"
+    )
 
 
 def reach_findings(summary: pd.DataFrame) -> Doc:

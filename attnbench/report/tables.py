@@ -16,6 +16,7 @@ import pandas as pd
 
 from attnbench.report._document import Table, Tex, best_mask, latex_escape
 from attnbench.report._results import (
+    UNSTABLE_NOTE,
     decimals_for,
     device_label,
     display_name,
@@ -129,7 +130,6 @@ def _column(
 
 UNSTABLE_MARK = "†"
 TIMED = ("latency_ms", "latency_iqr_ms", "throughput")  # peak memory is measured once, not timed
-UNSTABLE_NOTE = "†: unstable timing (IQR > 10% of the median, or a busy machine; see unstable_why)."
 EFFICIENCY_NOTE = (
     "Efficiency: the MACs of the timed call per second (achieved_gmacs_s) over the peak of a large "
     "matrix multiply on the same device, dtype and threads (peak_gmacs_s, attnbench.peak)."

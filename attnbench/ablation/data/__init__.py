@@ -53,6 +53,7 @@ __all__ = [
     "Split",
     "augment",
     "check_available",
+    "level_label",
     "dataset_shape",
     "load_dataset",
     "train_split_seed",
@@ -424,3 +425,28 @@ def check_available(cfg: dict[str, Any]) -> None:
         find_cifar(name, cfg.get("root"))
     elif name == "imagefolder":
         dataset_shape(cfg)
+
+
+_NOT_KNOBS = (
+    *("name", "difficulty", "resolution", "train_size", "val_size", "seed", "cache_dir", "augment"),
+    *("train_images", "version"),
+)
+_KNOB_WORDS = {"contour_length": "contour {}", "n_distractors": "{} distractors", "paddle_gap": "gap {} px"}
+
+
+def level_label(dataset: dict[str, Any]) -> str:
+    """A dataset entry in words: the name unless Pathfinder, its difficulty preset and the knobs it
+    overrides ("easy, contour 8"), and the resolution where it is not 32 (the generator's version is
+    the rows' ``generator_version``)."""
+    if dataset["name"] != "pathfinder":
+        extra = [f"{k}={v}" for k, v in dataset.items() if k in ("train_size", "label_type")]
+        return ", ".join([dataset["name"], *extra])
+    words = [str(dataset.get("difficulty", "medium"))]
+    words += [
+        ("1 distractor" if k == "n_distractors" and v == 1 else _KNOB_WORDS.get(k, f"{k}={{}}").format(v))
+        for k, v in dataset.items()
+        if k not in _NOT_KNOBS
+    ]
+    if dataset.get("resolution", 32) != 32:
+        words.append(f"{dataset['resolution']} px")
+    return ", ".join(words)
