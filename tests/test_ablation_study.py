@@ -161,6 +161,7 @@ def test_validation_errors_name_file_line_and_key(tmp_path, capsys, lines, expec
     assert not out.exists()  # nothing written
 
 
+@pytest.mark.slow  # 14 s: trainings, a resume and a report (early-stop tests train in the default run)
 def test_run_gives_rows_resumes_without_training_and_reports(tmp_path, capsys, monkeypatch):
     path = _study_with_cache(tmp_path)
     out = tmp_path / "run"

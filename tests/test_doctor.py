@@ -123,6 +123,7 @@ def test_cuda_asked_without_a_gpu_is_a_clear_error():
         doctor_study(device="cuda")
 
 
+@pytest.mark.slow  # 7 s: a doctor run of every check on a planted mechanism
 def test_a_wrong_backward_fails_with_its_row_named(tmp_path, capsys, temp_registry):
     plugin = tmp_path / "doubled.py"
     plugin.write_text(WRONG_BACKWARD)

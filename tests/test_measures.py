@@ -74,6 +74,7 @@ def test_bra_marks_its_phases_and_they_sum_to_the_call():
     assert sum(phases.values()) == pytest.approx(total, rel=0.25, abs=2.0)
 
 
+@pytest.mark.slow  # 3.5 s: a compiled study end to end
 def test_compile_axis_efficiency_and_phases_in_rows(tmp_path, monkeypatch, temp_registry):
     monkeypatch.setenv("ATTNBENCH_CACHE_DIR", str(tmp_path / "cache"))
     peak_gmacs_s.cache_clear()  # measured again, into this test's cache folder

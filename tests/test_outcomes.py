@@ -279,6 +279,7 @@ NULL_CHANCES = (0.3, 0.5, 0.8)
 OTHERS = ("a", "b", "c", "d")  # each declared against "base": 4 contrasts, one family per endpoint
 
 
+@pytest.mark.slow  # 3.4 s: a simulation of many null studies
 def test_identical_arms_are_rarely_resolved():
     """Two identical bimodal arms: at most 5 % of the declared pairs resolved on each endpoint, and
     at most 5 % of the studies resolve any contrast on the primary endpoint (counts), or on either

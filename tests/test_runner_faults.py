@@ -287,6 +287,7 @@ def test_unstable_rows_are_counted_and_marked(tmp_path, capsys, monkeypatch, mar
     assert {r["unstable"] for r in _rows(run_dir)} == {"1" if mark else "0"}
 
 
+@pytest.mark.slow  # 4.5 s: two worker processes; the one-worker fault tests stay in the default run
 def test_two_workers_side_by_side_give_the_same_rows_and_faults(tmp_path):
     """--workers 2: every point once, the same statuses as one worker, a killed point still only its own."""
     path = _study(tmp_path, how="ok, kill, exit")
