@@ -703,13 +703,10 @@ def _pathfinder_queries(geo: dict[str, np.ndarray], index: int) -> list[tuple[st
 
 def _reach_geometry(data: Any, dataset_cfg: dict[str, Any]) -> Any | None:
     """The reach val split regenerated (distances, marked tokens); None if it does not match the images."""
-    from attnbench.ablation.data import VAL_SEED_OFFSET
-    from attnbench.ablation.data.reach import ReachConfig, generate
+    from attnbench.ablation.data import reach_val_split
 
-    cfg = ReachConfig.from_dataset(dataset_cfg)
-    n = len(data.val)
-    split = generate(cfg, n, dataset_cfg.get("seed", 0) + VAL_SEED_OFFSET, stratified=True)
-    loaded = data.val.__getitems__(list(range(n)))[0][:, 0].numpy()
+    cfg, split = reach_val_split(dataset_cfg)
+    loaded = data.val.__getitems__(list(range(len(data.val))))[0][:, 0].numpy()
     return (split, cfg) if np.array_equal(split.images, loaded) else None
 
 

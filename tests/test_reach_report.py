@@ -12,13 +12,15 @@ import pytest
 from attnbench import stats
 from attnbench.report import reach as rr
 
-STUDY = """
-name: r
-dataset:
-  - {name: reach, resolution: 32, patch: 4, glyph: 4, mark: bright, distances: [1, 2, 3, 4],
-     val_size: 160, seed: 0}
-"""
-MANIFEST = {"study": {"text": STUDY}}
+REACH = {
+    "name": "reach",
+    "resolution": 32,
+    "patch": 4,
+    "glyph": 4,
+    "mark": "bright",
+    "distances": [1, 2, 3, 4],
+}
+MANIFEST = {"conditions": {"datasets": [{**REACH, "val_size": 160, "seed": 0}]}}  # as the runner records it
 
 
 @pytest.fixture(scope="module")
@@ -96,5 +98,5 @@ def test_a_run_that_is_not_reach_has_no_readings():
     df = pd.DataFrame([{"label": "Global", "mechanism": "vanilla", "dataset": "pathfinder", "status": "ok"}])
     assert rr.distance_frame(df, MANIFEST).empty
     assert rr.plot_reach_vs_distance(df, MANIFEST, styles_of=dict) is None
-    assert rr.val_distances({"study": {"text": "name: [unclosed"}}) is None
+    assert rr.val_distances({"conditions": {"datasets": "not a list"}}) is None
     assert rr.val_distances({}) is None

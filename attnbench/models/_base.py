@@ -25,7 +25,14 @@ from torch import Tensor, nn
 
 from attnbench.mechanism import AttentionMechanism
 
-__all__ = ["GLOBAL_POOLS", "StagedBackbone", "crop_like", "pad_to_min_size", "region_min_size"]
+__all__ = [
+    "GLOBAL_POOLS",
+    "StagedBackbone",
+    "attend_padded",
+    "crop_like",
+    "pad_to_min_size",
+    "region_min_size",
+]
 
 GLOBAL_POOLS = ("avg", "")  # average pooling, or none (forward_head returns the (B, C, H, W) map)
 
@@ -63,6 +70,14 @@ def crop_like(x: Tensor, like: Tensor) -> Tensor:
     if x.shape[1] == H and x.shape[2] == W:
         return x
     return x[:, :H, :W].contiguous()
+
+
+def attend_padded(attn: nn.Module, x: Tensor, min_size: int) -> Tensor:
+    """``attn(x)`` on (B, H, W, C), padded to ``min_size`` per side when smaller and cropped back
+    (0: as is); see :func:`region_min_size`."""
+    if not min_size:
+        return attn(x)
+    return crop_like(attn(pad_to_min_size(x, min_size)), x)
 
 
 class StagedBackbone(nn.Module):

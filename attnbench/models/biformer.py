@@ -26,7 +26,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from torch import Tensor, nn
 
 from attnbench import build_mechanism
-from attnbench.models._base import StagedBackbone, crop_like, pad_to_min_size, region_min_size
+from attnbench.models._base import StagedBackbone, attend_padded, region_min_size
 from attnbench.models.layers import AttentionLePE, Mlp
 
 __all__ = [
@@ -80,14 +80,6 @@ def make_attention(
     raise ValueError(f"parameter 'topks' has {topk}; allowed: a positive top-k (BRA) or -2 (global + LePE)")
 
 
-def _attend(attn: nn.Module, x: Tensor, min_size: int) -> Tensor:
-    """``attn(x)`` on (B, H, W, C), padded to ``min_size`` per side when smaller and cropped back
-    (0: as is); see :func:`attnbench.models._base.region_min_size`."""
-    if not min_size:
-        return attn(x)
-    return crop_like(attn(pad_to_min_size(x, min_size)), x)
-
-
 def _check_stage_lists(**lists: tuple) -> None:
     for name, value in lists.items():
         if len(value) != 4:
@@ -122,7 +114,7 @@ class BiFormerBlock(nn.Module):
         if self.pos_embed is not None:
             x = x + self.pos_embed(x)  # (B, C, H, W)
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        x = x + self.drop_path(_attend(self.attn, self.norm1(x), self.attn_min_size))
+        x = x + self.drop_path(attend_padded(self.attn, self.norm1(x), self.attn_min_size))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
@@ -227,7 +219,7 @@ class BiFormerSTLBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(_attend(self.attn, self.norm1(x), self.attn_min_size))  # (B, H, W, C)
+        x = x + self.drop_path(attend_padded(self.attn, self.norm1(x), self.attn_min_size))  # (B, H, W, C)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 

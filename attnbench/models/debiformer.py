@@ -30,7 +30,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import Tensor, nn
 
 from attnbench import build_mechanism
-from attnbench.models._base import StagedBackbone, crop_like, pad_to_min_size, region_min_size
+from attnbench.models._base import StagedBackbone, attend_padded, region_min_size
 from attnbench.models.layers import ConvMlp
 
 __all__ = ["DeBiFormer", "DeBiFormerBlock"]
@@ -71,22 +71,15 @@ class DeBiFormerBlock(nn.Module):
     def _conv_on_last(layer: nn.Module, x: Tensor) -> Tensor:
         return layer(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # NCHW layer on (B, H, W, C)
 
-    @staticmethod
-    def _attend(attn: nn.Module, x: Tensor, min_size: int) -> Tensor:
-        # maps smaller than n_win are padded to it first (what auto_pad computes; bra refuses them)
-        if not min_size:
-            return attn(x)
-        return crop_like(attn(pad_to_min_size(x, min_size)), x)
-
     def forward(self, x: Tensor) -> Tensor:
         if self.pos_embed1 is not None:
             x = x + self.pos_embed1(x)  # (B, C, H, W)
         x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        x = x + self.drop_path1(self._attend(self.attn1, self.norm1(x), self.attn1_min_size))
+        x = x + self.drop_path1(attend_padded(self.attn1, self.norm1(x), self.attn1_min_size))
         x = x + self.drop_path1(self._conv_on_last(self.mlp1, self.norm2(x)))
         if self.pos_embed2 is not None:
             x = x + self._conv_on_last(self.pos_embed2, x)
-        x = x + self.drop_path2(self._attend(self.attn2, self.norm3(x), self.attn2_min_size))
+        x = x + self.drop_path2(attend_padded(self.attn2, self.norm3(x), self.attn2_min_size))
         x = x + self.drop_path2(self._conv_on_last(self.mlp2, self.norm4(x)))
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 

@@ -2,9 +2,9 @@
 
 A reach run (an ablation run on the ``reach`` dataset, e.g. ``studies/reach.yaml``) stores per
 training which validation image it got right (``val_correct``). The validation split is generated
-deterministically from the study's ``dataset:`` entry, so the distance of every image is generated
-again here (1,400 images of 32 px: well under a second) and each training's hits are split by
-distance.
+deterministically from the study's ``dataset:`` entry (the manifest's ``conditions``), so the
+distance of every image is generated again here (1,400 images of 32 px: well under a second) and
+each training's hits are split by distance.
 
 Readings, per configuration (its seeds):
 
@@ -32,7 +32,6 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
-import yaml
 from matplotlib.figure import Figure
 
 from attnbench import stats
@@ -53,7 +52,6 @@ __all__ = [
 
 DASH = "—"
 REACH_LEVEL = 75.0  # accuracy (%) at a distance that counts as reached
-_MAX_STUDY_TEXT = 1 << 20  # a manifest's study text is read only up to this size (the study limit)
 
 
 def is_reach_run(df: pd.DataFrame) -> bool:
@@ -62,30 +60,23 @@ def is_reach_run(df: pd.DataFrame) -> bool:
 
 
 def _reach_entry(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The study's ``dataset:`` entry named reach, from the manifest's copy of the study file."""
-    study = (manifest or {}).get("study")
-    text = study.get("text") if isinstance(study, dict) else None
-    if not isinstance(text, str) or len(text) > _MAX_STUDY_TEXT:
-        return None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
-    entries = data.get("dataset") if isinstance(data, dict) else None
-    entries = entries if isinstance(entries, list) else [entries]
-    found = [e for e in entries if isinstance(e, dict) and e.get("name") == "reach"]
+    """The run's one ``dataset:`` entry named reach, as the manifest records the study's conditions."""
+    conditions = (manifest or {}).get("conditions")
+    entries = conditions.get("datasets") if isinstance(conditions, dict) else None
+    found = (
+        [e for e in entries if isinstance(e, dict) and e.get("name") == "reach"]
+        if isinstance(entries, list)
+        else []
+    )
     return found[0] if len(found) == 1 else None
 
 
 @functools.lru_cache(maxsize=4)
 def _distances(entry_items: tuple[tuple[str, Any], ...]) -> np.ndarray:
-    from attnbench.ablation.data import VAL_SEED_OFFSET
-    from attnbench.ablation.data.reach import ReachConfig, generate
+    from attnbench.ablation.data import reach_val_split
 
     entry = {k: (list(v) if isinstance(v, tuple) else v) for k, v in entry_items}
-    cfg = ReachConfig.from_dataset(entry)
-    val_size = int(entry.get("val_size", 1200))
-    return generate(cfg, val_size, int(entry.get("seed", 0)) + VAL_SEED_OFFSET, stratified=True).distances
+    return reach_val_split(entry)[1].distances
 
 
 def val_distances(manifest: dict[str, Any] | None) -> np.ndarray | None:

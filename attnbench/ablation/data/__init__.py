@@ -54,6 +54,7 @@ __all__ = [
     "augment",
     "check_available",
     "level_label",
+    "reach_val_split",
     "dataset_shape",
     "load_dataset",
     "train_split_seed",
@@ -277,6 +278,18 @@ def _pathfinder(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
 
 
 REACH_EXTRA = ("train_size", "val_size", "seed", "train_images")
+REACH_SIZES = {"train": 8000, "val": 1200}  # the reach splits' default image counts
+
+
+def reach_val_split(cfg: dict[str, Any]) -> tuple[Any, Any]:
+    """``(ReachConfig, ReachImages)`` of the validation split of a study's reach ``dataset:`` entry:
+    the same for every training seed, stratified by distance and class. The loader, ``attnbench
+    maps`` and the report's distance readings all take it from here."""
+    from attnbench.ablation.data.reach import ReachConfig, generate
+
+    rc = ReachConfig.from_dataset(cfg)
+    size = _sizes(cfg, **REACH_SIZES)["val_size"]
+    return rc, generate(rc, size, cfg.get("seed", 0) + VAL_SEED_OFFSET, stratified=True)
 
 
 def _reach(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
@@ -287,11 +300,10 @@ def _reach(cfg: dict[str, Any], train_seed: int | None = None) -> Dataset:
 
     fields = tuple(f.name for f in dataclasses.fields(ReachConfig))
     check_keys(cfg, (*fields, *REACH_EXTRA), "reach")
-    rc = ReachConfig.from_dataset(cfg)
-    seed, train_split, split_info = _split_seeds(cfg, train_seed)
-    sizes = _sizes(cfg, train=8000, val=1200)
+    _, train_split, split_info = _split_seeds(cfg, train_seed)
+    sizes = _sizes(cfg, **REACH_SIZES)
+    rc, val = reach_val_split(cfg)
     train = generate(rc, sizes["train_size"], train_split)
-    val = generate(rc, sizes["val_size"], seed + VAL_SEED_OFFSET, stratified=True)
     return Dataset(
         name="reach",
         train=ArraySplit(train.images[:, None], train.labels),
