@@ -500,7 +500,7 @@ def _cmd_maps(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"attnbench maps: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from attnbench.maps import MapsError, draw_model_maps, draw_run_maps
+    from attnbench.kinds.ablation.maps import MapsError, draw_model_maps, draw_run_maps
     from attnbench.store import StoreError, check_no_links
 
     try:

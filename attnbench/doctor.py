@@ -1,6 +1,6 @@
 """``attnbench doctor``: what runs on this machine, and does it compute the right numbers here?
 
-Two parts, both rows of one run folder (kind ``doctor``, :mod:`attnbench.kinds.doctor`), so that
+Two parts, both rows of one run folder (kind ``doctor``, :mod:`attnbench.kinds.doctor.kind`), so that
 ``attnbench report`` reads a doctor run like any other:
 
 1. **The environment**, one row per probe: torch, CUDA and the driver, the GPU's name and memory,
@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from attnbench.kinds.doctor import DIM, DTYPES, HEADS, SIZE, TOLERANCE
+from attnbench.kinds.doctor.kind import DIM, DTYPES, HEADS, SIZE, TOLERANCE
 
 __all__ = [
     "DIM",
@@ -202,7 +202,7 @@ def main_doctor(
     stderr: Any = None,
 ) -> int:
     """``attnbench doctor``: check, print both tables, write the run folder; the exit status."""
-    from attnbench.kinds.doctor import environment_table, mechanism_table
+    from attnbench.kinds.doctor.kind import environment_table, mechanism_table
     from attnbench.runner import run_study
     from attnbench.store import load_rows
 

@@ -1,6 +1,6 @@
 """The one runner: every study kind's tasks measured into a run folder, each row saved as it exists.
 
-The runner owns, once for every kind (:mod:`attnbench.kinds`): the run folder and its lock, the
+The runner owns, once for every kind (:mod:`attnbench.kind`): the run folder and its lock, the
 store (:mod:`attnbench.store`), the plan and resume, the executor (:mod:`attnbench.executors`),
 progress, interrupts, the manifest, the summary and the report call.
 
@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from attnbench import __version__
 from attnbench.executors import Executor, ExecutorError, Job, LocalExecutor
-from attnbench.kinds import Kind, RunContext, kind_of, run_task
+from attnbench.kind import Kind, RunContext, kind_of, run_task
 from attnbench.noise import busy_warning, load_average, unstable_reasons
 from attnbench.store import (
     DONE_STATUSES,
@@ -52,14 +52,13 @@ def default_run_dir(study: Any) -> Path:
 
 
 def _folder_kind(store: ResultsStore) -> str | None:
-    """The kind of study a run folder holds: recorded, or read off the columns of imported rows."""
+    """The kind of study a run folder holds, as recorded (``results.db``, else ``manifest.json``);
+    None for a folder that records none."""
     recorded = store.meta("kind")
-    if recorded is not None or not len(store):
+    if recorded is not None:
         return recorded
-    columns = set(store.columns)
-    if "model" in columns and "mechanism" not in columns:
-        return "models"
-    return "ablation" if "top1" in columns else "sweep"
+    kind = (store.read_manifest() or {}).get("kind")
+    return kind if isinstance(kind, str) else None
 
 
 def _now() -> str:
@@ -191,6 +190,12 @@ class _Run:
                 for note in self.store.notes:
                     self.say(note, always=True)
                 folder_kind = _folder_kind(self.store)
+                if folder_kind is None and len(self.store):
+                    raise StoreError(
+                        f"{self.run_dir} holds rows that record no kind of study (no manifest.json, a "
+                        "results.csv of an older attnbench); give this study its own folder with --out, "
+                        "or start over with --fresh"
+                    )
                 if folder_kind not in (None, self.kind.name):
                     raise StoreError(
                         f"{self.run_dir} holds a {folder_kind} run; give this {self.kind.name} study its own "
@@ -439,12 +444,15 @@ class _Run:
         return manifest
 
     def _write_report(self) -> None:
-        """``attnbench.report.write_report(run_dir)``; a failure there never loses results."""
+        """``attnbench.report.prepare_report`` and ``write_report(run_dir)``; a failure there never
+        loses results."""
         self.say(f"writing the report (tables, plots, index.html) into {self.run_dir} ...")
         try:
-            from attnbench.report import write_report
+            from attnbench.report import prepare_report, write_report
 
-            index = write_report(self.run_dir, progress=lambda line: self.say(f"report: {line}"))
+            say = lambda line: self.say(f"report: {line}")  # noqa: E731
+            prepare_report(self.run_dir, progress=say)
+            index = write_report(self.run_dir, progress=say)
         except Exception as exc:  # noqa: BLE001 - a report failure must never lose results
             text = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
             print(f"attnbench: writing the report failed ({text}); the results are safe", file=self.err)

@@ -44,6 +44,7 @@ __all__ = [
     "MANIFEST_NAME",
     "ResultsStore",
     "RunLock",
+    "recorded_kind",
     "StoreError",
     "check_no_links",
     "load_rows",
@@ -644,6 +645,28 @@ def read_manifest(run_dir: str | Path, *, strict: bool = False) -> dict[str, Any
             "kept; a run then writes a new manifest)"
         )
     return {}
+
+
+def recorded_kind(run_dir: str | Path) -> str | None:
+    """The kind of study a run folder holds, as recorded: its manifest's ``kind``, else the one its
+    ``results.db`` records (a run that stopped before its first manifest); None when neither says
+    (a ``results.csv`` alone). Nothing is read off the columns."""
+    kind = read_manifest(run_dir).get("kind")
+    if isinstance(kind, str) and kind:
+        return kind
+    db = Path(run_dir) / DB_NAME
+    if not db.is_file():
+        return None
+    try:
+        _check_database_file(db)
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            found = con.execute("SELECT value FROM meta WHERE key = 'kind'").fetchone()
+        finally:
+            con.close()
+    except (sqlite3.DatabaseError, StoreError):
+        return None
+    return None if found is None else str(found[0])
 
 
 def load_rows(run_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from attnbench.kinds.ablation.accuracy import ablation_summary, ablation_tables, is_ablation_frame
 from attnbench.report import write_report
 from attnbench.report._results import load_results, mechanism_labels
-from attnbench.report.ablation import ablation_summary, ablation_tables, is_ablation_frame
 from attnbench.store import ResultsStore
 
 N_IMAGES = 400
@@ -103,6 +103,7 @@ def write_ablation_run(run_dir: Path, rows: list[dict], baseline: str | None = "
     store.close()
     manifest = {
         "note": "synthetic-test-data: accuracies, per-image results and latencies are made up",
+        "kind": "ablation",
         "study": {"name": "synthetic-ablation", "kind": "ablation"},
         "conditions": {"levels": [lv for lv, _, _ in LEVELS], "seeds": list(SEEDS), "pass": "train"},
         "environments": {"cpu": {"torch": "x"}},
@@ -204,7 +205,12 @@ def test_the_report_draws_the_ablation_plots_only(run):
 def test_plots_show_the_intervals_and_the_front(tmp_path):
     import matplotlib
 
-    from attnbench.report.plots import RC, plot_accuracy_ladder, plot_accuracy_vs_cost, plot_learning_curves
+    from attnbench.kinds.ablation.plots import (
+        plot_accuracy_ladder,
+        plot_accuracy_vs_cost,
+        plot_learning_curves,
+    )
+    from attnbench.report.plots import RC
 
     df = _frame(write_ablation_run(tmp_path / "run", ablation_rows()))
     with matplotlib.rc_context(RC):

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import attnbench.kinds.ablation as ablation_kind
+import attnbench.kinds.ablation.kind as ablation_kind
 from attnbench.ablation import run_key
 from attnbench.cli import main
-from attnbench.study import AblationStudy, StudyError, load_study
+from attnbench.kinds.ablation.schema import AblationStudy
+from attnbench.study import StudyError, load_study
 
 IN_PROCESS = ["--isolation", "none"]  # the tests below patch training in this process
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import attnbench
+from attnbench.kinds.sweep.bra_backends import backend_summary, bra_backend_tables
 from attnbench.report import write_report
-from attnbench.report.bra_backends import backend_summary, bra_backend_tables
 from tests.test_report import BASE, write_run
 
 PLUGIN = Path(__file__).parents[1] / "studies" / "plugins" / "bra_parts.py"

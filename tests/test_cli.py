@@ -197,7 +197,7 @@ def test_quiet_run_prints_no_report_progress_and_no_formula_check_without_bra(tm
 
 
 def test_the_console_table_shows_swept_parameters():
-    from attnbench.kinds.sweep import SweepKind
+    from attnbench.kinds.sweep.kind import SweepKind
 
     rows = [
         {

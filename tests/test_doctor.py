@@ -14,7 +14,7 @@ import torch
 import attnbench  # noqa: F401 - registers the mechanisms; torchvision before timm
 from attnbench.cli import main
 from attnbench.doctor import EXIT_BAD_INPUT, EXIT_FAILED, TOLERANCE, doctor_study
-from attnbench.kinds.doctor import PROBES, relative_error
+from attnbench.kinds.doctor.kind import PROBES, relative_error
 from attnbench.registry import build_mechanism, get_mechanism
 
 WRONG_BACKWARD = textwrap.dedent(

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import attnbench
-from attnbench.report.formula import (
+from attnbench.kinds.sweep.formula import (
     VARIANTS,
     check_rows,
     count_point,

@@ -102,6 +102,6 @@ def test_import_attnbench_models_registers_the_seed_models_with_timm():
 
 
 def test_report_options_list_every_metric():
-    from attnbench.report.tables import METRICS
+    from attnbench.kinds.sweep.tables import METRICS
 
     assert list(METRIC_KEYS) == list(METRICS)

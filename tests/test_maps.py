@@ -17,7 +17,7 @@ import torch
 
 from attnbench import AttentionMap, AttentionMechanism, Region
 from attnbench.cli import main
-from attnbench.maps import MapsError, draw_model_maps, draw_run_maps, erf_radii
+from attnbench.kinds.ablation.maps import MapsError, draw_model_maps, draw_run_maps, erf_radii
 
 VANILLA = "vanilla"
 WINDOWED = "_maps_windowed"  # vanilla attention, hook adds a region and points

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-import attnbench.kinds.models as models_kind
+import attnbench.kinds.models.kind as models_kind
 from attnbench.cli import main
-from attnbench.kinds.models import model_point_id
+from attnbench.kinds.models.kind import model_point_id
+from attnbench.kinds.models.schema import ModelSpec, ModelsStudy
 from attnbench.report import write_report
 from attnbench.runner import run_study
 from attnbench.store import ResultsStore
-from attnbench.study import ModelSpec, ModelsStudy, StudyError, load_study
+from attnbench.study import StudyError, load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -301,7 +302,9 @@ def test_best_throughput_and_memory_are_bold(tiny_run, tmp_path):
     md = (copy / "tables" / "models.md").read_text()
     line = next(line for line in md.splitlines() if line.startswith("| test_vit"))
     assert "**1000**" in line and "**2.5**" in line
-    with pytest.raises(ValueError, match=r"\['sort'\] select rows or columns of sweep runs"):
+    with pytest.raises(
+        ValueError, match=r"\['sort'\] select rows or columns of other kinds of run; .* is a models run"
+    ):
         write_report(copy, sort="flops")
 
 
@@ -369,4 +372,4 @@ def test_a_folder_of_another_kind_is_refused(tmp_path, capsys):
     header = "point_id,pass,status,mechanism,H,W\n"
     (sweep / "results.csv").write_text(header + "ab" * 8 + ",forward,ok,vanilla,8,8\n")
     assert run_study(study, out_dir=sweep, quiet=True) == 2
-    assert "holds a sweep run; give this models study its own folder" in capsys.readouterr().err
+    assert "holds rows that record no kind of study" in capsys.readouterr().err

@@ -1,8 +1,8 @@
-"""The outcome analysis of an ablation report (attnbench.report.outcome) on synthetic bimodal runs.
+"""The outcome analysis of an ablation report (attnbench.kinds.ablation.analysis) on synthetic bimodal runs.
 
 Each training either learns (final top-1 near 90 %, reached at a known epoch) or stays near 50 %;
 which ones learn is set per (level, configuration), so the counts, the contrasts and the best
-configuration are known. The numbers in the tables are checked against attnbench.outcomes called
+configuration are known. The numbers in the tables are checked against outcomes called
 directly. The cue reliance runs on a tiny generated Pathfinder validation split (version 4, easy,
 200 images, in a temporary cache) with made-up per-image results.
 """
@@ -18,11 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attnbench import outcomes
-from attnbench.report import write_report
-from attnbench.report._results import load_results, mechanism_labels
-from attnbench.report.ablation import ablation_summary
-from attnbench.report.outcome import (
+from attnbench.kinds.ablation import outcomes
+from attnbench.kinds.ablation.accuracy import ablation_summary
+from attnbench.kinds.ablation.analysis import (
     DEFAULT_LEARNED_TOP1,
     analysis_plan,
     arms_of,
@@ -35,6 +33,8 @@ from attnbench.report.outcome import (
     report_findings,
     report_method,
 )
+from attnbench.report import write_report
+from attnbench.report._results import load_results, mechanism_labels
 from attnbench.store import ResultsStore
 
 SEEDS = tuple(range(12))
@@ -129,7 +129,11 @@ def manifest(analysis: dict | None = None, datasets: list | None = None, baselin
         conditions["analysis"] = analysis
     if datasets is not None:
         conditions["datasets"] = datasets
-    return {"study": {"name": "synthetic-bimodal", "kind": "ablation"}, "conditions": conditions}
+    return {
+        "kind": "ablation",
+        "study": {"name": "synthetic-bimodal", "kind": "ablation"},
+        "conditions": conditions,
+    }
 
 
 DECLARED = {"learned_top1": 75.0, "contrasts": [["bra", "vanilla"], ["swin", "vanilla"]], "alpha": 0.05}
@@ -453,17 +457,17 @@ def test_the_report_puts_the_outcomes_first(tmp_path, split):
     assert "declared in the study file before the run" in summary
     assert "cue reliance not computed: generator version not recorded" in summary
     assert "Secondary (exploratory): mean top-1 on easy" in (run / "tables" / "ablation_easy.md").read_text()
-    assert "Outcome statistics (attnbench.outcomes" in report.split("## Run")[1]
+    assert "Outcome statistics (docs/outcomes.md)" in report.split("## Run")[1]
 
 
 def test_the_outcome_plots_draw_what_the_arms_hold(df):
-    from attnbench.report.plots import (
-        RC,
+    from attnbench.kinds.ablation.plots import (
         plot_accuracy_ladder,
         plot_accuracy_vs_cost,
         plot_performance_profiles,
         plot_time_to_learn,
     )
+    from attnbench.report.plots import RC
 
     m = manifest(DECLARED)
     with matplotlib.rc_context(RC):

@@ -1,4 +1,4 @@
-"""attnbench.outcomes on hand-made cases and on simulated bimodal studies (no training, no torch).
+"""outcomes on hand-made cases and on simulated bimodal studies (no training, no torch).
 
 The simulated studies mimic the ablation: a training either learns (its top-1 jumps to about 88 %
 at an epoch drawn from a discrete distribution) or stays at chance (about 52 %) until the last
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from attnbench import outcomes as oc
+from attnbench.kinds.ablation import outcomes as oc
 
 THRESHOLD = 70.0
 EPOCHS = 20  # evaluated every 2 epochs
@@ -264,7 +264,7 @@ def test_performance_profile():
 
 def test_importing_outcomes_imports_numpy_alone():
     code = (
-        "import json, sys; import attnbench.outcomes; "
+        "import json, sys; import attnbench.kinds.ablation.outcomes; "
         "print(json.dumps(sorted(m for m in ('scipy', 'pandas', 'torch') if m in sys.modules)))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

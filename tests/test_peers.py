@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from attnbench.executors import LocalExecutor
-from attnbench.kinds.peers import TOLERANCE, compare, time_interleaved
-from attnbench.peers import PEERS, Peer, get_peer, register_peer
+from attnbench.kinds.peers.implementations import PEERS, Peer, get_peer, register_peer
+from attnbench.kinds.peers.kind import TOLERANCE, compare, time_interleaved
+from attnbench.kinds.peers.schema import PeersStudy
+from attnbench.kinds.peers.tables import peers_tables
 from attnbench.registry import build_mechanism
-from attnbench.report.peers import peers_tables
 from attnbench.runner import run_study
 from attnbench.store import ResultsStore
-from attnbench.study import PeersStudy, StudyError, json_schema, load_study
+from attnbench.study import StudyError, json_schema, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [(m, p) for m, table in PEERS.items() for p in table]

@@ -13,21 +13,11 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 
+from attnbench.kinds.ablation.plots import plot_pareto
+from attnbench.kinds.models.report import plot_models
+from attnbench.kinds.sweep.plots import plot_bra_heatmaps, plot_flops_vs_s, plot_flops_vs_tokens, plot_speed
 from attnbench.report._results import load_results, mechanism_labels
-from attnbench.report.models import plot_models
-from attnbench.report.plots import (
-    RC,
-    Series,
-    Style,
-    coinciding,
-    plot_bra_heatmaps,
-    plot_flops_vs_s,
-    plot_flops_vs_tokens,
-    plot_pareto,
-    plot_speed,
-    series_styles,
-    spread_positions,
-)
+from attnbench.report.plots import RC, Series, Style, coinciding, series_styles, spread_positions
 from tests.test_report import BASE, small_rows, write_counted_run, write_run
 
 
@@ -143,7 +133,7 @@ def test_heatmaps_use_one_unit_and_no_exponents(tmp_path):
 
 
 def test_legends_name_only_what_is_drawn(tmp_path):
-    from attnbench.report.formula import run_formula_check
+    from attnbench.kinds.sweep.formula import run_formula_check
 
     run = write_counted_run(tmp_path / "run", sizes=(14, 28), n_wins=(2, 7), topks=(1,))
     df = load_results(run)

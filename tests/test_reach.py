@@ -221,7 +221,7 @@ def test_the_bright_readout_reads_only_the_marked_tokens_and_leaks_nothing(self_
 
 
 def test_maps_of_a_reach_run_query_the_two_marked_glyphs():
-    from attnbench.maps import _reach_geometry, _reach_queries
+    from attnbench.kinds.ablation.maps import _reach_geometry, _reach_queries
 
     cfg = {
         "name": "reach",

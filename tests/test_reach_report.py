@@ -1,4 +1,4 @@
-"""The reach readings (attnbench.report.reach): per-distance accuracy from the stored per-image
+"""The reach readings (attnbench.kinds.ablation.reach): per-distance accuracy from the stored per-image
 results, each training's reach and slope, the tables and the plots."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from attnbench import stats
-from attnbench.report import reach as rr
+from attnbench.kinds.ablation import reach as rr
 
 REACH = {
     "name": "reach",

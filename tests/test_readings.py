@@ -39,8 +39,8 @@ def test_a_report_with_other_options_leaves_no_stale_files(tmp_path):
 def test_dagger_marks_timed_cells_only_and_efficiency_is_defined(tmp_path):
     import pandas as pd
 
+    from attnbench.kinds.sweep.tables import comparison_tables
     from attnbench.report._results import mechanism_labels
-    from attnbench.report.tables import comparison_tables
 
     df = pd.DataFrame(
         [
@@ -85,7 +85,7 @@ def test_family_variants_get_shades_of_the_family_colour():
 
 
 def test_the_roofline_names_its_peak_lines_in_the_legend():
-    from attnbench.report.measures import plot_roofline
+    from attnbench.kinds.sweep.measures import plot_roofline
 
     rows = [
         {
@@ -124,7 +124,7 @@ def test_the_roofline_names_its_peak_lines_in_the_legend():
 
 
 def test_captions_state_the_threads_with_the_device():
-    from attnbench.report.tables import _conditions
+    from attnbench.kinds.sweep.tables import _conditions
 
     rows = pd.DataFrame({"pass": ["forward"], "device": ["cpu"], "batch": [1], "threads": [1]})
     assert _conditions(rows, ["pass", "device", "batch"]) == "forward, CPU, batch 1, 1 thread"
@@ -137,8 +137,8 @@ def test_growth_exponents_with_intervals():
 
     import numpy as np
 
+    from attnbench.kinds.sweep.tables import growth_tables
     from attnbench.report._results import mechanism_labels
-    from attnbench.report.tables import growth_tables
 
     rng = np.random.default_rng(0)
     rows = []

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 import attnbench
+from attnbench.kinds.sweep.tables import comparison_tables
 from attnbench.report import add_arguments, report_from_args, write_report
 from attnbench.report._document import Table, best_mask
 from attnbench.report._results import latex_labels, load_results, mechanism_labels
 from attnbench.report.plots import mechanism_styles
-from attnbench.report.tables import comparison_tables
 from attnbench.store import ResultsStore
 
 FAKE = "synthetic-test-data: timings and memory are FAKE"
@@ -136,7 +136,8 @@ def test_every_output_is_written(small_run):
     assert any(n.startswith("sweep_flops") for n in tex)
     pngs = {p.stem for p in (small_run / "plots").glob("*.png")}
     # every timed row is at 28×28 (56×56 failed): a latency plot would have a single x, so it is not drawn
-    assert {"flops_vs_tokens", "memory_vs_resolution", "accuracy_vs_flops"} <= pngs
+    assert {"flops_vs_tokens", "memory_vs_resolution"} <= pngs
+    assert "accuracy_vs_flops" not in pngs  # an ablation's plot: a sweep's report neither draws nor lists it
     assert "speed_vs_resolution" not in pngs
     assert (
         "speed_vs_resolution` not drawn: no ok row has a latency at two or more resolutions"

@@ -267,6 +267,7 @@ def test_a_failing_report_never_loses_results(tmp_path, capsys, monkeypatch, lin
     fake = types.ModuleType("attnbench.report")
     fake.__spec__ = importlib.machinery.ModuleSpec("attnbench.report", None)
     fake.write_report = broken
+    fake.prepare_report = lambda run_dir, **kwargs: None
     monkeypatch.setitem(sys.modules, "attnbench.report", fake)
     path = write_study(tmp_path, RESUME.replace("[8, 10, 12, 14, 16]", "[8]"))
     assert run_study(load_study(path), out_dir=tmp_path / "run", quiet=True) == 0

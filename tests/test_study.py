@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from attnbench.cli import main
+from attnbench.kinds.sweep.schema import Point
 from attnbench.registry import available_mechanisms
-from attnbench.study import Point, StudyError, load_study
+from attnbench.study import StudyError, load_study
 
 # line numbers matter: the cases below replace whole lines of this study
 BASE = """\

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from attnbench.kinds._common import free
+from attnbench.kinds.sweep.schema import Point
 from attnbench.memory import module_bytes, peak_memory, tensor_bytes
 from attnbench.registry import build_mechanism
-from attnbench.study import DTYPES, Point
+from attnbench.study import DTYPES
 from attnbench.worker import Worker
 
 __all__ = ["max_batch"]
@@ -30,7 +31,7 @@ def _probe(
     point: Point, pass_: str, batch: int, device: str, threads: int, seed: int, plugins: tuple
 ) -> float | None:
     """Peak MiB of one call of the point at ``batch`` (None: out of memory). Runs in the probe worker."""
-    from attnbench.kinds import _load_plugins
+    from attnbench.kind import _load_plugins
 
     _load_plugins(plugins)
     torch.set_num_threads(threads)

@@ -7,11 +7,13 @@ parser, and only ``attnbench report`` itself needs the report's heavy imports.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["METRIC_KEYS", "add_arguments"]
+__all__ = ["METRIC_KEYS", "SELECTING", "ReportOptions", "add_arguments"]
 
-# the keys of attnbench.report.tables.METRICS (tests/test_import_time.py keeps the two equal)
+# the keys of attnbench.kinds.sweep.tables.METRICS (tests/test_import_time.py keeps the two equal)
 METRIC_KEYS = (
     "params",
     "flops",
@@ -83,3 +85,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--formats", nargs="+", default=["png", "svg"], help="plot formats (default: png svg)"
     )
+
+
+# the options that choose rows or columns: a kind whose report has no use for one refuses it
+SELECTING = ("columns", "sort", "group_by", "passes", "dtypes", "devices", "resolution")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportOptions:
+    """What ``attnbench report`` was asked for (:func:`attnbench.report.write_report`'s arguments);
+    None: not given. A kind's report reads those it has a use for."""
+
+    columns: Sequence[str] | None = None
+    sort: str | None = None
+    group_by: Sequence[str] | None = None
+    passes: Sequence[str] | None = None
+    dtypes: Sequence[str] | None = None
+    devices: Sequence[str] | None = None
+    resolution: tuple[int, int] | None = None
+    formula: bool = True
+    plots: bool = True
+    formats: Sequence[str] = ("png", "svg")
+    maps: bool = True
+
+    def given(self) -> list[str]:
+        """The options of :data:`SELECTING` that were given."""
+        return [name for name in SELECTING if getattr(self, name) is not None]

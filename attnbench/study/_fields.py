@@ -191,21 +191,24 @@ Text = Annotated[str, Field(strict=True), worded("text")]
 
 
 def choice(
-    options: Sequence[str], *, hints: Mapping[str, str] | None = None, listed: Sequence[str] = ()
+    options: Sequence[str],
+    *,
+    hints: Mapping[str, str] | None = None,
+    listed: Sequence[str] | Callable[[], Sequence[str]] = (),
 ) -> Any:
-    """One of ``options`` (a ``Literal``); a problem lists ``listed`` (default: the options) and the
-    closest, or the ``hints`` entry of the value (``{"gpu": "cuda"}``)."""
-    listed = list(listed or options)
+    """One of ``options`` (a ``Literal``); a problem lists ``listed`` (default: the options; a
+    function is called then) and the closest, or the ``hints`` entry of the value (``{"gpu": "cuda"}``)."""
 
     def reword(value: Any, handler: Callable[[Any], Any]) -> Any:
         try:
             return handler(value)
         except ValidationError:
+            names = list((listed() if callable(listed) else listed) or options)
             hint = ""
             if isinstance(value, str):
                 close = (hints or {}).get(value)
-                hint = f"; did you mean {close!r}?" if close else suggest(value, listed)
-            raise said(f"{brief(value)} is not one of {listed}{hint}") from None
+                hint = f"; did you mean {close!r}?" if close else suggest(value, names)
+            raise said(f"{brief(value)} is not one of {names}{hint}") from None
 
     return Annotated[Literal[tuple(options)], WrapValidator(reword)]  # type: ignore[valid-type]
 

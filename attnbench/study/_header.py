@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
+from attnbench.kind import study_kinds
 from attnbench.study._fields import (
     NonNegativeInt,
     PositiveInt,
@@ -20,10 +21,12 @@ from attnbench.study._fields import (
     worded,
 )
 
-__all__ = ["DEVICES", "DTYPES", "KINDS", "Header", "Timed", "resolve_device"]
+__all__ = ["DEVICES", "DTYPES", "MEASURES", "PASSES", "Header", "Timed", "resolve_device"]
 
-KINDS = ("sweep", "models", "ablation", "peers")
+
 DEVICES = ("auto", "cpu", "cuda")
+MEASURES = ("flops", "params", "latency", "memory", "phases", "max_batch")  # what a timed study measures
+PASSES = ("forward", "forward_backward")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 POINT_TIMEOUT_S = 900.0  # sweep and models studies; an ablation trains for hours
@@ -52,7 +55,7 @@ _KIND_DOC = (
 
 def kind_field(kind: str) -> Any:
     """The ``kind`` key of a study of ``kind`` (its problems list every kind)."""
-    return Annotated[choice((kind,), listed=KINDS), Field(description=_KIND_DOC)]
+    return Annotated[choice((kind,), listed=study_kinds), Field(description=_KIND_DOC)]
 
 
 class Header(Section):

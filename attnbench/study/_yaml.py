@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Map", "Seq", "locate", "read"]
+__all__ = ["Map", "Seq", "locate", "plain", "read"]
 
 
 class Map(dict):
@@ -200,3 +200,12 @@ def locate(root: Map, loc: Sequence[str | int]) -> tuple[str, int]:
             found = False
         key += f".{part}" if key else str(part)
     return key, line
+
+
+def plain(value: Any) -> Any:
+    """The file's line-numbered containers as plain dicts and lists (for JSON and timm)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnbench.kinds import Kind, RunContext, Task, config_id
+from attnbench.kind import Kind, RunContext, Task, config_id
 from attnbench.kinds._common import finish, free, message, no_tf32, number
 from attnbench.registry import available_mechanisms, get_mechanism
 from attnbench.study import DTYPES as STUDY_DTYPES

@@ -21,7 +21,7 @@ from attnbench.ablation import build_for_dataset, dataset_shape, run_key, train_
 from attnbench.ablation.data import level_label
 from attnbench.ablation.train import TrainConfig
 from attnbench.flops import count_flops
-from attnbench.kinds import Kind, RunContext, Task, config_id
+from attnbench.kind import Kind, RunContext, Task, config_id
 from attnbench.kinds._common import (
     NOISE_DOCS,
     finish,

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from attnbench.report._document import Doc, Table, Tex, best_mask, latex_escape
 from attnbench.report._results import decimals_for, device_label, load_manifest, plain
 from attnbench.report.html import files_doc, index_html
+from attnbench.report.options import ReportOptions
 from attnbench.report.plots import (
     EXTRA_COLORS,
     EXTRA_MARKERS,
@@ -402,3 +403,11 @@ def _summary(df: pd.DataFrame, run_dir: Path) -> Doc:
         doc.para(f"{len(failed)} model(s) failed:")
         doc.bullets([f"`{r['label']}`: {str(r['error'])[:200]}" for _, r in failed.iterrows()])
     return doc
+
+
+OPTIONS: tuple[str, ...] = ()  # the models table is one table per (device, dtype, batch): no selection
+
+
+def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> Path:
+    """The report of a models run (:func:`write_models_report`)."""
+    return write_models_report(run_dir, plots=options.plots, formats=options.formats, progress=say)

@@ -15,14 +15,12 @@ from pydantic_core import InitErrorDetails
 from attnbench.registry import build_mechanism, get_mechanism
 from attnbench.study._axes import Sweep
 from attnbench.study._fields import OneOrMany, PositiveInt, choices, problem, said, worded
-from attnbench.study._header import DTYPES, Timed, kind_field, resolve_device
+from attnbench.study._header import DTYPES, MEASURES, PASSES, Timed, kind_field, resolve_device
 from attnbench.study._mechanisms import MechanismEntry, MechanismSpec, PluginFile
 
 __all__ = ["COMPILE_MODES", "MEASURES", "PASSES", "Point", "Study", "SweepFile"]
 
-MEASURES = ("flops", "params", "latency", "memory", "phases", "max_batch")
 DEFAULT_MEASURES = ("flops", "params", "latency", "memory")
-PASSES = ("forward", "forward_backward")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 _PARAM_IN_MESSAGE = re.compile(r"parameter '(\w+)'")
 
@@ -248,3 +246,6 @@ class SweepFile(Timed):
             memory_budget_mib=self.memory_budget_mib,
             max_batch_cap=self.max_batch_cap,
         )
+
+
+FILE = SweepFile  # the study file of this kind (attnbench.kind: a kind's schema module)

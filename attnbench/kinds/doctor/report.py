@@ -161,3 +161,11 @@ def _where(r: dict[str, Any]) -> str:
 
 def _dtypes(rows: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(str(r.get("dtype")) for r in rows if r.get("check") == "vs reference"))
+
+
+OPTIONS: tuple[str, ...] = ()  # a doctor run's verdicts are one table each: no selection
+
+
+def write(run_dir: Path, options: Any, say: Callable[[str], None]) -> Path:
+    """The report of a doctor run (:func:`write_doctor_report`); it draws no plots."""
+    return write_doctor_report(run_dir, progress=say)

@@ -4,7 +4,7 @@ Per point (mechanism, parameters, H, W, C, heads, batch, dtype), seeded with the
 
 1. build ours on CPU in fp32 and ask ``check_input(H, W)``; a ``ValueError`` makes the point's rows
    ``skipped`` with the reason. One ``randn`` input serves every pass.
-2. Each peer (:mod:`attnbench.peers`) is a task of its own (ours built again, with the same seed):
+2. Each peer (:mod:`kinds.peers.implementations`) is a task of its own (ours built again, with the same seed):
    build it for ours and the map, copy our weights into it (a
    ``ValueError`` from either: ``skipped``, the reason given). **The same function first**: both in
    eval mode, no gradient, fp32 on the run device (TF32 off), outputs within ``TOLERANCE['float32']``
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnbench.kinds import Kind, RunContext, Task, config_id
+from attnbench.kind import Kind, RunContext, Task, config_id
 from attnbench.kinds._common import (
     NOISE_DOCS,
     check_output,
@@ -47,10 +47,11 @@ from attnbench.kinds._common import (
     number,
     table_text,
 )
+from attnbench.kinds.peers.implementations import get_peer
+from attnbench.kinds.peers.schema import PeerPoint
 from attnbench.noise import Snapshot, noise_columns, snapshot, unstable_reasons
-from attnbench.peers import get_peer
 from attnbench.registry import available_mechanisms, build_mechanism
-from attnbench.study import DTYPES, PeerPoint
+from attnbench.study import DTYPES
 from attnbench.timing import gc_paused
 from attnbench.worker import emit
 
@@ -68,7 +69,7 @@ COLUMN_DOCS = {
     "study": "study name",
     "mechanism": "registered mechanism name (ours)",
     "params": "JSON of the mechanism parameters the study gives (defaults fill the rest)",
-    "peer": "the peer's name in attnbench.peers (what it is: manifest.json 'peers')",
+    "peer": "the peer's name in attnbench.kinds.peers.implementations (what it is: manifest.json 'peers')",
     "H": "input height (tokens)",
     "W": "input width (tokens)",
     "C": "channels (dim)",

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from attnbench.flops import count_flops
-from attnbench.kinds import Kind, RunContext, Task, config_id
+from attnbench.kind import Kind, RunContext, Task, config_id
 from attnbench.kinds._common import (
     NOISE_DOCS,
     TIMING_DOCS,
@@ -42,11 +42,12 @@ from attnbench.kinds._common import (
     timed_protocol,
 )
 from attnbench.kinds._frontier import max_batch
+from attnbench.kinds.sweep.schema import Point
 from attnbench.memory import module_bytes, tensor_bytes
 from attnbench.peak import peak_gmacs_s
 from attnbench.phases import collect, phase
 from attnbench.registry import available_mechanisms, build_mechanism, get_mechanism
-from attnbench.study import DTYPES, Point
+from attnbench.study import DTYPES
 from attnbench.worker import emit
 
 __all__ = ["COLUMN_DOCS", "KIND", "point_id"]

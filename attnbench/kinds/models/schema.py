@@ -28,8 +28,8 @@ from attnbench.study._fields import (
     shown,
     worded,
 )
-from attnbench.study._header import DTYPES, Timed, kind_field, resolve_device
-from attnbench.study._sweep import MEASURES
+from attnbench.study._header import DTYPES, MEASURES, Timed, kind_field, resolve_device
+from attnbench.study._yaml import plain
 
 __all__ = ["COUNTED_KEYS", "PUBLISHED_KEYS", "REFERENCE_RESOLUTION", "ModelSpec", "ModelsFile", "ModelsStudy"]
 
@@ -86,15 +86,6 @@ class ModelsStudy:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
-
-
-def plain(value: Any) -> Any:
-    """The file's line-numbered containers as plain dicts and lists (for JSON and timm)."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 class Counted(Section):
@@ -318,3 +309,6 @@ class ModelsFile(Timed):
             models=tuple(m.spec() for m in self.models),
             text=text,
         )
+
+
+FILE = ModelsFile  # the study file of this kind (attnbench.kind: a kind's schema module)

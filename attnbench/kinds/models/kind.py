@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from attnbench.kinds import Kind, RunContext, Task, config_id
+from attnbench.kind import Kind, RunContext, Task, config_id
 from attnbench.kinds._common import (
     NOISE_DOCS,
     TIMING_DOCS,
@@ -30,9 +30,10 @@ from attnbench.kinds._common import (
     table_text,
     timed_protocol,
 )
+from attnbench.kinds.models.schema import ModelSpec
 from attnbench.memory import module_bytes, tensor_bytes
 from attnbench.models.measure import build_model, measure_model
-from attnbench.study import DTYPES, ModelSpec
+from attnbench.study import DTYPES
 from attnbench.worker import emit
 
 __all__ = ["KIND", "MODEL_COLUMN_DOCS", "model_point_id", "reference_columns"]

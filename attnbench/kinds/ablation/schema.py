@@ -45,7 +45,7 @@ from attnbench.study._fields import (
 )
 from attnbench.study._header import Header, kind_field
 from attnbench.study._mechanisms import MechanismEntry, MechanismSpec, PluginFile
-from attnbench.study._models import plain
+from attnbench.study._yaml import plain
 
 __all__ = ["MEASURES", "AblationFile", "AblationStudy", "trains"]
 
@@ -281,7 +281,10 @@ class TrainSettings:
 # analysis:
 
 LEARNED_TOP1 = 70.0  # % val top-1: a Pathfinder training this far above chance has learned
-PRIMARY_ENDPOINTS = ("counts", "final")  # attnbench.outcomes.PRIMARY_CHOICES (imported late there)
+PRIMARY_ENDPOINTS = (
+    "counts",
+    "final",
+)  # attnbench.kinds.ablation.outcomes.PRIMARY_CHOICES (imported late there)
 
 
 class Analysis(Section):
@@ -520,3 +523,7 @@ class AblationFile(Header):
             baseline=baseline,
             analysis=resolve_analysis(self.analysis, list(dict.fromkeys(names)), baseline),
         )
+
+
+FILE = AblationFile  # the study file of this kind (attnbench.kind: a kind's schema module)
+claims = trains  # a file without ``kind`` that trains is an ablation

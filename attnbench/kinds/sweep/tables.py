@@ -444,9 +444,9 @@ def _growth_interval(hw: np.ndarray, samples: list[list[float]], seed: int = 0) 
 
 
 def _slope_text(hw: np.ndarray, rows: pd.DataFrame, column: str) -> str:
-    """The log-log slope of ``column`` against tokens (``attnbench.report.formula.loglog_slope``),
+    """The log-log slope of ``column`` against tokens (``attnbench.kinds.sweep.formula.loglog_slope``),
     two decimals; a dash where the column is missing or not positive everywhere."""
-    from attnbench.report.formula import loglog_slope  # (it imports the FLOP counter and torch)
+    from attnbench.kinds.sweep.formula import loglog_slope  # (it imports the FLOP counter and torch)
 
     values = rows[column].to_numpy(float) if column in rows else np.array([])
     if not values.size or not (np.isfinite(values) & (values > 0)).all():

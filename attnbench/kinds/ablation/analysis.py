@@ -1,5 +1,5 @@
 """The primary analysis of an ablation run: did each training learn, and do the declared contrasts
-resolve a difference? (:mod:`attnbench.outcomes`, docs/outcomes.md.)
+resolve a difference? (:mod:`attnbench.kinds.ablation.outcomes`, docs/outcomes.md.)
 
 Ablation trainings are bimodal: each either learns (jumps to about 85-95 % validation top-1) or
 stays near chance. So the report counts, per dataset level and configuration, the trainings that
@@ -9,14 +9,14 @@ compares configurations only along the contrasts declared before the run:
 - :func:`analysis_plan`: the threshold, the contrasts (pairs of mechanism names) and alpha from the
   manifest's ``conditions.analysis``; a run without one gets 70 % and every mechanism against the
   baseline, and the report says that these were not declared before the run;
-- :func:`arms_of`: one arm per (level, configuration): its trainings (:class:`attnbench.outcomes.Training`)
+- :func:`arms_of`: one arm per (level, configuration): its trainings (:class:`outcomes.Training`)
   from the ok rows, a seed run twice counted once (its last row);
 - :func:`outcome_analysis`: each arm's success rate (Clopper-Pearson), Kaplan-Meier median epoch to
   learn and the top-1 of its learned trainings; every contrast ``(a, b)`` applied to every
   configuration of ``a`` against the first configuration of ``b`` at every level, all of these
-  (level, contrast) pairs tested in one :func:`attnbench.outcomes.compare` call, so that Holm counts
+  (level, contrast) pairs tested in one :func:`outcomes.compare` call, so that Holm counts
   them as one family per endpoint; the best configuration of a level only where
-  :func:`attnbench.outcomes.resolved_best` names one; the exact Fisher power of the design;
+  :func:`attnbench.kinds.ablation.outcomes.resolved_best` names one; the exact Fisher power of the design;
 - :func:`cue_reliance`: on Pathfinder levels of a known generator version (3 or 4), the learned
   trainings' accuracy on the not-connected validation images where the straight-line cue agrees
   with the label and where it misleads (:mod:`attnbench.ablation.data.probes`);
@@ -36,11 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attnbench import outcomes, stats
-from attnbench.outcomes import Best, Contrast, KaplanMeier, SuccessRate, Training
-from attnbench.report._document import Doc, Table, Tex, latex_escape
-from attnbench.report._results import latex_labels
-from attnbench.report.ablation import (
+from attnbench import stats
+from attnbench.kinds.ablation import outcomes
+from attnbench.kinds.ablation.accuracy import (
     DASH,
     _levels,
     _seed,
@@ -49,6 +47,9 @@ from attnbench.report.ablation import (
     baseline_mechanism,
     method_text,
 )
+from attnbench.kinds.ablation.outcomes import Best, Contrast, KaplanMeier, SuccessRate, Training
+from attnbench.report._document import Doc, Table, Tex, latex_escape
+from attnbench.report._results import latex_labels
 
 __all__ = [
     "DEFAULT_LEARNED_TOP1",
@@ -119,7 +120,7 @@ def analysis_plan(df: pd.DataFrame, manifest: Mapping[str, Any] | None = None) -
     """The run's threshold, contrasts and alpha: ``conditions.analysis`` of the manifest
     (``learned_top1``, ``contrasts`` as ``[[a, b], ...]``, ``alpha``, and ``declared`` where the study
     wrote it); defaults where absent: 70 %, every other mechanism against the baseline
-    (:func:`attnbench.report.ablation.baseline_mechanism`), 0.05. Pairs naming one mechanism twice are
+    (:func:`attnbench.kinds.ablation.accuracy.baseline_mechanism`), 0.05. Pairs naming one mechanism twice are
     dropped, and a pair given twice counts once."""
     conditions = (manifest or {}).get("conditions") or {}
     given = conditions.get("analysis")
@@ -151,7 +152,7 @@ def analysis_plan(df: pd.DataFrame, manifest: Mapping[str, Any] | None = None) -
 
 
 def _primary(value: Any) -> tuple[str, ...]:
-    """The manifest's ``primary`` endpoints, in the order of :data:`attnbench.outcomes.ENDPOINTS`;
+    """The manifest's ``primary`` endpoints, in the order of :data:`outcomes.ENDPOINTS`;
     counts alone where absent or unreadable (a run made before studies could declare them)."""
     if not isinstance(value, list | tuple):
         return ("counts",)
@@ -315,7 +316,7 @@ class OutcomeAnalysis:
             ``success`` and ``km``.
         contrasts: the tested contrasts, keyed ``(level, label)``, in one Holm family per endpoint.
         missing: the (level, contrast) pairs that could not be formed, and why.
-        best: ``{level: Best}`` from :func:`attnbench.outcomes.resolved_best` (arms as labels).
+        best: ``{level: Best}`` from :func:`attnbench.kinds.ablation.outcomes.resolved_best` (arms as labels).
         power: ``n`` seeds per arm (the most common arm size), ``alpha``, ``family`` (the number of
             p-values in the primary family: contrasts times primary endpoints), ``at_alpha`` and
             ``at_family``: the exact Fisher power for the chances :data:`POWER_CHANCES` at alpha and
@@ -1075,7 +1076,7 @@ def outcome_method_text(analysis: OutcomeAnalysis) -> str:
         "learn is the last epoch: the time endpoint says nothing here.)"
     )
     return (
-        "Outcome statistics (attnbench.outcomes, docs/outcomes.md), primary: trainings tend to be bimodal "
+        "Outcome statistics (docs/outcomes.md), primary: trainings tend to be bimodal "
         "(each learns or stays near chance), so each counts as learned when its final validation top-1 "
         f"is at or above {plan.threshold:g} % ({plan.words()}). Per level and configuration: k learned "
         "of n with the exact Clopper–Pearson 95 % interval; the time to learn, the first evaluated "
@@ -1105,7 +1106,7 @@ def report_findings(
 ) -> Doc:
     """An ablation report's summary: the outcome analysis's lines first (:func:`outcome_findings`,
     with the cue reliance where given), then the secondary mean-top-1 lines
-    (:func:`attnbench.report.ablation.ablation_findings`)."""
+    (:func:`attnbench.kinds.ablation.accuracy.ablation_findings`)."""
     doc = Doc()
     if analysis is not None:
         doc.extend(outcome_findings(analysis, cue))

@@ -1,12 +1,12 @@
 """The report of an ablation run (``kind: ablation``): the outcome analysis first (did each training
-learn; :mod:`attnbench.report.outcome`), then, secondary and exploratory, the mean top-1 with
+learn; :mod:`attnbench.kinds.ablation.analysis`), then, secondary and exploratory, the mean top-1 with
 confidence intervals and paired differences against a baseline.
 
 An ablation row is one trained backbone: a configuration (mechanism and its parameter values,
 labelled as everywhere in the report, e.g. ``BRA (S=4, k=4)``), a seed and a dataset level
 (``level``, ordered by ``level_index``). The trainings are bimodal (each learns or stays near
 chance), so a mean over seeds describes neither mode; the primary statistics count learned
-trainings (:mod:`attnbench.report.outcome`). The secondary ones are kept: per level and
+trainings (:mod:`attnbench.kinds.ablation.analysis`). The secondary ones are kept: per level and
 configuration, :func:`ablation_summary` gives the mean top-1 over the seeds with its 95 % interval
 and the paired difference against the baseline (``conditions.baseline`` of the manifest; else
 ``vanilla`` where the run has it, else its first mechanism), both from :mod:`attnbench.stats`:
@@ -19,7 +19,7 @@ and the paired difference against the baseline (``conditions.baseline`` of the m
 :func:`ablation_tables` writes one such (secondary) table per level, :func:`ablation_findings` the
 summary's sentences (the outcome findings first when given the outcome analysis),
 :func:`method_text` the method paragraph; the plots are in :mod:`attnbench.report.plots` and read
-:func:`ablation_summary`, :func:`learning_curves` and :mod:`attnbench.report.outcome`.
+:func:`ablation_summary`, :func:`learning_curves` and :mod:`attnbench.kinds.ablation.analysis`.
 """
 
 from __future__ import annotations
@@ -371,7 +371,7 @@ def _table_note(part: pd.DataFrame, summary: pd.DataFrame, level: str) -> str:
 def ablation_findings(summary: pd.DataFrame, *, quiet_when_empty: bool = False) -> Doc:
     """The summary's secondary, exploratory lines: every configuration against the baseline in words
     (``X beats Y by d points (95 % CI a–b)``, or not resolved), per level. No configuration is named
-    most accurate here: only the outcome analysis (:func:`attnbench.report.outcome.report_findings`,
+    most accurate here: only the outcome analysis (:func:`attnbench.kinds.ablation.analysis.report_findings`,
     which puts its own lines first) names a best one, and only when resolved."""
     doc = Doc()
     if summary.empty:
@@ -398,7 +398,7 @@ def ablation_findings(summary: pd.DataFrame, *, quiet_when_empty: bool = False) 
 
 def method_text(summary: pd.DataFrame) -> str:
     """The secondary method paragraph: what the accuracy interval covers, how it is computed, the
-    pairing, the fallback (:func:`attnbench.report.outcome.report_method` puts the outcome
+    pairing, the fallback (:func:`attnbench.kinds.ablation.analysis.report_method` puts the outcome
     statistics before it)."""
     base = summary.attrs.get("baseline", "the baseline") if not summary.empty else "the baseline"
     text = (

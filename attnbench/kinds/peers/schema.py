@@ -1,7 +1,7 @@
 """Peers studies (``kind: peers``): each mechanism timed against other implementations of it.
 
 A peers study lists mechanisms (with parameters; a list of values sweeps one), the shapes to time
-them at, and per mechanism the peers of :mod:`attnbench.peers` to time it against (default: all of
+them at, and per mechanism the peers of :mod:`kinds.peers.implementations` to time it against (default: all of
 its peers). Every (mechanism parameters, shape, batch, dtype) is one point; each point gives one row
 per (peer, pass).
 """
@@ -26,8 +26,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, core_schema
 
+from attnbench.kinds.peers.implementations import mechanisms_with_peers, peer_names
 from attnbench.mechanism import AttentionMechanism
-from attnbench.peers import mechanisms_with_peers, peer_names
 from attnbench.registry import available_mechanisms, build_mechanism, get_mechanism
 from attnbench.study._axes import Resolution
 from attnbench.study._fields import (
@@ -43,9 +43,8 @@ from attnbench.study._fields import (
     suggest,
     worded,
 )
-from attnbench.study._header import DTYPES, Timed, kind_field, resolve_device
+from attnbench.study._header import DTYPES, PASSES, Timed, kind_field, resolve_device
 from attnbench.study._mechanisms import params_model
-from attnbench.study._sweep import PASSES
 
 __all__ = ["PeerPoint", "PeersFile", "PeersSpec", "PeersStudy", "Shape"]
 
@@ -305,7 +304,7 @@ class PeersFile(Timed):
     key_hints: ClassVar[dict[str, str]] = {
         "sweep": "; a peers study lists shapes (- {resolution: 56, dim: 64, num_heads: 2})",
         "measure": "; a peers study times ours and each peer (latency), nothing else",
-        "plugins": "; peers are attnbench's table (attnbench.peers), plugins have none",
+        "plugins": "; peers are attnbench's table (attnbench.kinds.peers.implementations), plugins have none",
     }
 
     kind: kind_field("peers")  # type: ignore[valid-type]
@@ -365,3 +364,6 @@ class PeersFile(Timed):
             mechanisms=tuple(self.mechanisms),
             text=text,
         )
+
+
+FILE = PeersFile  # the study file of this kind (attnbench.kind: a kind's schema module)

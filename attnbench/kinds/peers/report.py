@@ -1,0 +1,47 @@
+"""The peers kind's report: each mechanism's ratio to every other implementation of it
+(:mod:`.tables`), with the run's details; no plots."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from attnbench.report.options import ReportOptions
+from attnbench.report.pages import run_details, write_pages
+
+__all__ = ["OPTIONS", "write"]
+
+OPTIONS = ("passes", "dtypes", "devices")
+
+
+def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> Path:
+    """Write the report of the peers run in ``run_dir``; returns the path of ``index.html``."""
+    from attnbench.kinds.peers.tables import peers_tables
+    from attnbench.report._document import Doc
+    from attnbench.report._results import filter_rows, load_manifest, load_results, mechanism_labels
+    from attnbench.report.references import write_bib
+
+    started = time.time()
+    results = load_results(run_dir)
+    say(f"{len(results)} rows read; writing the tables")
+    results["label"] = mechanism_labels(results) if not results.empty else []
+    df = filter_rows(results, passes=options.passes, dtypes=options.dtypes, devices=options.devices).copy()
+    tables = peers_tables(df)
+    for table in tables:
+        table.write(run_dir / "tables")
+    write_bib(run_dir, [t.to_latex() for t in tables])
+    findings = Doc()
+    findings.para(f"Each mechanism against its peers: {len(tables)} table(s) of ratios (ours / peer).")
+    say("writing report.md and index.html")
+    return write_pages(
+        run_dir,
+        findings=findings,
+        figures={},
+        not_drawn={},
+        plots=None,
+        tables=tables,
+        details=run_details(results, df, run_dir),
+        manifest=load_manifest(run_dir),
+        started=started,
+    )
