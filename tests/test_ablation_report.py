@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attnbench.kinds.ablation.accuracy import ablation_summary, ablation_tables, is_ablation_frame
+from attnbench.kinds.ablation.accuracy import ablation_summary, ablation_tables
 from attnbench.report import write_report
 from attnbench.report._results import load_results, mechanism_labels
 from attnbench.store import ResultsStore
@@ -129,7 +129,6 @@ def run(tmp_path_factory) -> Path:
 
 def test_the_summary_gives_the_known_answers(tmp_path):
     df = _frame(write_ablation_run(tmp_path / "run", ablation_rows()))
-    assert is_ablation_frame(df)
     s = ablation_summary(df, manifest={"conditions": {"baseline": "vanilla"}})
     assert s.attrs["baseline"] == "Global" and not s.attrs["fallback"]
     assert list(dict.fromkeys(s["level"])) == [lv for lv, _, _ in LEVELS]  # the study's order
@@ -290,5 +289,4 @@ def test_sweep_rows_are_no_ablation():
     from tests.test_report import small_rows
 
     df = pd.DataFrame(small_rows())
-    assert not is_ablation_frame(df)
     assert ablation_tables(ablation_summary(df.iloc[:0].assign(label=[])), df) == []

@@ -41,22 +41,11 @@ __all__ = [
     "ablation_summary",
     "ablation_tables",
     "baseline_mechanism",
-    "is_ablation_frame",
     "learning_curves",
     "method_text",
 ]
 
 DASH = "—"
-
-
-def is_ablation_frame(df: pd.DataFrame) -> bool:
-    """True for the rows of an ablation run: every row a trained backbone (``pass`` train) with a
-    ``top1`` column."""
-    return (
-        not df.empty
-        and {"pass", "top1"} <= set(df.columns)
-        and bool((df["pass"].astype(str) == "train").all())
-    )
 
 
 def baseline_mechanism(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> tuple[str, str]:

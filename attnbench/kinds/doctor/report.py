@@ -14,17 +14,7 @@ from typing import Any
 
 from attnbench.report._document import Doc, Table
 
-__all__ = ["doctor_tables", "is_doctor_run", "write_doctor_report"]
-
-
-def is_doctor_run(run_dir: str | Path) -> bool:
-    """True when the run folder's manifest records an ``attnbench doctor`` run."""
-    from attnbench.report._results import load_manifest
-
-    try:
-        return load_manifest(run_dir).get("kind") == "doctor"
-    except (OSError, ValueError, AttributeError):
-        return False
+__all__ = ["OPTIONS", "doctor_tables", "write", "write_doctor_report"]
 
 
 def _cell(value: Any, fmt: str) -> str:

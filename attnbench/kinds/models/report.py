@@ -34,9 +34,8 @@ from attnbench.report.plots import (
     save,
 )
 from attnbench.report.references import cite, cite_keys, strip_file_refs, write_bib
-from attnbench.store import load_rows
 
-__all__ = ["is_models_run", "models_tables", "plot_models", "write_models_report"]
+__all__ = ["OPTIONS", "models_tables", "plot_models", "write", "write_models_report"]
 
 CONDITIONS = ["resolution", "batch", "dtype", "device", "pass"]
 NUMERIC = (
@@ -49,15 +48,6 @@ NUMERIC = (
 FAMILY_COLORS = PALETTE + EXTRA_COLORS
 FAMILY_MARKERS = ["s", "D", "^", "o", "v", "P", "X", "*", *EXTRA_MARKERS]
 PLOT_NAME = "models_speed_vs_gmacs"
-
-
-def is_models_run(run_dir: str | Path) -> bool:
-    """True when ``run_dir`` holds model rows (a ``kind: models`` run)."""
-    try:
-        header, _ = load_rows(run_dir)
-    except (FileNotFoundError, ValueError):
-        return False
-    return "model" in header and "mechanism" not in header
 
 
 def _load(run_dir: Path) -> pd.DataFrame:

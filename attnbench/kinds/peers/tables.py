@@ -19,16 +19,11 @@ import pandas as pd
 
 from attnbench.report._document import Table
 
-__all__ = ["LIMIT", "is_peers_frame", "peers_tables"]
+__all__ = ["LIMIT", "peers_tables"]
 
 LIMIT = 1.10  # ours may be at most 10 % slower than its best peer
 DASH = "—"
 _ROW_KEY = ["mechanism", "params", "H", "W", "C", "num_heads", "pass"]
-
-
-def is_peers_frame(df: pd.DataFrame) -> bool:
-    """True for the rows of a peers run (they have ``peer`` and ``ratio`` columns)."""
-    return {"peer", "ratio", "ours_ms", "peer_ms"} <= set(df.columns)
 
 
 def _num(value: Any, digits: int) -> str:
@@ -75,7 +70,7 @@ def _ratio(r: pd.Series) -> float:
 
 def peers_tables(df: pd.DataFrame) -> list[Table]:
     """The detail table of each (device, dtype, batch) of a peers run, then the summary table."""
-    if df.empty or not is_peers_frame(df):
+    if df.empty or not {"peer", "ratio", "ours_ms", "peer_ms"} <= set(df.columns):
         return []
     df = df.copy()
     df["ratio_value"] = [_ratio(r) for _, r in df.iterrows()]
