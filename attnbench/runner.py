@@ -36,6 +36,7 @@ from attnbench.store import (
     move_aside,
     prepare_run_dir,
 )
+from attnbench.study import resolve_device
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "RUNS_DIR", "default_run_dir", "run_study"]
 
@@ -148,7 +149,7 @@ class _Run:
                 "--out",
                 str(self.run_dir),
                 "--device",
-                study.requested_device,
+                study.device,
             ]
             + self.executor.resume_args()
         )
@@ -173,7 +174,7 @@ class _Run:
         measuring = False
         try:
             check_run_dir(self.run_dir)  # a bad --out fails before anything starts
-            with self.executor.start(self.study.threads, self.study.device) as setup:
+            with self.executor.start(self.study.threads, resolve_device(self.study.device)) as setup:
                 if fresh and self.run_dir.is_dir():
                     with RunLock(self.run_dir, self.command):  # never move a folder another run is writing
                         pass
@@ -259,7 +260,14 @@ class _Run:
         assert store is not None
         plugins = tuple((str(p), Path(p).read_text(encoding="utf-8")) for p in getattr(study, "plugins", ()))
         ctx = RunContext(
-            kind.name, study, study.device, setup.threads, setup.env, str(self.run_dir), self.quiet, plugins
+            kind.name,
+            study,
+            resolve_device(study.device),
+            setup.threads,
+            setup.env,
+            str(self.run_dir),
+            self.quiet,
+            plugins,
         )
         self._check_one_protocol(ctx)
         warning = busy_warning(ctx.threads, ctx.device)
@@ -418,7 +426,7 @@ class _Run:
                 "text": study.text,
             },
             device=ctx.device,
-            requested_device=study.requested_device,
+            requested_device=study.device,
             threads=ctx.threads,
             protocol=protocol,
             protocol_id=ctx.protocol_id,

@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar
 
 import torch
-from pydantic import Field, ValidationInfo, field_validator
+import hashlib
+from pathlib import Path
+
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from attnbench.kind import study_kinds
 from attnbench.study._fields import (
@@ -59,7 +62,14 @@ def kind_field(kind: str) -> Any:
 
 
 class Header(Section):
-    """The keys of every study file; the context gives the file (``path``) and the ``--device``."""
+    """The keys of every study file; the context gives the file (``path``) and the ``--device``.
+
+    What the runner reads of any study: ``name``, ``description``, ``kind``, ``device`` (as asked:
+    ``auto``, ``cpu`` or ``cuda``; the runner resolves ``auto``), ``threads``, ``seed``,
+    ``point_timeout_s``, and the file it came from: ``path``, ``text``, ``sha256`` (and ``plugins``
+    where the kind has them). A kind's study is this validated model itself (:meth:`study`), with
+    properties for what it derives; its report and measurement read it as it is.
+    """
 
     what: ClassVar[str] = "a YAML mapping of keys"
 
@@ -82,6 +92,28 @@ class Header(Section):
         "error row; null: no limit",
     )
 
+    _path: Path | None = PrivateAttr(None)
+    _text: str = PrivateAttr("")
+
+    def study(self, path: Path, text: str) -> Header:
+        """The validated study: this model, knowing the file it was read from."""
+        self._path, self._text = path, text
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        """The study file (None for a study built in code)."""
+        return self._path
+
+    @property
+    def text(self) -> str:
+        """The study file's text, kept with the results."""
+        return self._text
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self._text.encode()).hexdigest()
+
     @classmethod
     def prepare(cls, data: dict[Any, Any], info: ValidationInfo) -> dict[Any, Any]:
         context = info.context or {}
@@ -103,8 +135,7 @@ class Header(Section):
         return {
             "name": self.name,
             "description": self.description,
-            "device": resolve_device(self.device),
-            "requested_device": self.device,
+            "device": self.device,
             "threads": self.threads,
             "seed": self.seed,
             "point_timeout_s": None if self.point_timeout_s is None else float(self.point_timeout_s),

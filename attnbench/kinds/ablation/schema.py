@@ -80,8 +80,7 @@ class AblationStudy:
     path: Path
     name: str
     description: str
-    device: str  # resolved: "cpu" or "cuda"
-    requested_device: str
+    device: str  # as the file (or --device) asks: auto, cpu or cuda; the runner resolves auto
     threads: int | None  # None: not given (the runner uses 1 on CPU)
     seed: int
     measure: tuple[str, ...]

@@ -67,8 +67,7 @@ class ModelsStudy:
     path: Path
     name: str
     description: str
-    device: str  # resolved: "cpu" or "cuda"
-    requested_device: str
+    device: str  # as the file (or --device) asks: auto, cpu or cuda; the runner resolves auto
     resolution: int
     batch: int
     dtype: str

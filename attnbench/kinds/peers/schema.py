@@ -109,8 +109,7 @@ class PeersStudy:
     path: Path
     name: str
     description: str
-    device: str  # resolved: "cpu" or "cuda"
-    requested_device: str
+    device: str  # as the file (or --device) asks: auto, cpu or cuda; the runner resolves auto
     dtypes: tuple[str, ...]
     batches: tuple[int, ...]
     passes: tuple[str, ...]
