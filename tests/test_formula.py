@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,7 +14,6 @@ import attnbench
 from attnbench.kinds.sweep.formula import (
     VARIANTS,
     check_rows,
-    count_point,
     formula_doc,
     formula_terms,
     loglog_slope,
@@ -21,10 +21,15 @@ from attnbench.kinds.sweep.formula import (
     paper_formula,
     paper_optimal_s,
     run_formula_check,
+    stored_point,
 )
+from attnbench.kinds.sweep.kind import count_point, flops_detail
 
 
 def bra_row(H, W, n_win, topk, C=32, heads=2, **extra):
+    """A BRA row as the sweep stores it: its count, and the count by term (flops_detail)."""
+    m = attnbench.build_mechanism("bra", C, heads, n_win=n_win, topk=topk)
+    report = attnbench.count_flops(m, torch.zeros(1, H, W, C), cross_check=False)
     return {
         "mechanism": "bra",
         "H": H,
@@ -35,6 +40,9 @@ def bra_row(H, W, n_win, topk, C=32, heads=2, **extra):
         "topk": topk,
         "status": "ok",
         "pass": "forward",
+        "flops": report.total,
+        "flops_uncounted": json.dumps(report.uncounted),
+        "flops_detail": json.dumps(flops_detail(m, report, H, W)),
         **extra,
     }
 
@@ -106,13 +114,15 @@ def test_paper_optimum_and_bound():
 
 
 def test_run_check_sweep_scaling_and_report():
-    rows = [bra_row(H, H, S, 1, flops=None) for H in (14, 28) for S in (2, 7, 14)]
+    rows = [bra_row(H, H, S, 1) for H in (14, 28) for S in (2, 7, 14)]
     rows += [{**r, "pass": "forward_backward"} for r in rows]  # same points: counted once
-    rows.append(bra_row(30, 30, 7, 1))  # 30 is not a multiple of 7 without auto_pad
     rows.append({**bra_row(28, 28, 7, 1), "mechanism": "vanilla"})
+    rows.append({**bra_row(28, 28, 4, 1), "flops_detail": None})  # measured before the detail was stored
+    rows.append({**bra_row(14, 14, 7, 2), "status": "error", "flops": None})  # no count: not a point
     check = run_formula_check(pd.DataFrame(rows))
     assert len(check.points) == 6
-    assert len(check.problems) == 1 and "n_win" in check.problems[0]
+    assert len(check.problems) == 1 and "1 BRA row(s) store no count by term" in check.problems[0]
+    assert "scripts/store-flops-detail.py" in check.problems[0]
     best = check.scaling.set_index("H")["best_n_win"]
     assert best[14] == 7 and best[28] == 7  # measured argmin over the swept S
     assert check.scaling.set_index("H")["s_star"][28] == pytest.approx(paper_optimal_s(784, 1))
@@ -127,14 +137,65 @@ def test_run_check_sweep_scaling_and_report():
     assert f"{slopes.slope_measured_total:.3f}" in text
 
 
-def test_cells_as_the_runner_writes_them():
-    """results.csv holds parameters as text or floats: 'None', 'False', 7.0."""
-    row = bra_row(28, 28, 7.0, 4.0, qk_dim="None", auto_pad="False", side_dwconv=5.0, backend="auto")
+def test_cells_as_a_csv_gives_them_back():
+    """results.csv holds every cell as text: the count as '123.0', the detail as its JSON."""
+    row = {k: str(v) for k, v in bra_row(28, 28, 7, 4, qk_dim="None", auto_pad="False").items()}
+    row["flops"] = f"{float(row['flops']):.1f}"
     check = run_formula_check(pd.DataFrame([row]))
     assert not check.problems
     (point,) = check.points.itertuples()
     assert (point.n_win, point.topk, point.qk_dim, point.auto_pad) == (7, 4, 32, False)
+    assert stored_point(row)["total"] == count_point(28, 28, 32, 2, {"n_win": 7, "topk": 4})["total"]
 
 
 def test_no_bra_rows_means_no_check():
     assert run_formula_check(pd.DataFrame([{**bra_row(28, 28, 7, 4), "mechanism": "vanilla"}])) is None
+
+
+def test_an_old_folder_gets_its_count_by_term_from_the_script(tmp_path, capsys):
+    """Rows measured before flops_detail existed: the check says how to add it, and the script adds
+    exactly what the sweep stores (same totals; a row whose count differs is left as it was)."""
+    import runpy
+
+    from attnbench.report._results import load_results
+    from tests.test_report import write_run
+
+    fresh = [bra_row(14, 14, 7, 1), bra_row(28, 28, 7, 4, auto_pad="False", qk_dim="None")]
+    old = [{k: v for k, v in r.items() if k != "flops_detail"} for r in fresh]
+    old.append({**old[0], "H": 21, "W": 21})  # a count that does not match the rebuilt module
+    run = write_run(tmp_path / "run", old)
+    check = run_formula_check(load_results(run))
+    assert check.points.empty and "3 BRA row(s) store no count by term" in check.problems[0]
+    script = runpy.run_path("scripts/store-flops-detail.py")
+    assert script["main"]([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "flops_detail added to 2 row(s); 1 left as they were" in out and "21x21" in out
+    check = run_formula_check(load_results(run))
+    assert len(check.points) == 2 and "1 BRA row(s) store no count by term" in check.problems[0]
+    stored = {json.dumps(r["flops_detail"]) for r in fresh}
+    from attnbench.store import load_rows
+
+    assert {json.dumps(r["flops_detail"]) for r in load_rows(run)[1] if r.get("flops_detail")} == stored
+
+
+def test_a_sweep_stores_the_count_by_term_and_the_report_builds_nothing(tmp_path, monkeypatch):
+    from attnbench.cli import main
+    from attnbench.mechanism import AttentionMechanism
+    from attnbench.report import write_report
+
+    study = tmp_path / "s.yaml"
+    study.write_text(
+        "device: cpu\nmeasure: flops\nsweep: {resolution: [14, 28], dim: 32, num_heads: 2}\n"
+        "mechanisms:\n  - name: bra\n    params: {n_win: 7, topk: [1, 4]}\n"
+    )
+    run = tmp_path / "run"
+    assert main(["run", str(study), "--out", str(run), "--quiet", "--no-report", "--isolation", "none"]) == 0
+
+    def built(*args, **kwargs):
+        raise AssertionError("the report built a mechanism")
+
+    monkeypatch.setattr(AttentionMechanism, "__init__", built)
+    monkeypatch.setattr(attnbench.flops, "count_flops", built)
+    write_report(run, plots=False)
+    check = pd.read_csv(run / "formula_check.csv")
+    assert len(check[["H", "topk"]].drop_duplicates()) == 4

@@ -66,7 +66,10 @@ def overfull(log: str) -> list[str]:
 
 
 def test_tables_of_a_small_report_fit_a_two_column_page(tmp_path):
-    run = write_run(tmp_path / "run", [*small_rows(), *yardstick_rows()])
+    from tests.test_formula import bra_row
+
+    counted = [bra_row(14, 14, 7, 1, C=64, latency_ms=1.0)]  # a stored count by term
+    run = write_run(tmp_path / "run", [*small_rows(), *yardstick_rows(), *counted])
     write_report(run, plots=False)
     names = {p.stem for p in (run / "tables").glob("*.tex")}
     assert {"comparison_forward", "formula_totals", "formula_terms"} <= names

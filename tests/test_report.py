@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import attnbench
+from attnbench.kinds.sweep.kind import flops_detail
 from attnbench.kinds.sweep.tables import comparison_tables
 from attnbench.report import add_arguments, report_from_args, write_report
 from attnbench.report._document import Table, best_mask
@@ -109,6 +110,7 @@ def write_counted_run(run_dir: Path, sizes=(14, 28), n_wins=(2, 7), topks=(1, 4)
                         "status": "error" if oom else "ok",
                         "error": "FAKE: CPU out of memory" if oom else "",
                         "flops": report.total,
+                        "flops_detail": json.dumps(flops_detail(m, report, H, H)),
                         "flops_analytic": sum(m.analytic_flops(H, H).values()),
                         "params": sum(t.numel() for t in m.parameters()),
                         "latency_ms": None if oom else lat,

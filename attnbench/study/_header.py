@@ -3,12 +3,11 @@ keys of the kinds that time (repeats, warmup, max_time_s)."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import torch
-import hashlib
-from pathlib import Path
-
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from attnbench.kind import study_kinds

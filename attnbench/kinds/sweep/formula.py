@@ -8,8 +8,10 @@ Three variants of the formula are compared with the measurement, all in MACs (fv
 - ``analytic``: the mechanism's own ``analytic_flops``.
 
 "Measured" is what :func:`attnbench.count_flops` attributes to BRA's submodules (``qkv``, ``router``,
-``attn``, ``lepe``, ``wo``) when the module built from a results row runs on a ``(1, H, W, C)``
-input; whatever the count finds outside them is the term ``other``. Formula terms are evaluated at
+``attn``, ``lepe``, ``wo``) on a ``(1, H, W, C)`` input, as the sweep stored it with each row when
+it counted the point (column ``flops_detail``, :func:`attnbench.kinds.sweep.kind.flops_detail`);
+whatever the count finds outside them is the term ``other``. The check is a function of the stored
+rows: it builds and counts nothing. Formula terms are evaluated at
 the size the module computes on (the padded size under ``auto_pad``); terms a formula does not have
 get 0 MACs there, so each variant's rows add up to the measured total.
 
@@ -21,22 +23,21 @@ over the S values a run swept, and fits log-log slopes against HW.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from attnbench.flops import FlopReport, count_flops
-from attnbench.mechanism import Param
-from attnbench.registry import build_mechanism, get_mechanism
 from attnbench.report._document import Doc, Table, Tex, latex_escape
 from attnbench.report._results import resolution_label, scaled_unit
 from attnbench.report.references import cite
+
+if TYPE_CHECKING:
+    from attnbench.flops import FlopReport
 
 __all__ = [
     "FormulaCheck",
@@ -123,88 +124,43 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
-def _coerce(value: Any, param: Param) -> Any:
-    """A CSV cell back to the parameter's type (``"None"`` is None where the type allows it)."""
-    if param.choices is not None:
-        return str(value)
-    args = [a for a in typing.get_args(param.annotation) if a is not type(None)] or [param.annotation]
-    if type(None) in typing.get_args(param.annotation) and str(value) in ("None", ""):
+def stored_point(row: Any) -> dict[str, Any] | None:
+    """The counted point of one BRA row, from what the run stored with it (``flops``,
+    ``flops_uncounted`` and ``flops_detail``: :func:`attnbench.kinds.sweep.kind.flops_detail`); None
+    when the row stores no count by term (measured before attnbench stored one).
+
+    Raises:
+        ValueError: the stored detail cannot be read.
+    """
+    text = row.get("flops_detail")
+    if text is None or (isinstance(text, float) and math.isnan(text)) or text == "":
         return None
-    kind = args[0]
-    if kind is bool:
-        return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes")
-    if kind is int:
-        return int(float(value))
-    if kind is float:
-        return float(value)
-    return value
-
-
-def bra_build_args(results: pd.DataFrame) -> tuple[list[dict[str, Any]], list[str]]:
-    """One ``{H, W, C, num_heads, params}`` per distinct BRA point of ``results`` (the backend ignored,
-    every backend counts the same), and a message per row that cannot be rebuilt."""
-    declared = get_mechanism("bra").hyperparameters()
-    rows = results[results["mechanism"] == "bra"]
-    if "pass" in rows.columns:  # ablation rows (pass "train") count a whole backbone, not one BRA layer
-        rows = rows[rows["pass"] != "train"]
-    counted = rows["status"].eq("ok")
-    if "flops" in rows.columns:
-        counted |= rows["flops"].notna()
-    points: dict[tuple, dict[str, Any]] = {}
-    problems: list[str] = []
-    for _, row in rows[counted].iterrows():
-        try:
-            params = {
-                name: _coerce(row[name], p)
-                for name, p in declared.items()
-                if name != "backend" and name in row.index and not pd.isna(row[name])
-            }
-            params = {k: v for k, v in params.items() if v is not None}
-            args = {
-                "H": int(row["H"]),
-                "W": int(row["W"]),
-                "C": int(row["C"]),
-                "num_heads": int(row["num_heads"]),
-            }
-        except (TypeError, ValueError) as exc:
-            problems.append(f"a bra row could not be read ({exc})")
-            continue
-        key = (*args.values(), *sorted(params.items()))
-        if key not in points:
-            flops = row.get("flops", math.nan)
-            run_backend = str(row.get("backend", "")) if not pd.isna(row.get("backend", math.nan)) else ""
-            points[key] = {**args, "params": params, "results_flops": flops, "run_backend": run_backend}
-    return list(points.values()), problems
-
-
-def count_point(
-    H: int, W: int, C: int, num_heads: int, params: dict[str, Any], backend: str = "sdpa"
-) -> dict[str, Any]:
-    """Build BRA, count one ``(1, H, W, C)`` forward; the point's geometry, terms and free ops."""
-    m = build_mechanism("bra", C, num_heads, **params, backend=backend)
-    m.check_input(H, W)
-    report = count_flops(m, torch.zeros(1, H, W, C), cross_check=False)
-    H_pad, W_pad = m.padded_size(H, W)
+    detail = json.loads(text) if isinstance(text, str) else dict(text)
+    resolved = detail.get("resolved", {})
+    H, W = int(row["H"]), int(row["W"])
+    H_pad, W_pad = detail.get("padded", [H, W])
     geometry = {
         "H": H,
         "W": W,
-        "H_pad": H_pad,
-        "W_pad": W_pad,
-        "C": C,
-        "num_heads": num_heads,
-        "n_win": m.n_win,
-        "topk": m.topk,
-        "side_dwconv": m.side_dwconv,
-        "qk_dim": m.qk_dim,
-        "auto_pad": m.auto_pad,
+        "H_pad": int(H_pad),
+        "W_pad": int(W_pad),
+        "C": int(row["C"]),
+        "num_heads": int(row["num_heads"]),
+        **{k: resolved.get(k) for k in ("n_win", "topk", "side_dwconv", "qk_dim", "auto_pad")},
     }
+    by_module = {str(k): int(v) for k, v in detail.get("by_module", {}).items()}
+    total = int(float(row["flops"]))
+    measured = {MODULE_TERMS[m]: macs for m, macs in by_module.items() if m in MODULE_TERMS and macs}
+    if total - sum(measured.values()):
+        measured["other"] = total - sum(measured.values())
+    uncounted = row.get("flops_uncounted")
     return {
         "geometry": geometry,
-        "measured": measured_terms(report),
-        "total": report.total,
-        "analytic": m.analytic_flops(H, W),
-        "free_ops": report.convention_zero,
-        "uncounted": report.uncounted,
+        "measured": measured,
+        "total": total,
+        "analytic": {k: int(v) for k, v in detail.get("analytic", {}).items()},
+        "free_ops": {str(k): int(v) for k, v in detail.get("free_ops", {}).items()},
+        "uncounted": json.loads(uncounted) if isinstance(uncounted, str) and uncounted else {},
     }
 
 
@@ -242,13 +198,12 @@ class FormulaCheck:
 
     Attributes:
         rows: ``formula_check.csv``, one row per (point, variant, term).
-        points: one row per counted point: geometry, ``measured_total``, ``results_flops`` (the
-            run's own count), ``<variant>_total`` and ``measured_<term>``.
+        points: one row per counted point: geometry, ``measured_total`` (the run's count),
+            ``<variant>_total`` and ``measured_<term>``.
         scaling: one row per (group, resolution): swept S, best swept S, S*, totals there.
         slopes: one row per group with at least two resolutions: the fitted log-log slopes.
         problems: points that could not be counted, with the reason.
         free_ops: operators fvcore counted as zero (papers' convention), calls per forward.
-        backend: the BRA backend counted.
     """
 
     rows: pd.DataFrame
@@ -257,30 +212,44 @@ class FormulaCheck:
     slopes: pd.DataFrame
     problems: list[str]
     free_ops: dict[str, int]
-    backend: str = "sdpa"
 
 
-def run_formula_check(results: pd.DataFrame, backend: str = "sdpa") -> FormulaCheck | None:
-    """Count every BRA point of ``results`` and compare the formula variants; None if there is none.
+def run_formula_check(results: pd.DataFrame) -> FormulaCheck | None:
+    """Compare the formula variants with the count every BRA row of ``results`` stores by term;
+    None when the run has no counted BRA row. Nothing is built or counted again.
 
     Args:
-        results: the rows of ``results.csv``.
-        backend: BRA backend to count. The formula describes the released sparse algorithm:
-            ``reference`` is it, ``sdpa`` counts the same MACs without materialising the scores; a
-            dense backend (``masked``) computes N² attention and would not be the algorithm.
+        results: the stored rows (``results.db``, or ``results.csv``).
     """
-    build, problems = bra_build_args(results)
-    if not build and not problems:
+    if results.empty or "mechanism" not in results.columns:
+        return None
+    bra = results[results["mechanism"] == "bra"]
+    if "pass" in bra.columns:  # ablation rows (pass "train") count a whole backbone, not one BRA layer
+        bra = bra[bra["pass"] != "train"]
+    if "flops" not in bra.columns:
+        return None
+    bra = bra[pd.to_numeric(bra["flops"], errors="coerce").notna()]
+    if bra.empty:
         return None
     rows: list[dict[str, Any]] = []
     points: list[dict[str, Any]] = []
+    problems: list[str] = []
     free: dict[str, int] = {}
-    for args in build:
+    seen: set[tuple] = set()
+    without = 0
+    for _, row in bra.iterrows():
         try:
-            point = count_point(args["H"], args["W"], args["C"], args["num_heads"], args["params"], backend)
-        except (ValueError, RuntimeError, MemoryError) as exc:
-            problems.append(f"bra at {args['H']}×{args['W']}, C={args['C']}, {args['params']}: {exc}")
+            point = stored_point(row)
+        except (ValueError, TypeError, KeyError) as exc:
+            problems.append(f"a bra row's stored count could not be read ({exc})")
             continue
+        if point is None:
+            without += 1
+            continue
+        key = tuple(point["geometry"].values())
+        if key in seen:  # one point, several passes, dtypes or backends: one count
+            continue
+        seen.add(key)
         if point["uncounted"]:
             problems.append(
                 f"{point['geometry']}: operators without a FLOP handle {sorted(point['uncounted'])}"
@@ -289,12 +258,7 @@ def run_formula_check(results: pd.DataFrame, backend: str = "sdpa") -> FormulaCh
             free.setdefault(op, n)
         point_rows = check_rows(point)
         rows += point_rows
-        summary = {
-            **point["geometry"],
-            "measured_total": point["total"],
-            "results_flops": args["results_flops"],
-            "run_backend": args["run_backend"],
-        }
+        summary = {**point["geometry"], "measured_total": point["total"]}
         for variant in VARIANTS:
             summary[f"{variant}_total"] = sum(
                 r["analytic_macs"] for r in point_rows if r["formula"] == variant
@@ -302,12 +266,18 @@ def run_formula_check(results: pd.DataFrame, backend: str = "sdpa") -> FormulaCh
         for term, macs in point["measured"].items():
             summary[f"measured_{term}"] = macs
         points.append(summary)
+    if without:
+        problems.append(
+            f"{without} BRA row(s) store no count by term (column flops_detail; runs measured before "
+            "attnbench stored it): `python scripts/store-flops-detail.py RUN_DIR` adds it (it counts "
+            "FLOPs again, times nothing), then report again"
+        )
     if not points:
         empty = pd.DataFrame()
-        return FormulaCheck(empty, empty, empty, empty, problems, free, backend)
+        return FormulaCheck(empty, empty, empty, empty, problems, free)
     points_df = pd.DataFrame(points).fillna({f"measured_{t}": 0 for t in TERM_NAMES})
     scaling, slopes = _scaling(points_df)
-    return FormulaCheck(pd.DataFrame(rows), points_df, scaling, slopes, problems, free, backend)
+    return FormulaCheck(pd.DataFrame(rows), points_df, scaling, slopes, problems, free)
 
 
 def _scaling(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -437,25 +407,15 @@ def formula_doc(check: FormulaCheck, figures: Sequence[tuple[str, str]] = ()) ->
         doc.para("No BRA point could be counted.")
         doc.bullets(check.problems)
         return doc
-    same = pts["results_flops"].notna() & (pts["results_flops"] == pts["measured_total"])
-    known = pts["results_flops"].notna().sum()
     doc.para(
-        f"{len(pts)} BRA point(s) of `results.csv` were rebuilt with their parameters and counted with "
-        "`attnbench.count_flops` (fvcore convention: 1 multiply-accumulate = 1 FLOP, so every number here "
-        'is in MACs) on a (1, H, W, C) input. Per term, "measured" is the count fvcore attributes to '
-        "BRA's submodules `qkv`, `router`, `attn`, `lepe` and `wo`; anything outside them would be the "
-        f"term `other`. The count uses BRA's `{check.backend}` backend."
+        f"{len(pts)} BRA point(s): the count the run made of each with `attnbench.count_flops` (fvcore "
+        "convention: 1 multiply-accumulate = 1 FLOP, so every number here is in MACs) on a (1, H, W, C) "
+        "input, stored with its rows by term (column `flops_detail`); nothing is counted again here. "
+        'Per term, "measured" is the count fvcore attributes to BRA\'s submodules `qkv`, `router`, '
+        "`attn`, `lepe` and `wo`; anything outside them would be the term `other`. While FLOPs are "
+        "counted, BRA's token attention runs through its `sdpa` backend whatever backend a row timed: "
+        "the count is the released algorithm's."
     )
-    if known:
-        differ = pts[pts["results_flops"].notna() & ~same]
-        text = f"The recount equals the run's own `flops` column at {int(same.sum())} of {known} point(s)"
-        if not differ.empty:
-            backends = ", ".join(f"`{b}`" for b in sorted(set(differ["run_backend"])) if b) or "unknown"
-            text += (
-                f"; at the other {len(differ)} the run counted the backend it timed ({backends}), whose "
-                "work can differ from the released algorithm's (a dense masked backend computes N² scores)"
-            )
-        doc.para(text + ".")
     doc.bullets([f"`{v}`: {expr}" for v, expr in VARIANTS.items()])
 
     doc.heading("Verdict")

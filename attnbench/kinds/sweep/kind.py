@@ -50,7 +50,7 @@ from attnbench.registry import available_mechanisms, build_mechanism, get_mechan
 from attnbench.study import DTYPES
 from attnbench.worker import emit
 
-__all__ = ["COLUMN_DOCS", "KIND", "point_id"]
+__all__ = ["COLUMN_DOCS", "KIND", "count_point", "flops_detail", "point_id"]
 
 _HEAD = {
     "point_id": "hash of the point's full config (all mechanism params, shape, batch, dtype, pass, device, "
@@ -76,6 +76,10 @@ _TAIL = {
     "flops_torch": "torch FlopCounterMode total of the same forward, halved to MACs",
     "flops_analytic": "sum of the mechanism's analytic_flops(H, W), MACs, batch 1",
     "flops_uncounted": "JSON {operator: calls} that no FLOP handle counted (non-empty: flops may be low)",
+    "flops_detail": "JSON of the same count by term, for checks that the report makes without counting "
+    "again: by_module {top-level submodule: MACs}, free_ops {operator: calls counted as 0}, analytic "
+    "{term: MACs} (the mechanism's analytic_flops), resolved {hyper-parameter: value the module holds}, "
+    "padded [H, W] (the size it computes on, where it pads)",
     "params": "number of parameters (elements)",
     **TIMING_DOCS,
     "peak_mem_mb": "peak memory of one pass in MiB (2^20 bytes), by mem_method",
@@ -288,6 +292,52 @@ def _make_step(module: nn.Module, x: torch.Tensor, pass_: str, keep: list[Any], 
     return step_backward, x_grad
 
 
+def flops_detail(module: nn.Module, report: Any, H: int, W: int) -> dict[str, Any]:
+    """What a check of the count by term needs (the BRA formula check), stored with the row so that
+    the report counts nothing again: the MACs of each top-level submodule, the operators counted as
+    free, the mechanism's analytic terms, the hyper-parameters as the module resolved them, and the
+    size it computes on where it pads."""
+    detail: dict[str, Any] = {
+        "by_module": {name: int(macs) for name, macs in report.by_module.items() if name and "." not in name},
+        "free_ops": dict(report.convention_zero),
+    }
+    try:
+        detail["analytic"] = {k: int(v) for k, v in module.analytic_flops(H, W).items()}
+    except Exception:  # noqa: BLE001 - not every mechanism has analytic terms
+        pass
+    hyper = type(module).hyperparameters() if hasattr(type(module), "hyperparameters") else {}
+    detail["resolved"] = {
+        name: getattr(module, name)
+        for name in hyper
+        if isinstance(getattr(module, name, ...), (int, float, str, bool, type(None)))
+    }
+    if hasattr(module, "padded_size"):
+        detail["padded"] = list(module.padded_size(H, W))
+    return detail
+
+
+def count_point(H: int, W: int, C: int, num_heads: int, params: dict[str, Any]) -> dict[str, Any]:
+    """Count one BRA point as a sweep row stores it, and read it back as the formula check does
+    (:func:`attnbench.kinds.sweep.formula.stored_point`): geometry, terms, total, free operators."""
+    from attnbench.kinds.sweep.formula import stored_point
+
+    module = build_mechanism("bra", C, num_heads, **params)
+    module.check_input(H, W)
+    report = count_flops(module, torch.zeros(1, H, W, C), cross_check=False)
+    row = {
+        "H": H,
+        "W": W,
+        "C": C,
+        "num_heads": num_heads,
+        "flops": report.total,
+        "flops_uncounted": json.dumps(report.uncounted),
+        "flops_detail": json.dumps(flops_detail(module, report, H, W)),
+    }
+    point = stored_point(row)
+    assert point is not None
+    return point
+
+
 def _count_flops(ctx: RunContext, point: Point, module: nn.Module) -> dict[str, Any]:
     """FLOP columns of one forward at batch 1 in fp32 on the run device, cached per shape; ``_errors``
     and, when the forward ran, ``_forward`` (why its output is no result, or None)."""
@@ -316,6 +366,7 @@ def _count_flops(ctx: RunContext, point: Point, module: nn.Module) -> dict[str, 
             flops=report.total,
             flops_torch=report.torch_total,
             flops_uncounted=json.dumps(report.uncounted, sort_keys=True),
+            flops_detail=json.dumps(flops_detail(module, report, point.H, point.W)),
         )
     except Exception as exc:  # noqa: BLE001 - recorded in the row
         errors.append(f"flops: {message(exc)}")

@@ -45,7 +45,7 @@ def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> 
     check = None
     if options.formula:
         if "mechanism" in df.columns and (df["mechanism"] == "bra").any():
-            say("BRA formula check: counting every BRA point again")
+            say("BRA formula check: the published terms against the stored counts")
         check = run_formula_check(results)  # no BRA row: nothing to count, and nothing announced
     drawn: dict = {}
     not_drawn: dict[str, str] = {}
