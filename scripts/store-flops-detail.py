@@ -6,8 +6,9 @@ attnbench stored it, so that their report's BRA formula check has what it reads.
 For each row with a FLOP count and no ``flops_detail``, the mechanism is built again from the row
 (its name, shape and parameter columns) and counted on CPU exactly as the sweep kind counts it
 (:func:`attnbench.kinds.sweep.kind.flops_detail`); the row gets the column only when the new total
-equals the stored ``flops`` (otherwise it is left as it was, and said). Nothing is timed; no other
-column changes. Then ``attnbench report RUN_DIR`` writes the check.
+equals the stored ``flops`` (otherwise it is left as it was, and said). Mechanisms that a study's
+plugins register are loaded from the study file the manifest names, where it exists. Nothing is
+timed; no other column changes. Then ``attnbench report RUN_DIR`` writes the check.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import attnbench  # noqa: F401  (registers the mechanisms; before timm)
 from attnbench.flops import count_flops
 from attnbench.kinds.sweep.kind import flops_detail
 from attnbench.registry import build_mechanism, get_mechanism
-from attnbench.store import ResultsStore, RunLock
+from attnbench.store import ResultsStore, RunLock, read_manifest
+from attnbench.study import load_study
 
 
 def _value(cell: Any, annotation: Any) -> Any:
@@ -64,6 +66,9 @@ def main(folders: list[str]) -> int:
         return 2
     for folder in folders:
         run_dir = Path(folder)
+        study = (read_manifest(run_dir).get("study") or {}).get("path")
+        if study and Path(study).is_file():
+            load_study(study)  # its plugins register their mechanisms
         lock = RunLock(run_dir, ["scripts/store-flops-detail.py", folder])
         lock.acquire()
         store = ResultsStore(run_dir)

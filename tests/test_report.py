@@ -373,3 +373,23 @@ def test_a_mechanism_brings_its_own_look_and_citation(temp_registry, tmp_path):
     path = write_bib(tmp_path, ["\\cite{me2026mine,zhu2023biformer,nokey}"])
     text = path.read_text()
     assert "me2026mine" in text and "zhu2023biformer" in text and "nokey" not in text
+
+
+def test_a_plugin_label_names_its_parameters_not_the_measured_columns():
+    """FIXED_COLUMNS holds every column the sweep kind writes that is not a parameter: an unloaded
+    plugin's label is its name and its own parameters, never pass_macs or flops_detail."""
+    from attnbench.kinds.sweep.kind import COLUMN_DOCS
+    from attnbench.report._results import FIXED_COLUMNS
+
+    assert set(COLUMN_DOCS) - {"n_win", "topk"} <= FIXED_COLUMNS
+    rows = [
+        {
+            **small_rows()[0],
+            "mechanism": "not_loaded",
+            "window": w,
+            "pass_macs": 1e9 * w,
+            "flops_detail": f"{w}",
+        }
+        for w in (3, 5)
+    ]
+    assert mechanism_labels(pd.DataFrame(rows)).tolist() == ["not_loaded (window=3)", "not_loaded (window=5)"]

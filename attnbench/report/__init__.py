@@ -82,8 +82,9 @@ def write_report(
         plots: draw the plots.
         formats: image formats of the plots (the first is linked from the pages).
         progress: called with a short line as each step starts (``attnbench report`` prints them).
-        maps: an ablation run: show the attention maps in ``maps/`` (drawn by ``attnbench maps``, or
-            by :func:`prepare_report`, which ``attnbench report`` and the runner call first).
+        maps: kept for callers of earlier versions; drawing an ablation run's attention maps is
+            :func:`prepare_report`'s (``attnbench report`` and the runner call it first), and the
+            report shows whatever ``maps/`` holds.
 
     Returns:
         The path of ``index.html``.

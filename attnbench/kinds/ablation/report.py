@@ -78,7 +78,7 @@ def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> 
     details = run_details(results, df, run_dir)
     for paragraph in report_method(summary, analysis):
         details.para(paragraph)
-    maps = _maps_doc(run_dir) if options.maps else None
+    maps = _maps_doc(run_dir)
     return write_pages(
         run_dir,
         findings=findings,

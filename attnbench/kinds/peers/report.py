@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from attnbench.report.options import ReportOptions
-from attnbench.report.pages import run_details, write_pages
+from attnbench.report.pages import run_details, unstable_count, write_pages
 
 __all__ = ["OPTIONS", "write"]
 
@@ -33,6 +33,11 @@ def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> 
     write_bib(run_dir, [t.to_latex() for t in tables])
     findings = Doc()
     findings.para(f"Each mechanism against its peers: {len(tables)} table(s) of ratios (ours / peer).")
+    if unstable_count(df):
+        findings.para(
+            f"**{unstable_count(df)} timed row(s) are unstable**: their cells carry † in the tables; measure "
+            "them again on a quiet machine before publishing (see Run)."
+        )
     say("writing report.md and index.html")
     return write_pages(
         run_dir,
