@@ -39,8 +39,9 @@ FIXED_COLUMNS = frozenset(
     """point_id env_id study mechanism H W C num_heads batch dtype device pass compile status error flops
     flops_torch flops_analytic flops_uncounted flops_detail params latency_ms latency_iqr_ms latency_n
     latency_samples_ms throughput pass_macs achieved_gmacs_s peak_gmacs_s efficiency phases_ms compile_s
-    graph_breaks max_batch max_batch_budget_mb max_batch_peak_mb peak_mem_mb mem_method timestamp protocol_id
-    threads load_avg load_avg_end other_cpu steal_pct unstable unstable_why top1 top5 seed oom label""".split()
+    graph_breaks max_batch max_batch_budget_mb max_batch_peak_mb peak_mem_mb mem_method timestamp
+    protocol_id threads load_avg load_avg_end other_cpu steal_pct unstable unstable_why top1 top5 seed oom
+    label""".split()
 )
 NUMERIC_COLUMNS = (
     "H W C num_heads batch flops flops_torch flops_analytic params latency_ms latency_iqr_ms "
