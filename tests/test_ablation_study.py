@@ -11,7 +11,7 @@ import pytest
 import attnbench.kinds.ablation.kind as ablation_kind
 from attnbench.ablation import run_key
 from attnbench.cli import main
-from attnbench.kinds.ablation.schema import AblationStudy
+from attnbench.kinds.ablation.schema import AblationFile
 from attnbench.study import StudyError, load_study
 
 IN_PROCESS = ["--isolation", "none"]  # the tests below patch training in this process
@@ -59,7 +59,7 @@ def _rows(out: Path) -> list[dict[str, str]]:
 
 def test_load_study_gives_an_ablation_study(tmp_path):
     study = load_study(_write(tmp_path))
-    assert isinstance(study, AblationStudy)
+    assert isinstance(study, AblationFile)
     assert study.kind == "ablation" and study.seeds == (0,)
     assert [(s.name, s.combinations()) for s in study.mechanisms] == [
         ("vanilla", [{}]),
@@ -75,7 +75,7 @@ STUDIES = Path(__file__).resolve().parent.parent / "studies"
 def test_the_repository_study_validates():
     # the version-4 study: one rung, 12 seeds each drawing its own images, declared contrasts
     study = load_study(STUDIES / "ablation.yaml")
-    assert isinstance(study, AblationStudy)
+    assert isinstance(study, AblationFile)
     assert len(study.runs()) == 60  # 5 mechanisms x 12 seeds
     assert all(d.get("train_images") == "per_seed" and "version" not in d for d in study.datasets)
     assert study.analysis["declared"] and study.analysis["learned_top1"] == 70.0

@@ -12,7 +12,7 @@ import pytest
 import attnbench.kinds.models.kind as models_kind
 from attnbench.cli import main
 from attnbench.kinds.models.kind import model_point_id
-from attnbench.kinds.models.schema import ModelSpec, ModelsStudy
+from attnbench.kinds.models.schema import ModelsFile, ModelSpec
 from attnbench.report import write_report
 from attnbench.runner import run_study
 from attnbench.store import ResultsStore
@@ -91,7 +91,7 @@ def read_rows(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def test_valid_models_study_and_the_paper_table_load():
     study = load_study(ROOT / "studies" / "paper_table.yaml")
-    assert isinstance(study, ModelsStudy)
+    assert isinstance(study, ModelsFile)
     assert (study.kind, study.resolution, study.batch, study.dtype) == ("models", 224, 1, "float32")
     assert [m.name for m in study.models][:2] == ["biformer_tiny", "biformer_small"]
     assert dict(study.models[6].published)["params_m"] == 77.0  # debiformer_base: kept as published

@@ -14,7 +14,7 @@ import torch
 from attnbench.executors import LocalExecutor
 from attnbench.kinds.peers.implementations import PEERS, Peer, get_peer, register_peer
 from attnbench.kinds.peers.kind import TOLERANCE, compare, time_interleaved
-from attnbench.kinds.peers.schema import PeersStudy
+from attnbench.kinds.peers.schema import PeersFile
 from attnbench.kinds.peers.tables import peers_tables
 from attnbench.registry import build_mechanism
 from attnbench.runner import run_study
@@ -73,7 +73,7 @@ def test_interleaved_pairs_alternate_who_goes_first():
     assert "".join(calls) == "ab" + "ab" + "ba" + "ab" + "ba"  # warm-up, then pairs ab, ba, ab, ba
 
 
-def _study(tmp_path: Path, entries: str) -> PeersStudy:
+def _study(tmp_path: Path, entries: str) -> PeersFile:
     path = tmp_path / "peers.yaml"
     path.write_text(TINY + entries, encoding="utf-8")
     return load_study(path)
@@ -87,7 +87,7 @@ def _rows(run_dir: Path) -> list[dict]:
         store.close()
 
 
-def _run(study: PeersStudy, out: Path) -> list[dict]:
+def _run(study: PeersFile, out: Path) -> list[dict]:
     # in this process: a peer registered by a test exists here, not in a worker
     code = run_study(study, out_dir=out, quiet=True, report=False, executor=LocalExecutor("none"))
     assert code == 0
@@ -209,7 +209,7 @@ def test_shapes_are_required_somewhere(tmp_path):
 def test_the_shipped_peer_studies_load_and_the_schema_has_the_kind():
     for name in ("peers.yaml", "peers-gpu.yaml"):
         study = load_study(ROOT / "studies" / name, device="cpu")
-        assert isinstance(study, PeersStudy) and study.points()
+        assert isinstance(study, PeersFile) and study.points()
         covered = {spec.name for spec in study.mechanisms}
         assert covered == set(PEERS), f"{name} leaves out {set(PEERS) - covered}"
     assert "bfloat16" in load_study(ROOT / "studies" / "peers-gpu.yaml", device="cpu").dtypes

@@ -86,7 +86,14 @@ class EntrySweep(Section):
     @model_validator(mode="after")
     def _heads_divide_a_dim(self) -> EntrySweep:
         if self.dim and self.num_heads and not any(d % h == 0 for d in self.dim for h in self.num_heads):
-            fail([problem(("num_heads",), f"no num_heads in {self.num_heads} divides a dim in {self.dim}")])
+            fail(
+                [
+                    problem(
+                        ("num_heads",),
+                        f"no num_heads in {list(self.num_heads)} divides a dim in {list(self.dim)}",
+                    )
+                ]
+            )
         return self
 
     @property

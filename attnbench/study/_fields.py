@@ -220,7 +220,8 @@ def choices(options: Sequence[str]) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class OneOrMany:
-    """``Annotated[list[X], OneOrMany(...)]``: a list, or a single X standing for a one-item list.
+    """``Annotated[list[X], OneOrMany(...)]``: a list, or a single X standing for a one-item list;
+    the validated value is a tuple (a study is frozen, and its values key its points).
 
     Args:
         empty: what to give instead of an empty list (``give at least one positive int``).
@@ -241,14 +242,14 @@ class OneOrMany:
         array = {**handler(schema), "minItems": 1}
         return {"anyOf": [array["items"], array]}
 
-    def _validate(self, value: Any, handler: Callable[[Any], Any]) -> list[Any]:
+    def _validate(self, value: Any, handler: Callable[[Any], Any]) -> tuple[Any, ...]:
         if not isinstance(value, list):
             value = [value]
         elif not value:
             raise said(f"is an empty list; {self.empty}")
         items = handler(value)
         if self.repeats == "drop":
-            return list(dict.fromkeys(items))
+            return tuple(dict.fromkeys(items))
         if self.repeats == "error":
             seen: set[Any] = set()
             twice = []
@@ -258,7 +259,7 @@ class OneOrMany:
                 seen.add(item)
             if twice:
                 fail(twice)
-        return items
+        return tuple(items)
 
 
 @dataclasses.dataclass(frozen=True)

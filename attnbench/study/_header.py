@@ -122,23 +122,17 @@ class Header(Section):
             data["device"] = context["device"]
         return data
 
+    @field_validator("point_timeout_s")
+    @classmethod
+    def _seconds(cls, value: float | None) -> float | None:
+        return None if value is None else float(value)  # 900 and 900.0 are one protocol
+
     @field_validator("device")
     @classmethod
     def _cuda_is_there(cls, device: str) -> str:
         if resolve_device(device) == "cuda" and not torch.cuda.is_available():
             raise said("cuda was asked for but torch.cuda.is_available() is False; use auto or cpu")
         return device
-
-    def header(self) -> dict[str, Any]:
-        """The dataclass fields every kind of validated study has."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "device": self.device,
-            "threads": self.threads,
-            "seed": self.seed,
-            "point_timeout_s": None if self.point_timeout_s is None else float(self.point_timeout_s),
-        }
 
 
 class Timed(Header):
@@ -151,3 +145,8 @@ class Timed(Header):
         description="stop warm-up (after at least 1 call) and sampling (after at least 3 samples) of a "
         "point once this many seconds are spent; null: no budget",
     )
+
+    @field_validator("max_time_s")
+    @classmethod
+    def _max_seconds(cls, value: float | None) -> float | None:
+        return None if value is None else float(value)

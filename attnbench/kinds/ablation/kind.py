@@ -19,7 +19,6 @@ import torch
 
 from attnbench.ablation import build_for_dataset, dataset_shape, run_key, train_and_evaluate
 from attnbench.ablation.data import level_label
-from attnbench.ablation.train import TrainConfig
 from attnbench.flops import count_flops
 from attnbench.kind import Kind, RunContext, Task, config_id
 from attnbench.kinds._common import (
@@ -196,7 +195,7 @@ class AblationKind(Kind):
             **{k: p.default for k, p in get_mechanism(run.mechanism).hyperparameters().items()},
             **run.params,
         }
-        cfg = TrainConfig.from_dict(s.train)
+        cfg = s.train.settings
         side = dataset_shape(run.dataset)[2]
         key = run_key(run.mechanism, run.params, run.dataset, s.backbone, s.train, run.seed)
         return {
@@ -236,7 +235,7 @@ class AblationKind(Kind):
             "conditions": {
                 "datasets": list(s.datasets),
                 "backbone": s.backbone,
-                "train": dataclasses.asdict(TrainConfig.from_dict(s.train)),
+                "train": dataclasses.asdict(s.train.settings),
                 "levels": [level_label(d) for d in s.datasets],
                 "seeds": list(s.seeds),
                 "baseline": s.baseline,

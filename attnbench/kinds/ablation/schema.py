@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import operator
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -47,7 +46,7 @@ from attnbench.study._header import Header, kind_field
 from attnbench.study._mechanisms import MechanismEntry, MechanismSpec, PluginFile
 from attnbench.study._yaml import plain
 
-__all__ = ["MEASURES", "AblationFile", "AblationStudy", "trains"]
+__all__ = ["MEASURES", "AblationFile", "trains"]
 
 MEASURES = ("accuracy", "flops", "params", "latency")
 POINT_TIMEOUT_S = 6 * 3600.0  # one point is a whole training
@@ -71,45 +70,6 @@ _KEY_DOCS = {
     "(each training seed draws its own; the val split stays the same)",
     "augment": "{crop_padding: int, hflip: bool, vflip: bool} over the dataset's defaults",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class AblationStudy:
-    """A validated ablation study file."""
-
-    path: Path
-    name: str
-    description: str
-    device: str  # as the file (or --device) asks: auto, cpu or cuda; the runner resolves auto
-    threads: int | None  # None: not given (the runner uses 1 on CPU)
-    seed: int
-    measure: tuple[str, ...]
-    datasets: tuple[dict[str, Any], ...]
-    backbone: dict[str, Any]
-    train: dict[str, Any]  # without seeds
-    seeds: tuple[int, ...]
-    mechanisms: tuple[MechanismSpec, ...]
-    plugins: tuple[Path, ...]
-    text: str
-    point_timeout_s: float | None = POINT_TIMEOUT_S  # None: no limit
-    kind: str = "ablation"
-    baseline: str | None = None  # the mechanism every other is compared with; None: the first listed
-    analysis: dict[str, Any] | None = None  # Analysis.resolved(): learned_top1, contrasts, alpha, declared
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
-
-    def runs(self) -> list[tuple[dict[str, Any], str, dict[str, Any], int]]:
-        """Every (dataset, mechanism, params as the study gives them, seed), in run order: seed by
-        seed, so that a run stopped part-way already has every level and mechanism once."""
-        return [
-            (dataset, spec.name, combo, seed)
-            for seed in self.seeds
-            for dataset in self.datasets
-            for spec in self.mechanisms
-            for combo in spec.combinations()
-        ]
 
 
 def trains(data: dict[Any, Any]) -> bool:
@@ -245,16 +205,25 @@ def train_model() -> type[_Train]:
     return create_model("train", __base__=_Train, **fields)
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainValue:
+class TrainValue(dict):
     """A validated ``train:``: its keys without seeds, as the file gives them (they key the
-    checkpoints), and its seeds (None: the study's seed)."""
+    checkpoints), with ``seeds`` (None: the study's seed) and ``settings``, the
+    :class:`attnbench.ablation.TrainConfig` they make, parsed once here."""
 
-    config: dict[str, Any]
-    seeds: tuple[int, ...] | None
+    def __init__(self, config: dict[str, Any], seeds: tuple[int, ...] | None) -> None:
+        from attnbench.ablation import TrainConfig
+
+        super().__init__(config)
+        self.seeds = seeds
+        self.settings = TrainConfig.from_dict(config)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled to the workers with the study
+        return (TrainValue, (dict(self), self.seeds))
 
 
 def _validate_train(value: Any, info: ValidationInfo) -> TrainValue:
+    if value is None:
+        return TrainValue({}, None)
     checked = train_model().model_validate(value, context=info.context)
     config = plain({k: v for k, v in value.items() if k != "seeds"})
     return TrainValue(config, tuple(checked.seeds) if checked.seeds else None)
@@ -402,10 +371,13 @@ class AblationFile(Header):
     )
     backbone: Annotated[dict[str, Any], worded("a mapping (preset and overrides)")] | None = Field(
         None,
+        validate_default=True,
         description="preset (stl-nano, ...) and overrides of attnbench.ablation.build_backbone",
     )
     train: TrainSettings | None = Field(
-        None, description="attnbench.ablation.TrainConfig's keys (epochs, batch, lr, ...) and seeds"
+        None,
+        validate_default=True,
+        description="attnbench.ablation.TrainConfig's keys (epochs, batch, lr, ...) and seeds",
     )
     plugins: Annotated[list[PluginFile], worded("a list of .py files")] = Field(
         [], description=".py files that register mechanisms, relative to the study file"
@@ -418,22 +390,28 @@ class AblationFile(Header):
 
     baseline: str | None = Field(
         None,
+        validate_default=True,
         description="the mechanism the report compares every other with (paired differences over the "
         "same val images and seeds); default: vanilla if listed, else the first mechanism",
     )
 
     analysis: Analysis | None = Field(
         None,
+        validate_default=True,
         description="when a training counts as learned and which comparisons the report tests, declared "
         "before the run (learned_top1, contrasts, alpha)",
     )
 
     @field_validator("analysis")
     @classmethod
-    def _declared(cls, analysis: Analysis | None, info: ValidationInfo) -> Analysis | None:
-        if analysis is None:
-            return None
+    def _declared(cls, analysis: Analysis | None, info: ValidationInfo) -> dict[str, Any] | None:
+        """The analysis the report applies (:func:`resolve_analysis`), checked against the study."""
         names = [spec.name for spec in info.data.get("mechanisms") or []]
+        baseline = info.data.get("baseline")
+        if analysis is None:
+            return (
+                resolve_analysis(None, list(dict.fromkeys(names)), baseline) if names and baseline else None
+            )
         problems = []
         for i, pair in enumerate(analysis.contrasts or []):
             for j, name in enumerate(pair):
@@ -446,8 +424,7 @@ class AblationFile(Header):
                     )
             if pair[0] == pair[1]:
                 problems.append(problem(("contrasts", i), f"compares {pair[0]!r} with itself"))
-        train = info.data.get("train")
-        early = (train.config if train is not None else {}).get("learned_top1")
+        early = dict(info.data.get("train") or {}).get("learned_top1")
         if early is not None and float(early) != float(analysis.learned_top1):
             problems.append(
                 problem(
@@ -458,7 +435,19 @@ class AblationFile(Header):
             )
         if problems:
             fail(problems)
-        return analysis
+        return (
+            resolve_analysis(analysis, list(dict.fromkeys(names)), baseline) if names and baseline else None
+        )
+
+    @field_validator("train")
+    @classmethod
+    def _no_train_is_the_defaults(cls, train: TrainValue | None) -> TrainValue:
+        return TrainValue({}, None) if train is None else train
+
+    @field_validator("plugins")
+    @classmethod
+    def _plugins_as_tuple(cls, plugins: list[Path]) -> tuple[Path, ...]:
+        return tuple(plugins)
 
     @field_validator("measure")
     @classmethod
@@ -469,7 +458,9 @@ class AblationFile(Header):
 
     @field_validator("backbone")
     @classmethod
-    def _builds(cls, backbone: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+    def _builds(cls, backbone: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any]:
+        if backbone is None:
+            return {}  # the dataset's default backbone (each mechanism's build checks it)
         datasets = info.data.get("dataset")
         if datasets:
             from attnbench.ablation import build_for_dataset
@@ -480,16 +471,14 @@ class AblationFile(Header):
                 raise
             except BaseException as exc:  # noqa: BLE001 - any failure to build is a study problem
                 raise said(exception_text(exc)) from None
-        return backbone
+        return plain(backbone)
 
     @field_validator("mechanisms", mode="wrap")
     @classmethod
     def _trained_as_set(cls, value: Any, handler: Any, info: ValidationInfo) -> list[MechanismSpec]:
         datasets = info.data.get("dataset")
-        backbone = plain(info.data["backbone"] or {}) if "backbone" in info.data else None
-        train = None
-        if "train" in info.data:
-            train = info.data["train"].config if info.data["train"] is not None else {}
+        backbone = info.data.get("backbone")
+        train = dict(info.data["train"] or {}) if "train" in info.data else None
         if info.context is not None:
             info.context["check_entry"] = lambda spec, entry: run_problems(
                 spec, entry, datasets, backbone, train
@@ -499,29 +488,32 @@ class AblationFile(Header):
     @field_validator("baseline")
     @classmethod
     def _listed(cls, baseline: str | None, info: ValidationInfo) -> str | None:
+        """The baseline given, else vanilla if listed, else the first mechanism."""
         names = [spec.name for spec in info.data.get("mechanisms") or []]
         if baseline is not None and names and baseline not in names:
             raise said(f"{baseline!r} is not among the study's mechanisms; choose one of {names}")
+        if baseline is None and names:
+            return "vanilla" if "vanilla" in names else names[0]
         return baseline
 
-    def study(self, path: Path, text: str) -> AblationStudy:
-        seeds = self.train.seeds if self.train is not None and self.train.seeds else (self.seed,)
-        names = [spec.name for spec in self.mechanisms]
-        baseline = self.baseline or ("vanilla" if "vanilla" in names else names[0])
-        return AblationStudy(
-            path=path,
-            **self.header(),
-            measure=tuple(self.measure),
-            datasets=tuple(self.dataset),
-            backbone=plain(self.backbone or {}),
-            train=self.train.config if self.train is not None else {},
-            seeds=tuple(seeds),
-            mechanisms=tuple(self.mechanisms),
-            plugins=tuple(self.plugins),
-            text=text,
-            baseline=baseline,
-            analysis=resolve_analysis(self.analysis, list(dict.fromkeys(names)), baseline),
-        )
+    @property
+    def datasets(self) -> tuple[dict[str, Any], ...]:
+        return self.dataset
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.train.seeds or (self.seed,)
+
+    def runs(self) -> list[tuple[dict[str, Any], str, dict[str, Any], int]]:
+        """Every (dataset, mechanism, params as the study gives them, seed), in run order: seed by
+        seed, so that a run stopped part-way already has every level and mechanism once."""
+        return [
+            (dataset, spec.name, combo, seed)
+            for seed in self.seeds
+            for dataset in self.datasets
+            for spec in self.mechanisms
+            for combo in spec.combinations()
+        ]
 
 
 FILE = AblationFile  # the study file of this kind (attnbench.kind: a kind's schema module)

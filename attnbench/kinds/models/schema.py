@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
-from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -31,7 +29,13 @@ from attnbench.study._fields import (
 from attnbench.study._header import DTYPES, MEASURES, Timed, kind_field, resolve_device
 from attnbench.study._yaml import plain
 
-__all__ = ["COUNTED_KEYS", "PUBLISHED_KEYS", "REFERENCE_RESOLUTION", "ModelSpec", "ModelsFile", "ModelsStudy"]
+__all__ = [
+    "COUNTED_KEYS",
+    "PUBLISHED_KEYS",
+    "REFERENCE_RESOLUTION",
+    "ModelSpec",
+    "ModelsFile",
+]
 
 PUBLISHED_KEYS = ("params_m", "gflops", "top1", "source", "resolution")
 COUNTED_KEYS = ("params_m", "gflops", "source", "resolution")
@@ -58,33 +62,6 @@ class ModelSpec:
         if not self.kwargs:
             return self.name
         return f"{self.name} ({', '.join(f'{k}={v}' for k, v in self.kwargs)})"
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelsStudy:
-    """A validated ``kind: models`` study file."""
-
-    path: Path
-    name: str
-    description: str
-    device: str  # as the file (or --device) asks: auto, cpu or cuda; the runner resolves auto
-    resolution: int
-    batch: int
-    dtype: str
-    measure: tuple[str, ...]
-    repeats: int
-    warmup: int
-    max_time_s: float | None
-    threads: int | None  # None: not given (the runner uses 1 on CPU)
-    seed: int
-    models: tuple[ModelSpec, ...]
-    text: str
-    point_timeout_s: float | None = 900.0  # None: no limit
-    kind: str = "models"
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
 
 
 class Counted(Section):
@@ -231,6 +208,7 @@ def _same_model_twice(value: Any) -> list[InitErrorDetails]:
     return found
 
 
+# The validated file is the study (Header.study): ``models`` holds one ModelSpec per entry.
 class ModelsFile(Timed):
     """A models study: whole timm models, one row each, beside their published and counted numbers."""
 
@@ -254,7 +232,7 @@ class ModelsFile(Timed):
         "float32", description="float32, bfloat16 or float16 (not on CPU): one table, one dtype"
     )
     measure: choices(MEASURES) = Field(  # type: ignore[valid-type]
-        list(MEASURES), description="what to measure: params, flops (fvcore MACs), latency, memory"
+        tuple(MEASURES), description="what to measure: params, flops (fvcore MACs), latency, memory"
     )
     models: Annotated[
         list[
@@ -284,7 +262,8 @@ class ModelsFile(Timed):
 
     @field_validator("models", mode="wrap")
     @classmethod
-    def _each_model_once(cls, value: Any, handler: Any) -> list[ModelEntry]:
+    def _each_model_once(cls, value: Any, handler: Any) -> tuple[ModelSpec, ...]:
+        """Each entry validated once, as the spec the measurement reads (kwargs and numbers sorted)."""
         twice = _same_model_twice(value)
         try:
             models = handler(value)
@@ -292,22 +271,12 @@ class ModelsFile(Timed):
             fail([*details(exc), *twice])
         if twice:
             fail(twice)
-        return models
+        return tuple(m.spec() for m in models)
 
-    def study(self, path: Path, text: str) -> ModelsStudy:
-        return ModelsStudy(
-            path=path,
-            **self.header(),
-            resolution=self.resolution,
-            batch=self.batch,
-            dtype=self.dtype,
-            measure=tuple(self.measure),
-            repeats=self.repeats,
-            warmup=self.warmup,
-            max_time_s=None if self.max_time_s is None else float(self.max_time_s),
-            models=tuple(m.spec() for m in self.models),
-            text=text,
-        )
+    @field_validator("measure")
+    @classmethod
+    def _as_tuple(cls, measure: list[str]) -> tuple[str, ...]:
+        return tuple(measure)
 
 
 FILE = ModelsFile  # the study file of this kind (attnbench.kind: a kind's schema module)

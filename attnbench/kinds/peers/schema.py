@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import itertools
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -46,7 +44,7 @@ from attnbench.study._fields import (
 from attnbench.study._header import DTYPES, PASSES, Timed, kind_field, resolve_device
 from attnbench.study._mechanisms import params_model
 
-__all__ = ["PeerPoint", "PeersFile", "PeersSpec", "PeersStudy", "Shape"]
+__all__ = ["PeerPoint", "PeersFile", "PeersSpec", "Shape"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,57 +98,6 @@ class PeerPoint:
         params = " ".join(f"{k}={v}" for k, v in self.params)
         head = f"{self.mechanism} {params}".strip()
         return f"{head} | {self.H}x{self.W} C{self.dim} h{self.num_heads} b{self.batch} {self.dtype}"
-
-
-@dataclasses.dataclass(frozen=True)
-class PeersStudy:
-    """A validated ``kind: peers`` study file."""
-
-    path: Path
-    name: str
-    description: str
-    device: str  # as the file (or --device) asks: auto, cpu or cuda; the runner resolves auto
-    dtypes: tuple[str, ...]
-    batches: tuple[int, ...]
-    passes: tuple[str, ...]
-    repeats: int
-    warmup: int
-    max_time_s: float | None
-    threads: int | None  # None: not given (the runner uses 1 on CPU)
-    seed: int
-    shapes: tuple[Shape, ...]
-    mechanisms: tuple[PeersSpec, ...]
-    text: str
-    point_timeout_s: float | None = 900.0  # None: no limit
-    kind: str = "peers"
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
-
-    def points(self) -> list[PeerPoint]:
-        """Every mechanism's parameter grid times its shapes, dtypes and batches, in run order."""
-        out: list[PeerPoint] = []
-        for spec in self.mechanisms:
-            for params in spec.combinations():
-                frozen = tuple(params.items())
-                for dtype, batch, shape in itertools.product(
-                    self.dtypes, self.batches, spec.shapes or self.shapes
-                ):
-                    out.append(
-                        PeerPoint(
-                            spec.name,
-                            frozen,
-                            shape.H,
-                            shape.W,
-                            shape.dim,
-                            shape.num_heads,
-                            batch,
-                            dtype,
-                            spec.peers,
-                        )
-                    )
-        return out
 
 
 class ShapeEntry(Section):
@@ -308,16 +255,18 @@ class PeersFile(Timed):
 
     kind: kind_field("peers")  # type: ignore[valid-type]
     dtype: choices(tuple(DTYPES)) = Field(  # type: ignore[valid-type]
-        ["float32"], description="float32, bfloat16 or float16 (not on CPU), or a list of them"
+        ("float32",), description="float32, bfloat16 or float16 (not on CPU), or a list of them"
     )
     batch: Annotated[list[PositiveInt], OneOrMany("give at least one positive int")] = Field(
-        [1], description="batch size, or a list of them"
+        (1,), description="batch size, or a list of them"
     )
     passes: choices(PASSES) = Field(  # type: ignore[valid-type]
-        ["forward"], description="forward, and forward_backward (a training step's forward and backward)"
+        ("forward",), description="forward, and forward_backward (a training step's forward and backward)"
     )
-    shapes: Shapes | None = Field(
-        None, description="the shapes every entry is timed at (an entry's own shapes replace them)"
+    shapes: Shapes | None = Field(  # validated to a tuple of Shape, () when not given
+        None,
+        validate_default=True,
+        description="the shapes every entry is timed at (an entry's own shapes replace them)",
     )
     mechanisms: Annotated[
         list[PeersEntry],
@@ -338,7 +287,7 @@ class PeersFile(Timed):
     @field_validator("mechanisms", mode="wrap")
     @classmethod
     def _each_has_shapes_and_builds(cls, value: Any, handler: Any, info: ValidationInfo) -> list[PeersSpec]:
-        shapes = tuple(s.shape() for s in info.data.get("shapes") or ())
+        shapes = tuple(info.data.get("shapes") or ())
 
         def check(spec: PeersSpec) -> list[InitErrorDetails]:
             if not spec.shapes and not shapes:
@@ -349,20 +298,42 @@ class PeersFile(Timed):
             info.context["check_peers_entry"] = check
         return handler(value)
 
-    def study(self, path: Path, text: str) -> PeersStudy:
-        return PeersStudy(
-            path=path,
-            **self.header(),
-            dtypes=tuple(self.dtype),
-            batches=tuple(self.batch),
-            passes=tuple(self.passes),
-            repeats=self.repeats,
-            warmup=self.warmup,
-            max_time_s=None if self.max_time_s is None else float(self.max_time_s),
-            shapes=tuple(s.shape() for s in self.shapes or ()),
-            mechanisms=tuple(self.mechanisms),
-            text=text,
-        )
+    @field_validator("shapes")
+    @classmethod
+    def _as_shapes(cls, shapes: list[ShapeEntry] | None) -> tuple[Shape, ...]:
+        return tuple(s.shape() for s in shapes or ())
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return self.dtype
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        return self.batch
+
+    def points(self) -> list[PeerPoint]:
+        """Every mechanism's parameter grid times its shapes, dtypes and batches, in run order."""
+        out: list[PeerPoint] = []
+        for spec in self.mechanisms:
+            for params in spec.combinations():
+                frozen = tuple(params.items())
+                for dtype, batch, shape in itertools.product(
+                    self.dtypes, self.batches, spec.shapes or self.shapes
+                ):
+                    out.append(
+                        PeerPoint(
+                            spec.name,
+                            frozen,
+                            shape.H,
+                            shape.W,
+                            shape.dim,
+                            shape.num_heads,
+                            batch,
+                            dtype,
+                            spec.peers,
+                        )
+                    )
+        return out
 
 
 FILE = PeersFile  # the study file of this kind (attnbench.kind: a kind's schema module)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import re
 from pathlib import Path
@@ -18,7 +17,7 @@ from attnbench.study._fields import OneOrMany, PositiveInt, choices, problem, sa
 from attnbench.study._header import DTYPES, MEASURES, PASSES, Timed, kind_field, resolve_device
 from attnbench.study._mechanisms import MechanismEntry, MechanismSpec, PluginFile
 
-__all__ = ["COMPILE_MODES", "MEASURES", "PASSES", "Point", "Study", "SweepFile"]
+__all__ = ["COMPILE_MODES", "MEASURES", "PASSES", "Point", "SweepFile"]
 
 DEFAULT_MEASURES = ("flops", "params", "latency", "memory")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
@@ -50,57 +49,6 @@ class Point:
         head = f"{self.mechanism} {params}".strip()
         mode = "" if self.compile == "none" else f" compile={self.compile}"
         return f"{head} | {self.H}x{self.W} C{self.dim} h{self.num_heads} b{self.batch} {self.dtype}{mode}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Study:
-    """A validated sweep study file."""
-
-    path: Path
-    name: str
-    description: str
-    device: str  # as the file (or --device) asks: auto, cpu or cuda; the runner resolves auto
-    dtypes: tuple[str, ...]
-    batches: tuple[int, ...]
-    measure: tuple[str, ...]
-    passes: tuple[str, ...]
-    repeats: int
-    warmup: int
-    max_time_s: float | None
-    threads: int | None  # None: not given (the runner uses 1 on CPU)
-    seed: int
-    resolutions: tuple[tuple[int, int], ...]
-    dims: tuple[int, ...]
-    heads: tuple[int, ...]
-    mechanisms: tuple[MechanismSpec, ...]
-    plugins: tuple[Path, ...]
-    text: str
-    point_timeout_s: float | None = 900.0  # None: no limit
-    kind: str = "sweep"
-    compiles: tuple[str, ...] = ("none",)  # torch.compile modes, each a point of its own
-    memory_budget_mib: float | None = None  # max_batch: the budget (None on CUDA: the free memory)
-    max_batch_cap: int = 1024  # max_batch: the largest batch tried
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
-
-    def points(self) -> list[Point]:
-        """The product of the sweep axes and each mechanism's parameter grid, in run order."""
-        out: list[Point] = []
-        for spec in self.mechanisms:
-            for params in spec.combinations():
-                frozen = tuple(params.items())
-                for dtype, batch, dim, heads, (H, W), mode in itertools.product(
-                    self.dtypes,
-                    self.batches,
-                    spec.dims or self.dims,
-                    spec.heads or self.heads,
-                    spec.resolutions or self.resolutions,
-                    self.compiles,
-                ):
-                    out.append(Point(spec.name, frozen, H, W, dim, heads, batch, dtype, mode))
-        return out
 
 
 def build_problems(spec: MechanismSpec, sweep: Sweep | None) -> list[InitErrorDetails]:
@@ -156,18 +104,18 @@ class SweepFile(Timed):
 
     kind: kind_field("sweep") = "sweep"  # type: ignore[valid-type]
     dtype: choices(tuple(DTYPES)) = Field(  # type: ignore[valid-type]
-        ["float32"], description="float32, bfloat16 or float16 (not on CPU), or a list of them"
+        ("float32",), description="float32, bfloat16 or float16 (not on CPU), or a list of them"
     )
     batch: Annotated[list[PositiveInt], OneOrMany("give at least one positive int")] = Field(
-        [1], description="batch size, or a list of them"
+        (1,), description="batch size, or a list of them"
     )
     measure: choices(MEASURES) = Field(  # type: ignore[valid-type]
-        list(DEFAULT_MEASURES),
+        DEFAULT_MEASURES,
         description="what to measure: flops (fvcore MACs), params, latency, memory, phases (one profiled "
         "call split by attnbench.phase), max_batch (the largest batch within memory_budget_mib)",
     )
     compile: choices(COMPILE_MODES) = Field(  # type: ignore[valid-type]
-        ["none"],
+        ("none",),
         description="torch.compile modes to measure, each a point of its own: none (eager), default, "
         "reduce-overhead, max-autotune",
     )
@@ -179,7 +127,7 @@ class SweepFile(Timed):
     )
     max_batch_cap: PositiveInt = Field(1024, description="max_batch: the largest batch tried")
     passes: choices(PASSES) = Field(  # type: ignore[valid-type]
-        ["forward"], description="forward, and forward_backward (a training step's forward and backward)"
+        ("forward",), description="forward, and forward_backward (a training step's forward and backward)"
     )
     sweep: Sweep = Field(description="the axes; points are their product (with dtype and batch)")
     plugins: Annotated[list[PluginFile], worded("a list of .py files")] = Field(
@@ -224,27 +172,51 @@ class SweepFile(Timed):
             info.context["check_entry"] = lambda spec, entry: build_problems(spec, sweep)
         return handler(value)
 
-    def study(self, path: Path, text: str) -> Study:
-        return Study(
-            path=path,
-            **self.header(),
-            dtypes=tuple(self.dtype),
-            batches=tuple(self.batch),
-            measure=tuple(self.measure),
-            passes=tuple(self.passes),
-            repeats=self.repeats,
-            warmup=self.warmup,
-            max_time_s=None if self.max_time_s is None else float(self.max_time_s),
-            resolutions=tuple(self.sweep.resolutions or ()),
-            dims=tuple(self.sweep.dim),
-            heads=tuple(self.sweep.num_heads),
-            mechanisms=tuple(self.mechanisms),
-            plugins=tuple(self.plugins),
-            text=text,
-            compiles=tuple(self.compile),
-            memory_budget_mib=self.memory_budget_mib,
-            max_batch_cap=self.max_batch_cap,
-        )
+    @field_validator("plugins")
+    @classmethod
+    def _plugins_as_tuple(cls, plugins: list[Path]) -> tuple[Path, ...]:
+        return tuple(plugins)
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return self.dtype
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        return self.batch
+
+    @property
+    def compiles(self) -> tuple[str, ...]:
+        return self.compile
+
+    @property
+    def resolutions(self) -> tuple[tuple[int, int], ...]:
+        return tuple(self.sweep.resolutions or ())
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(self.sweep.dim)
+
+    @property
+    def heads(self) -> tuple[int, ...]:
+        return tuple(self.sweep.num_heads)
+
+    def points(self) -> list[Point]:
+        """The product of the sweep axes and each mechanism's parameter grid, in run order."""
+        out: list[Point] = []
+        for spec in self.mechanisms:
+            for params in spec.combinations():
+                frozen = tuple(params.items())
+                for dtype, batch, dim, heads, (H, W), mode in itertools.product(
+                    self.dtypes,
+                    self.batches,
+                    spec.dims or self.dims,
+                    spec.heads or self.heads,
+                    spec.resolutions or self.resolutions,
+                    self.compiles,
+                ):
+                    out.append(Point(spec.name, frozen, H, W, dim, heads, batch, dtype, mode))
+        return out
 
 
 FILE = SweepFile  # the study file of this kind (attnbench.kind: a kind's schema module)
