@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "latex_labels",
     "load_manifest",
     "load_results",
+    "load_run",
     "mechanism_labels",
     "plain",
     "resolution_label",
@@ -123,6 +124,18 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         df["error"] = ""
     df["oom"] = df["status"].isin(["error", "skipped"]) & df["error"].str.contains(_OOM)
     return df
+
+
+def load_run(
+    run_dir: str | Path, options: Any, say: Callable[[str], None] = lambda line: None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """What a kind's report starts from: every row (labelled, :func:`mechanism_labels`), the rows the
+    options keep (``passes``, ``dtypes``, ``devices``: :func:`filter_rows`), and the manifest."""
+    results = load_results(run_dir)
+    say(f"{len(results)} rows read; writing the tables")
+    results["label"] = mechanism_labels(results) if not results.empty else []
+    df = filter_rows(results, passes=options.passes, dtypes=options.dtypes, devices=options.devices)
+    return results, df.copy(), load_manifest(run_dir)
 
 
 def load_manifest(run_dir: str | Path) -> dict[str, Any]:

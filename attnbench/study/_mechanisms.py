@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
@@ -53,7 +54,7 @@ from attnbench.study._fields import (
     worded,
 )
 
-__all__ = ["MechanismEntry", "MechanismSpec", "PluginFile", "entry_model", "params_model"]
+__all__ = ["MechanismEntry", "MechanismSpec", "PluginFile", "Plugins", "entry_model", "params_model"]
 
 # a study's check of one entry against the rest of the study (a sweep builds it for the study's
 # shapes; an ablation builds its backbone); the kind's model puts it into the validation context
@@ -312,3 +313,5 @@ def _load_plugin(value: Any, info: ValidationInfo) -> Path:
 
 
 PluginFile = Annotated[Path, PlainValidator(_load_plugin, json_schema_input_type=str)]
+# the ``plugins:`` key of a study: each file imported as it is validated; a tuple of resolved paths
+Plugins = Annotated[list[PluginFile], worded("a list of .py files"), AfterValidator(tuple)]

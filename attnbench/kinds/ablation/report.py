@@ -35,16 +35,12 @@ def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> 
     )
     from attnbench.kinds.ablation.plots import ablation_plots
     from attnbench.kinds.ablation.reach import distance_frame, reach_findings, reach_summary, reach_tables
-    from attnbench.report._results import filter_rows, load_manifest, load_results, mechanism_labels
+    from attnbench.report._results import load_run
     from attnbench.report.plots import draw_all
     from attnbench.report.references import write_bib
 
     started = time.time()
-    results = load_results(run_dir)
-    say(f"{len(results)} rows read; writing the tables")
-    manifest = load_manifest(run_dir)
-    results["label"] = mechanism_labels(results) if not results.empty else []
-    df = filter_rows(results, passes=options.passes, dtypes=options.dtypes, devices=options.devices).copy()
+    results, df, manifest = load_run(run_dir, options, say)
     say("testing the declared contrasts of the learning outcomes")
     analysis = outcome_analysis(df, manifest)
     say("checking the learned trainings against the straight-line cue")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -43,7 +42,7 @@ from attnbench.study._fields import (
     worded,
 )
 from attnbench.study._header import Header, kind_field
-from attnbench.study._mechanisms import MechanismEntry, MechanismSpec, PluginFile
+from attnbench.study._mechanisms import MechanismEntry, MechanismSpec, Plugins
 from attnbench.study._yaml import plain
 
 __all__ = ["MEASURES", "AblationFile", "trains"]
@@ -379,9 +378,7 @@ class AblationFile(Header):
         validate_default=True,
         description="attnbench.ablation.TrainConfig's keys (epochs, batch, lr, ...) and seeds",
     )
-    plugins: Annotated[list[PluginFile], worded("a list of .py files")] = Field(
-        [], description=".py files that register mechanisms, relative to the study file"
-    )
+    plugins: Plugins = Field((), description=".py files that register mechanisms, relative to the study file")
     mechanisms: Annotated[
         list[MechanismEntry],
         Field(min_length=1),
@@ -443,11 +440,6 @@ class AblationFile(Header):
     @classmethod
     def _no_train_is_the_defaults(cls, train: TrainValue | None) -> TrainValue:
         return TrainValue({}, None) if train is None else train
-
-    @field_validator("plugins")
-    @classmethod
-    def _plugins_as_tuple(cls, plugins: list[Path]) -> tuple[Path, ...]:
-        return tuple(plugins)
 
     @field_validator("measure")
     @classmethod

@@ -19,14 +19,11 @@ def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> 
     """Write the report of the peers run in ``run_dir``; returns the path of ``index.html``."""
     from attnbench.kinds.peers.tables import peers_tables
     from attnbench.report._document import Doc
-    from attnbench.report._results import filter_rows, load_manifest, load_results, mechanism_labels
+    from attnbench.report._results import load_run
     from attnbench.report.references import write_bib
 
     started = time.time()
-    results = load_results(run_dir)
-    say(f"{len(results)} rows read; writing the tables")
-    results["label"] = mechanism_labels(results) if not results.empty else []
-    df = filter_rows(results, passes=options.passes, dtypes=options.dtypes, devices=options.devices).copy()
+    results, df, manifest = load_run(run_dir, options, say)
     tables = peers_tables(df)
     for table in tables:
         table.write(run_dir / "tables")
@@ -47,6 +44,6 @@ def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> 
         plots=None,
         tables=tables,
         details=run_details(results, df, run_dir),
-        manifest=load_manifest(run_dir),
+        manifest=manifest,
         started=started,
     )

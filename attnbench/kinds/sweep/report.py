@@ -25,16 +25,12 @@ def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> 
     from attnbench.kinds.sweep.formula import formula_tables, run_formula_check, verdict, write_formula_files
     from attnbench.kinds.sweep.plots import sweep_plots
     from attnbench.kinds.sweep.tables import comparison_tables, growth_tables, sweep_tables
-    from attnbench.report._results import filter_rows, load_manifest, load_results, mechanism_labels
+    from attnbench.report._results import load_run
     from attnbench.report.plots import draw_all
     from attnbench.report.references import write_bib
 
     started = time.time()
-    results = load_results(run_dir)
-    say(f"{len(results)} rows read; writing the tables")
-    manifest = load_manifest(run_dir)
-    results["label"] = mechanism_labels(results) if not results.empty else []
-    df = filter_rows(results, passes=options.passes, dtypes=options.dtypes, devices=options.devices).copy()
+    results, df, manifest = load_run(run_dir, options, say)
     o = options
     tables = [
         *comparison_tables(df, columns=o.columns, sort=o.sort, group_by=o.group_by, resolution=o.resolution),

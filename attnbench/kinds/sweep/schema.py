@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -15,7 +14,7 @@ from attnbench.registry import build_mechanism, get_mechanism
 from attnbench.study._axes import Sweep
 from attnbench.study._fields import OneOrMany, PositiveInt, choices, problem, said, worded
 from attnbench.study._header import DTYPES, MEASURES, PASSES, Timed, kind_field, resolve_device
-from attnbench.study._mechanisms import MechanismEntry, MechanismSpec, PluginFile
+from attnbench.study._mechanisms import MechanismEntry, MechanismSpec, Plugins
 
 __all__ = ["COMPILE_MODES", "MEASURES", "PASSES", "Point", "SweepFile"]
 
@@ -130,9 +129,7 @@ class SweepFile(Timed):
         ("forward",), description="forward, and forward_backward (a training step's forward and backward)"
     )
     sweep: Sweep = Field(description="the axes; points are their product (with dtype and batch)")
-    plugins: Annotated[list[PluginFile], worded("a list of .py files")] = Field(
-        [], description=".py files that register mechanisms, relative to the study file"
-    )
+    plugins: Plugins = Field((), description=".py files that register mechanisms, relative to the study file")
     mechanisms: Annotated[
         list[MechanismEntry],
         Field(min_length=1),
@@ -171,11 +168,6 @@ class SweepFile(Timed):
         if info.context is not None:
             info.context["check_entry"] = lambda spec, entry: build_problems(spec, sweep)
         return handler(value)
-
-    @field_validator("plugins")
-    @classmethod
-    def _plugins_as_tuple(cls, plugins: list[Path]) -> tuple[Path, ...]:
-        return tuple(plugins)
 
     @property
     def dtypes(self) -> tuple[str, ...]:
