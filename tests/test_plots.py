@@ -190,3 +190,18 @@ def test_line_plots_label_every_series(tmp_path, fn):
         fig = fn(df)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert any(t.startswith("Global") for t in texts) and any(t.startswith("BRA") for t in texts)
+
+
+def test_growth_plots_leave_out_configurations_measured_at_one_size():
+    """A run that measures each configuration at its own shape (BRA's backends) has no growth to
+    draw: the series of one point are left out, and with none left the plot is not drawn."""
+    rows = timed_rows()
+    one_each = pd.DataFrame([r for r in rows if (r["mechanism"], r["H"]) in {("vanilla", 28), ("bra", 56)}])
+    one_each["label"] = mechanism_labels(one_each)
+    assert plot_flops_vs_tokens(one_each) is None and plot_speed(one_each) is None
+    mixed = pd.DataFrame([r for r in rows if r["mechanism"] == "bra" or r["H"] == 28])
+    mixed["label"] = mechanism_labels(mixed)
+    with matplotlib.rc_context(RC):
+        fig = plot_flops_vs_tokens(mixed)
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any(t.startswith("BRA") for t in labels) and not any(t.startswith("Global") for t in labels)

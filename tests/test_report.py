@@ -142,7 +142,7 @@ def test_every_output_is_written(small_run):
     assert "accuracy_vs_flops" not in pngs  # an ablation's plot: a sweep's report neither draws nor lists it
     assert "speed_vs_resolution" not in pngs
     assert (
-        "speed_vs_resolution` not drawn: no ok row has a latency at two or more resolutions"
+        "speed_vs_resolution` not drawn: no configuration has an ok latency at two or more resolutions"
         in (small_run / "report.md").read_text()
     )
     assert (small_run / "references.bib").is_file()

@@ -425,6 +425,15 @@ def single_x(data: pd.DataFrame) -> bool:
     return data["HW"].nunique() < 2
 
 
+def over_sizes(data: pd.DataFrame, by: Sequence[str] = ("series",)) -> pd.DataFrame:
+    """The rows of the series (grouped ``by``) measured at two or more sizes: a growth plot draws a
+    line and a slope per series, which one point does not have (a run that times each configuration
+    at its own shape has none)."""
+    if data.empty:
+        return data
+    return data[data.groupby(list(by))["HW"].transform("nunique") >= 2]
+
+
 def check_formats(formats: Sequence[str]) -> None:
     """Raise a ``ValueError`` naming a plot format matplotlib cannot write, and the ones it can."""
     known = FigureCanvasBase.get_supported_filetypes()

@@ -45,6 +45,7 @@ from attnbench.report.plots import (
     log_axis,
     log_ticks,
     note_box,
+    over_sizes,
     own_color,
     series_key,
     series_styles,
@@ -66,8 +67,8 @@ def flops_data(df: pd.DataFrame) -> pd.DataFrame:
 
 def plot_flops_vs_tokens(df: pd.DataFrame) -> Figure | None:
     """FLOPs (fvcore MACs, batch 1) against tokens, log-log, each series labelled with its slope."""
-    data = flops_data(df)
-    if data.empty or single_x(data):
+    data = over_sizes(flops_data(df))
+    if data.empty:
         return None
     styles = series_styles(data, "series")
     div, unit = scaled_unit(float(data["flops"].max()), "MACs")
@@ -108,8 +109,8 @@ def _name_slopes(series: list) -> None:
 
 def plot_speed(df: pd.DataFrame) -> Figure | None:
     """Median latency against resolution with the 25th-75th percentile band, one panel per pass."""
-    data = speed_data(df)
-    if data.empty or single_x(data):
+    data = over_sizes(speed_data(df), ("series", "pass"))
+    if data.empty:
         return None
     styles = series_styles(data, "series")
     passes = list(dict.fromkeys(data["pass"]))
@@ -510,14 +511,14 @@ def sweep_plots(df: pd.DataFrame, check: FormulaCheck | None, why_no_check: str)
             "flops_vs_tokens",
             "FLOPs (fvcore MACs, batch 1) against tokens, log-log; each label ends with the fitted slope.",
             plot_flops_vs_tokens,
-            "no row has a FLOP count at two or more resolutions",
+            "no configuration has a FLOP count at two or more resolutions",
         ),
         (
             "speed_vs_resolution",
             "Median latency against resolution, per pass; band: 25th–75th percentile of the timing samples; "
             "each label ends with the fitted log-log slope against tokens.",
             plot_speed,
-            "no ok row has a latency at two or more resolutions",
+            "no configuration has an ok latency at two or more resolutions",
         ),
         (
             "memory_vs_resolution",
