@@ -219,3 +219,20 @@ def test_the_shipped_peer_studies_load_and_the_schema_has_the_kind():
     assert "timm.WindowAttention" in json.dumps(entry["peers"])
     shipped = json.loads((ROOT / "studies" / "study.schema.json").read_text(encoding="utf-8"))
     assert "PeersFile" in shipped["$defs"]
+
+
+def test_the_summary_names_the_points_slower_than_their_fastest_peer():
+    from attnbench.kinds.peers.tables import peers_verdict
+
+    base = {"mechanism": "swin", "params": "{}", "H": 28, "W": 28, "C": 64, "num_heads": 2, "pass": "forward"}
+    base |= {"dtype": "float32", "device": "cpu", "batch": 4, "status": "ok"}
+    rows = [
+        {**base, "peer": "a", "ratio": 1.05},
+        {**base, "peer": "b", "ratio": 1.30},  # the fastest peer of this point: ours 30 % slower
+        {**base, "pass": "forward_backward", "peer": "a", "ratio": 0.9},
+        {**base, "H": 56, "W": 56, "peer": "a", "ratio": None, "status": "skipped"},
+    ]
+    text = peers_verdict(pd.DataFrame(rows))
+    assert text.startswith("1 of 2 points (mechanism, shape, pass) are within 1.10× of their fastest peer")
+    assert "1.30× b" in text and "forward_backward" not in text
+    assert peers_verdict(pd.DataFrame(rows[3:])) == "No point has a timed peer to compare with."

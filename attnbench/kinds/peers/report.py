@@ -17,7 +17,7 @@ OPTIONS = ("passes", "dtypes", "devices")
 
 def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> Path:
     """Write the report of the peers run in ``run_dir``; returns the path of ``index.html``."""
-    from attnbench.kinds.peers.tables import peers_tables
+    from attnbench.kinds.peers.tables import peers_tables, peers_verdict
     from attnbench.report._document import Doc
     from attnbench.report._results import load_run
     from attnbench.report.references import write_bib
@@ -29,7 +29,10 @@ def write(run_dir: Path, options: ReportOptions, say: Callable[[str], None]) -> 
         table.write(run_dir / "tables")
     write_bib(run_dir, [t.to_latex() for t in tables])
     findings = Doc()
-    findings.para(f"Each mechanism against its peers: {len(tables)} table(s) of ratios (ours / peer).")
+    findings.para(
+        f"Each mechanism against other implementations of it (ratio = ours / peer, the median of the "
+        f"interleaved pairs): {peers_verdict(df)}"
+    )
     if unstable_count(df):
         findings.para(
             f"**{unstable_count(df)} timed row(s) are unstable**: their cells carry † in the tables; measure "

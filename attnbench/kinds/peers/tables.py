@@ -19,7 +19,7 @@ import pandas as pd
 
 from attnbench.report._document import Table
 
-__all__ = ["LIMIT", "peers_tables"]
+__all__ = ["LIMIT", "peers_tables", "peers_verdict"]
 
 LIMIT = 1.10  # ours may be at most 10 % slower than its best peer
 DASH = "—"
@@ -130,15 +130,42 @@ def peers_tables(df: pd.DataFrame) -> list[Table]:
     return tables
 
 
+def _against_fastest(df: pd.DataFrame) -> list[pd.Series]:
+    """Per (mechanism, parameters, shape, pass, dtype, device, batch): the row of the fastest peer,
+    i.e. the largest ratio ours / peer of the timed peers."""
+    timed = df[df["ratio_value"].notna()]
+    keys = [*_ROW_KEY, "dtype", "device", "batch"]
+    return [
+        block.loc[block["ratio_value"].idxmax()] for _, block in timed.groupby(keys, sort=False, dropna=False)
+    ]
+
+
+def peers_verdict(df: pd.DataFrame) -> str:
+    """One sentence for the summary: how many points keep within :data:`LIMIT` of their fastest
+    peer, and the slowest of those that do not."""
+    df = df.assign(ratio_value=[_ratio(r) for _, r in df.iterrows()]) if not df.empty else df
+    worst = _against_fastest(df) if "ratio_value" in df.columns else []
+    if not worst:
+        return "No point has a timed peer to compare with."
+    over = sorted((w for w in worst if w["ratio_value"] > LIMIT), key=lambda w: -w["ratio_value"])
+    text = (
+        f"{len(worst) - len(over)} of {len(worst)} points (mechanism, shape, pass) are within "
+        f"{LIMIT:.2f}× of their fastest peer"
+    )
+    if over:
+        named = "; ".join(
+            f"{_mechanism(w)} at {_shape(w)}, {w['pass']}: {w['ratio_value']:.2f}× {w['peer']}"
+            for w in over[:5]
+        )
+        text += f". Slower than that: {named}" + (f"; and {len(over) - 5} more" if len(over) > 5 else "")
+    return text + "."
+
+
 def _summary(df: pd.DataFrame) -> Table | None:
     """Per (mechanism, parameters, shape, pass, dtype, device, batch): the ratio against the fastest
     peer, i.e. the largest ratio of the timed peers."""
-    timed = df[df["ratio_value"].notna()]
-    if timed.empty:
-        return None
     rows, bold = [], []
-    for _, block in timed.groupby([*_ROW_KEY, "dtype", "device", "batch"], sort=False, dropna=False):
-        worst = block.loc[block["ratio_value"].idxmax()]
+    for worst in _against_fastest(df):
         rows.append(
             [
                 _mechanism(worst),
@@ -150,6 +177,8 @@ def _summary(df: pd.DataFrame) -> Table | None:
             ]
         )
         bold.append([False] * 5 + [bool(worst["ratio_value"] > LIMIT)])
+    if not rows:
+        return None
     return Table(
         name="peers_summary",
         caption="Each mechanism against its fastest peer",
