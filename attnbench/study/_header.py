@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import torch
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from attnbench.kind import study_kinds
 from attnbench.study._fields import (
@@ -70,6 +70,7 @@ class Header(Section):
     properties for what it derives; its report and measurement read it as it is.
     """
 
+    model_config = ConfigDict(frozen=True)  # the validated file is the study, read by every worker
     what: ClassVar[str] = "a YAML mapping of keys"
 
     name: FolderName | None = Field(
