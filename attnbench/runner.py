@@ -62,6 +62,21 @@ def _folder_kind(store: ResultsStore) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+def _environment_changes(manifest: dict[str, Any], key: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, before, now) of the environment key (device name, torch and CUDA versions) that differ
+    from every environment the folder's manifest records; none when one of them matches."""
+    from attnbench.environment import environment_key
+
+    envs = manifest.get("environments")
+    recorded = (
+        [environment_key(e) for e in envs.values() if isinstance(e, dict)] if isinstance(envs, dict) else []
+    )
+    if not recorded or key in recorded:
+        return []
+    last = recorded[-1]
+    return [(k, last.get(k), v) for k, v in key.items() if last.get(k) != v]
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -240,19 +255,16 @@ class _Run:
             return
         before = self.store.read_manifest() or {}
         old = before.get("protocol") if isinstance(before.get("protocol"), dict) else {}
-        new = ctx.protocol
-        changed = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+        new = ctx.protocol  # the manifest's protocol adds the kind's descriptions: compare these keys
+        changes = [(k, old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)]
         if before.get("device") not in (None, ctx.device):
-            changed.append("device")
-        words = ", ".join(
-            f"{k} {old.get(k, before.get(k))!r} -> {new.get(k, ctx.device if k == 'device' else None)!r}"
-            for k in changed[:4]
-        )
+            changes.append(("device", before.get("device"), ctx.device))
+        changes += _environment_changes(before, ctx.env_key)
+        words = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in changes[:4]) or "the measurement protocol"
         raise ProtocolChanged(
-            f"{self.run_dir} holds rows measured under another protocol ("
-            + (words or "the environment: device name, torch or CUDA version")
-            + "); one folder holds one protocol, so that no table mixes numbers that are not comparable. "
-            "Give this run another --out, or start over with --fresh (the folder is moved aside)"
+            f"{self.run_dir} holds rows measured under another protocol ({words}); one folder holds one "
+            "protocol, so that no table mixes numbers that are not comparable. Give this run another "
+            "--out, or start over with --fresh (the folder is moved aside)"
         )
 
     def _measure(self, setup: Any) -> int:

@@ -344,3 +344,25 @@ def test_retry_unstable_measures_only_the_unstable_rows_again(tmp_path, capsys, 
     # nothing unstable left: a second retry measures nothing
     assert run_study(load_study(path), retry_unstable=True, **kwargs) == 0
     assert "measuring again" not in capsys.readouterr().out
+
+
+def test_a_folder_from_another_machine_is_refused_naming_what_differs(tmp_path, capsys, monkeypatch):
+    """Rows measured on another CPU (or torch): the refusal names the environment field that
+    changed, not the protocol's descriptions."""
+    import attnbench.environment as environment
+
+    path = _study(tmp_path, how="ok")
+    run_dir = tmp_path / "run"
+    run = lambda: run_study(  # noqa: E731
+        load_study(path), out_dir=run_dir, quiet=True, report=False, executor=LocalExecutor("none")
+    )
+    real = environment.collect_environment
+    monkeypatch.setattr(
+        environment, "collect_environment", lambda *a, **k: {**real(*a, **k), "device_name": "CPU: Old"}
+    )
+    assert run() == 0
+    monkeypatch.setattr(environment, "collect_environment", real)
+    assert run() == 2
+    err = capsys.readouterr().err
+    assert "holds rows measured under another protocol (device_name 'CPU: Old' -> " in err
+    assert "measure" not in err.split("(")[1].split(")")[0]  # no protocol key is named: none changed
