@@ -93,3 +93,18 @@ def test_the_loader_and_the_schema_know_it_only_once_registered(tmp_path, capsys
             load_study(path)
     finally:
         kinds.KINDS.pop("count")
+
+
+def test_a_run_of_a_kind_not_registered_is_refused_in_one_line(tmp_path, count_kind, capsys):
+    path = tmp_path / "count.yaml"
+    path.write_text(STUDY)
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--no-report", "--isolation", "none"]) == 0
+    kinds.KINDS.pop("count")
+    try:
+        assert main(["report", str(out)]) == 2
+    finally:
+        kinds.register_kind("count", "tests.example_kind")  # the fixture removes it again
+    err = capsys.readouterr().err
+    assert "holds a 'count' run, a kind with no report here" in err and "register_kind" in err
+    assert "Traceback" not in err

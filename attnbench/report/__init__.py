@@ -106,8 +106,11 @@ def write_report(
     except ValueError:
         report = None
     if report is None:
+        from attnbench.kind import KINDS
+
         raise ValueError(
-            f"{run_dir} holds a {kind} run, and no kind of that name with a report is registered"
+            f"{run_dir} holds a {kind!r} run, a kind with no report here (known: {', '.join(KINDS)}); a "
+            "kind of your own is registered with attnbench.kind.register_kind before its runs are reported"
         )
     refused = [name for name in options.given() if name not in report.OPTIONS]
     if refused:
