@@ -97,9 +97,9 @@ def write_report(
     from attnbench.kind import kind_module
 
     run_dir = Path(run_dir)
-    options = ReportOptions(columns, sort, group_by, passes, dtypes, devices, resolution)
-    options = ReportOptions(**{**vars(options), "formula": formula, "plots": plots})
-    options = ReportOptions(**{**vars(options), "formats": tuple(formats), "maps": maps})
+    options = ReportOptions(
+        columns, sort, group_by, passes, dtypes, devices, resolution, formula, plots, tuple(formats), maps
+    )
     kind = run_kind(run_dir)
     try:
         report = kind_module(kind, "report")
