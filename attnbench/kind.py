@@ -172,8 +172,18 @@ KINDS: dict[str, str] = {  # name -> the package that holds the kind
 def register_kind(name: str, package: str) -> None:
     """Register the kind ``name`` held in ``package`` (importable; its modules are imported on first
     use). A kind outside attnbench needs this one line; a built-in one its line in :data:`KINDS`."""
+    import importlib.util
+
     if not name.isidentifier():
         raise ValueError(f"a kind's name must be an identifier, not {name!r}")
+    try:
+        found = importlib.util.find_spec(f"{package}.kind") is not None
+    except ImportError:
+        found = False
+    if not found:
+        raise ValueError(
+            f"kind {name!r}: no module {package}.kind (a kind's package holds kind.py with KIND)"
+        )
     KINDS[name] = package
 
 

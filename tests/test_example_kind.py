@@ -108,3 +108,11 @@ def test_a_run_of_a_kind_not_registered_is_refused_in_one_line(tmp_path, count_k
     err = capsys.readouterr().err
     assert "holds a 'count' run, a kind with no report here" in err and "register_kind" in err
     assert "Traceback" not in err
+
+
+def test_registering_a_package_that_is_no_kind_is_refused():
+    with pytest.raises(ValueError, match=r"no module not_a_package\.kind"):
+        kinds.register_kind("nothing", "not_a_package")
+    with pytest.raises(ValueError, match="identifier"):
+        kinds.register_kind("two words", "tests.example_kind")
+    assert "nothing" not in kinds.KINDS
