@@ -195,11 +195,7 @@ def config_id(config: dict[str, Any]) -> str:
 
 def get_kind(name: str) -> Kind:
     """The kind called ``name`` (its module is imported on first use)."""
-    import importlib
-
-    if name not in KINDS:
-        raise ValueError(f"unknown study kind {name!r}; known: {', '.join(KINDS)}")
-    return importlib.import_module(f"{KINDS[name]}.kind").KIND
+    return kind_module(name, "kind").KIND
 
 
 def kind_module(name: str, part: str) -> Any:

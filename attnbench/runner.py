@@ -35,6 +35,7 @@ from attnbench.store import (
     check_run_dir,
     move_aside,
     prepare_run_dir,
+    recorded_kind,
 )
 from attnbench.study import resolve_device
 
@@ -50,16 +51,6 @@ MAX_ATTEMPTS = 2  # an error row is measured at most this often unless asked aga
 def default_run_dir(study: Any) -> Path:
     """``runs/<study name>`` under the current directory (``results/`` holds the shipped runs)."""
     return RUNS_DIR / study.name
-
-
-def _folder_kind(store: ResultsStore) -> str | None:
-    """The kind of study a run folder holds, as recorded (``results.db``, else ``manifest.json``);
-    None for a folder that records none."""
-    recorded = store.meta("kind")
-    if recorded is not None:
-        return recorded
-    kind = (store.read_manifest() or {}).get("kind")
-    return kind if isinstance(kind, str) else None
 
 
 def _environment_changes(manifest: dict[str, Any], key: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -205,7 +196,7 @@ class _Run:
                 self._protocols = {str(r["protocol_id"]) for r in kept if r.get("protocol_id")}
                 for note in self.store.notes:
                     self.say(note, always=True)
-                folder_kind = _folder_kind(self.store)
+                folder_kind = recorded_kind(self.run_dir)
                 if folder_kind is None and len(self.store):
                     raise StoreError(
                         f"{self.run_dir} holds rows that record no kind of study (no manifest.json, a "

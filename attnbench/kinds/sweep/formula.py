@@ -27,7 +27,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,9 +35,6 @@ import pandas as pd
 from attnbench.report._document import Doc, Table, Tex, latex_escape
 from attnbench.report._results import resolution_label, scaled_unit
 from attnbench.report.references import cite
-
-if TYPE_CHECKING:
-    from attnbench.flops import FlopReport
 
 __all__ = [
     "FormulaCheck",
@@ -92,10 +89,11 @@ def formula_terms(variant: str, H: int, W: int, C: int, n_win: int, topk: int) -
     raise ValueError(f"formula variant {variant!r} is not a published formula; choose 'quoted' or 'paper'")
 
 
-def measured_terms(report: FlopReport) -> dict[str, int]:
-    """The count of a BRA module split into its terms; ``other`` is what no BRA submodule holds."""
-    terms = {MODULE_TERMS[m]: macs for m, macs in report.by_module.items() if m in MODULE_TERMS and macs}
-    other = report.total - sum(terms.values())
+def measured_terms(by_module: dict[str, int], total: int) -> dict[str, int]:
+    """A BRA count split into its terms, from the MACs of its submodules (``by_module``) and its
+    ``total``; ``other`` is what no BRA submodule holds."""
+    terms = {MODULE_TERMS[m]: macs for m, macs in by_module.items() if m in MODULE_TERMS and macs}
+    other = total - sum(terms.values())
     if other:
         terms["other"] = other
     return terms
@@ -150,9 +148,7 @@ def stored_point(row: Any) -> dict[str, Any] | None:
     }
     by_module = {str(k): int(v) for k, v in detail.get("by_module", {}).items()}
     total = int(float(row["flops"]))
-    measured = {MODULE_TERMS[m]: macs for m, macs in by_module.items() if m in MODULE_TERMS and macs}
-    if total - sum(measured.values()):
-        measured["other"] = total - sum(measured.values())
+    measured = measured_terms(by_module, total)
     uncounted = row.get("flops_uncounted")
     return {
         "geometry": geometry,

@@ -305,10 +305,9 @@ def flops_detail(module: nn.Module, report: Any, H: int, W: int) -> dict[str, An
         detail["analytic"] = {k: int(v) for k, v in module.analytic_flops(H, W).items()}
     except Exception:  # noqa: BLE001 - not every mechanism has analytic terms
         pass
-    hyper = type(module).hyperparameters() if hasattr(type(module), "hyperparameters") else {}
     detail["resolved"] = {
         name: getattr(module, name)
-        for name in hyper
+        for name in type(module).hyperparameters()
         if isinstance(getattr(module, name, ...), (int, float, str, bool, type(None)))
     }
     if hasattr(module, "padded_size"):
